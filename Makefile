@@ -1,0 +1,33 @@
+# Two entry points (see README): `make reproduce` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SCALE ?= cpu
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: reproduce test notebooks kernel clean-venv
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name kdlib --display-name "Python (kdlib)"
+	touch $@
+
+# Main job: evaluate our released checkpoints (cached), then execute every notebook in order.
+reproduce: $(VENV)/.installed
+	$(BIN)/kdlib reproduce --scale $(SCALE)
+	$(MAKE) notebooks
+
+notebooks: $(VENV)/.installed
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb (scale=$(SCALE))"; \
+		$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) $$nb $$nb || exit 1; \
+	done
+
+test: $(VENV)/.installed
+	KDLIB_SCALE=smoke $(BIN)/pytest -q tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with notebooks/sanitize.cfg
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,7 @@
+"""kdlib: knowledge distillation for learned image compression, on CompressAI."""
+import warnings
+
+# CompressAI decorates a few functions with torch.jit.script, which recent torch deprecates.
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=FutureWarning)
+
+__version__ = "0.1.0"

@@ -1,0 +1,124 @@
+"""The ``kdlib`` command: ``kdlib eval``, ``kdlib train``, ``kdlib reproduce``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from kdlib import data
+from kdlib.entropy import RoundTripError
+from kdlib.models import CHECKPOINTS, ModelError, load_model, pretrained
+from kdlib.train import Config, TrainingError, train
+
+RESULTS = Path("results")
+
+
+def model_from_spec(spec: str):
+    """``NAME`` or ``PATH`` (our checkpoint or a CompressAI state dict), or ``zoo:Q[=FILE]``."""
+    if spec.startswith("zoo:"):
+        quality, _, path = spec[4:].partition("=")
+        return pretrained(int(quality), path=path or None)
+    return load_model(spec)
+
+
+def image_list(images: str) -> list[Path]:
+    return data.kodak_paths() if images == "kodak" else data.image_files(images)
+
+
+def evaluate_to_json(model, paths: list[Path], name: str, out: Path, sha256: str | None = None) -> dict:
+    """Evaluate, write ``<out>/<name>.json`` and print a one-line summary."""
+    from kdlib.evaluate import evaluate, write_json
+
+    result = evaluate(model, paths, name)
+    if sha256:
+        result["model"]["sha256"] = sha256
+    path = write_json(result, out / f"{name}.json")
+    means = {k: v[0] for k, v in result["results"].items()}
+    print(f"{name}: PSNR {means['psnr-rgb']:.3f} dB, MS-SSIM {means['ms-ssim-rgb']:.4f}, "
+          f"bpp {means['bpp']:.4f} (estimated {means['bpp-estimated']:.4f}), "
+          f"encode {means['encoding_time']:.3f} s, decode {means['decoding_time']:.3f} s -> {path}")
+    return result
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    paths = image_list(args.images)
+    for spec in args.models:
+        name = args.name or Path(spec.replace(":", "-").replace("=", "-")).name.removesuffix(".pth.tar")
+        evaluate_to_json(model_from_spec(spec), paths, name, Path(args.out))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    """Evaluate every released checkpoint on Kodak (2 images at smoke scale), unless cached."""
+    paths = data.kodak_paths()
+    out = Path(args.out)
+    if args.scale == "smoke":
+        paths, out = paths[:2], out / "smoke"
+    for checkpoint in sorted(CHECKPOINTS.glob("*.pth.tar")):
+        name, digest = checkpoint.name.removesuffix(".pth.tar"), data.sha256sum(checkpoint)
+        target = out / f"{name}.json"
+        if target.exists() and json.loads(target.read_text())["model"].get("sha256") == digest:
+            print(f"{name}: cached in {target}")
+            continue
+        evaluate_to_json(load_model(checkpoint), paths, name, out, sha256=digest)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    best = train(config, runs=args.runs, threads=args.threads, stop_after=args.stop_after)
+    print(best)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdlib", description=__doc__)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("eval", help="evaluate codecs with real bitstreams, write eval_model JSON")
+    e.add_argument("models", nargs="+", help="checkpoint name or path, or zoo:Q[=FILE] for CompressAI's pretrained")
+    e.add_argument("--images", default="kodak", help="'kodak' (verified) or a folder of images")
+    e.add_argument("--out", default=str(RESULTS), help="folder for <name>.json")
+    e.add_argument("--name", help="result name (one model only)")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("reproduce", help="evaluate the released checkpoints (cached) for the notebooks")
+    r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
+    r.add_argument("--out", default=str(RESULTS))
+    r.set_defaults(func=cmd_reproduce)
+
+    t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher")
+    t.add_argument("--name", required=True)
+    t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
+    t.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
+    t.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
+    for name, kind in [("N", int), ("M", int), ("Z", int), ("lmbda", float), ("teacher", str),
+                       ("hyper_teacher", str), ("w_latent", float), ("w_hyper", float), ("w_recon", float),
+                       ("w_rd", float), ("crop", int), ("batch", int), ("steps", int), ("lr", float),
+                       ("val_every", int), ("seed", int), ("data", str)]:
+        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    t.add_argument("--latent", choices=["mse", "kld"])
+    t.add_argument("--dataset", choices=["folder", "vimeo90k"])
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.command == "eval" and args.name and len(args.models) > 1:
+        parser().error("--name takes one model only")
+    try:
+        args.func(args)
+    except (data.DataError, ModelError, RoundTripError, TrainingError) as err:
+        print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Datasets: Kodak (checksum-verified, mirror or download), training folders, image I/O.
+
+Where data comes from
+---------------------
+``KDLIB_DATA`` names a local mirror folder laid out as ``kodak/kodimNN.png`` and
+``train/...``. When it is unset, Kodak is downloaded from its official site into
+``KDLIB_CACHE`` (default ``~/.cache/kdlib``). Every Kodak file is verified against
+its sha256 either way.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.ops import compute_padding
+from PIL import Image
+from torch.utils.data import Dataset
+
+DATA_ENV = "KDLIB_DATA"
+CACHE_ENV = "KDLIB_CACHE"
+KODAK_URL = "https://r0k.us/graphics/kodak/kodak/{name}"
+KODAK_SHA256 = {
+    "kodim01.png": "a56e27cbf5f843c048b6af1d6e090760e9c92fadba88b7dee0205918a37523bd",
+    "kodim02.png": "133d50ad0f2cda48fef30e251f433fa1a98ee08c0f2d07cdab9462e876ccae5d",
+    "kodim03.png": "e25ca1ff2f0c0cb5fdfd5f9b0a0bb21ac4c3de3c84a67f35b09a85d3306249db",
+    "kodim04.png": "1e079e4adc03524e53f1394a2a8e1c5995f0f70a5aec125b12fa3fdbe33cba37",
+    "kodim05.png": "10349e963c5c813d327852f82c1795fa4148d69fedffc4c589bee458e3ac3d53",
+    "kodim06.png": "363510303b715d4cbc384e1ce227e466b613a09e1b71ae985882bf8e7fbd9b18",
+    "kodim07.png": "a74d606cef80e70a04fb983364f79fb954ad46665edf2a8b7355ce81adfa7998",
+    "kodim08.png": "e3cfc1371a5643c7f8cdf1bd565c172abce6aa26e3f2fdce74cbf7c32364089d",
+    "kodim09.png": "a0c72eb70826619305388ed9c0f8aa8f491b234155d62673cda270d7021149a2",
+    "kodim10.png": "28fb615837dc8e66fc92c40158cac80b57f07d0ce77d22576aa85ac9e2787336",
+    "kodim11.png": "7936814b58b5387fce2e4e2488b4ec830dadd95fa9520f358ddb30990b50f2b6",
+    "kodim12.png": "d78c37c2f04f23761ed2367dd77e2db584ddd4c3950833fecf89f199a8126980",
+    "kodim13.png": "bc34a3ce58dea09dce1704c997171602de90cb34d0c8503a988b77f473d39b08",
+    "kodim14.png": "55a94550ff18f3246c4074fd32b77b0c74447c26b6ad274d564d999c0450ba6e",
+    "kodim15.png": "d36d884e29bce92adea11de456be4e9a5815e79c112d47453a34a6f6edc84e63",
+    "kodim16.png": "a89c7268ccd4718ba424a99fc4643c572cf692ca6eae887185ceb4e9f11d2e54",
+    "kodim17.png": "37afcc89fbdcb76d9518e04b2fc011027e2f4cd14b3b2f83cefd721641a47c5b",
+    "kodim18.png": "5deb2d91e347cbdcc0d8a595daa8877de0772c9cdbce4956a2f45a0f97648a47",
+    "kodim19.png": "8f12d577f9ca36f384f82dec11ed8a4e12a27bd5a32ef117b9bcaf4fe4d0606f",
+    "kodim20.png": "3b46c71e3b92a563820ba32936be8330c586c41f938efd94be938386aae4328a",
+    "kodim21.png": "ac958597c82073f6bb65129c68f72b651db5b9efd82e11547d07350214bc268b",
+    "kodim22.png": "37782d92a1cfb36ff586047d5c0a2fa75e042fd0b58f90f866b4ab91349c4e03",
+    "kodim23.png": "2ed596d7de74cc43d23add4c116763f49d7b5a78b21444fe84caece531ee933b",
+    "kodim24.png": "ac96f39dacff2ec303ddb8a7eb72d59f77af2b491144926335938338ee63473d",
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+VAL_EVERY = 10  # every 10th training file (by sorted relative path) is held out for validation
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing, tampered with or unreadable."""
+
+
+def mirror_root() -> Path | None:
+    """The local mirror folder named by ``KDLIB_DATA``, or None."""
+    root = os.environ.get(DATA_ENV)
+    return Path(root).expanduser() if root else None
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV, "~/.cache/kdlib")).expanduser()
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path) -> None:
+    """Download ``url`` to ``dest`` atomically (no partial file is ever left)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, tmp)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, dest)
+
+
+def kodak_paths(root: str | Path | None = None, download_missing: bool = True) -> list[Path]:
+    """Paths of the 24 verified Kodak images.
+
+    ``root`` (or ``KDLIB_DATA``) is a mirror folder holding ``kodak/``; without one,
+    the images are downloaded into the cache. Raises :class:`DataError` listing every
+    missing or corrupted file and how to provide it.
+    """
+    root = Path(root).expanduser() if root else mirror_root()
+    folder = root / "kodak" if root else cache_root() / "kodak"
+    paths, problems = [], []
+    for name, expected in KODAK_SHA256.items():
+        path = folder / name
+        if not path.exists() and root is None and download_missing:
+            try:
+                download(KODAK_URL.format(name=name), path)
+            except OSError as err:
+                problems.append(f"{name}: download from {KODAK_URL.format(name=name)} failed ({err})")
+                continue
+        if not path.exists():
+            problems.append(f"{name}: missing from {folder}")
+        elif sha256sum(path) != expected:
+            problems.append(f"{name}: sha256 mismatch (file corrupted or not the official image)")
+        else:
+            paths.append(path)
+    if problems:
+        how = (f"Put the official files in {folder} (set {DATA_ENV} to a mirror folder that "
+               f"contains kodak/), or unset {DATA_ENV} to download them from {KODAK_URL.format(name='')}.")
+        raise DataError("Kodak is incomplete:\n  " + "\n  ".join(problems) + "\n" + how)
+    return paths
+
+
+def train_root(root: str | Path | None = None) -> Path:
+    """The default training folder: ``<mirror>/train``."""
+    root = Path(root).expanduser() if root else mirror_root()
+    if root is None or not (root / "train").is_dir():
+        raise DataError(f"No training folder: set {DATA_ENV} to a folder containing train/ "
+                        "or pass any folder of images explicitly.")
+    return root / "train"
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """All images under ``folder``, recursively, sorted."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return files
+
+
+def split(files: list[Path], part: str) -> list[Path]:
+    """The fixed train/validation split: every ``VAL_EVERY``-th file (the last one if fewer) is validation."""
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', not {part!r}")
+    held_out = set(range(VAL_EVERY - 1, len(files), VAL_EVERY)) or {len(files) - 1}
+    return [f for i, f in enumerate(files) if (i in held_out) == (part == "val")]
+
+
+def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """Convert to 8-bit RGB with a documented rule for every mode.
+
+    Grayscale is replicated to three channels; 16-bit samples are rounded to 8 bits;
+    an alpha channel is dropped only when fully opaque, otherwise the image is rejected
+    (the codecs code colour, not transparency).
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if array.max() > 255 or image.mode.startswith("I;16") else 1.0
+        image = Image.fromarray(np.clip(np.round(array / scale), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise DataError(f"{name} has transparent pixels; flatten it onto a background first "
+                            "(kdlib codes RGB only).")
+    if image.mode not in ("RGB", "L", "1", "RGBA", "LA", "CMYK", "YCbCr"):
+        raise DataError(f"{name}: unsupported image mode {image.mode!r}")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """An image file as a float tensor (3, H, W) in [0, 1]."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = to_rgb(image, str(path))
+    except (OSError, Image.DecompressionBombError) as err:
+        raise DataError(f"Cannot read image {path}: {err}") from err
+    return to_tensor(rgb)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.uint8).copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def pad(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Zero-pad (N, C, H, W) to a multiple of ``multiple``, centred, exactly as CompressAI's eval.
+
+    Returns the padded tensor and the (negative) padding that :func:`crop` applies to undo it.
+    """
+    padding, unpadding = compute_padding(x.shape[-2], x.shape[-1], min_div=multiple)
+    return F.pad(x, padding, mode="constant", value=0), unpadding
+
+
+def crop(x: torch.Tensor, unpadding: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad`."""
+    return F.pad(x, unpadding)
+
+
+class ImageCrops(Dataset):
+    """Square crops of a list of images: random with flips (training) or centred (validation).
+
+    Images smaller than the crop are reflect-padded. Decoded images are kept in memory
+    (``cache=True``) since the training sets here are a few hundred photos.
+    """
+
+    def __init__(self, files: list[Path], crop_size: int, train: bool = True, cache: bool = True):
+        if not files:
+            raise DataError("ImageCrops got an empty file list")
+        self.files, self.crop_size, self.train = list(files), crop_size, train
+        self._cache: dict[int, np.ndarray] = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _array(self, index: int) -> np.ndarray:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        with Image.open(self.files[index]) as image:
+            array = np.array(to_rgb(image, str(self.files[index])), dtype=np.uint8)
+        if self._cache is not None:
+            self._cache[index] = array
+        return array
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        array, size = self._array(index), self.crop_size
+        h, w = array.shape[:2]
+        if h < size or w < size:
+            array = np.pad(array, ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0)), mode="reflect")
+            h, w = array.shape[:2]
+        if self.train:
+            top, left = np.random.randint(0, h - size + 1), np.random.randint(0, w - size + 1)
+        else:
+            top, left = (h - size) // 2, (w - size) // 2
+        patch = array[top : top + size, left : left + size]
+        if self.train:
+            if np.random.rand() < 0.5:
+                patch = patch[:, ::-1]
+            if np.random.rand() < 0.5:
+                patch = patch[::-1]
+        return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)

@@ -1,0 +1,175 @@
+"""Teacher and student codecs: CompressAI's scale hyperprior, checkpoints, pretrained weights."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from compressai.layers import GDN
+from compressai.models import ScaleHyperprior
+from compressai.models.utils import conv, deconv
+from compressai.zoo.image import model_urls
+from compressai.zoo.pretrained import load_pretrained
+
+from kdlib.data import sha256sum
+
+ARCHITECTURE = "bmshj2018-hyperprior"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO_ROOT / "checkpoints"
+
+
+class ModelError(RuntimeError):
+    """A checkpoint is missing, corrupted, or does not fit the architecture."""
+
+
+class Hyperprior(ScaleHyperprior):
+    """CompressAI's ``ScaleHyperprior(N, M)`` whose forward also returns ``y_hat`` and ``z_hat``.
+
+    ``Z`` is the width of the hyper-latent z (default ``N``, which is CompressAI's model).
+    The paper's L2 students shrink the hyperprior to ``N`` but keep ``Z = 128``, the
+    teacher's width, so that z_hat can be compared with the teacher's element by element.
+    """
+
+    def __init__(self, N: int = 128, M: int = 192, Z: int | None = None):
+        super().__init__(N, M)
+        self.Z = int(Z or N)
+        if self.Z != N:
+            self.entropy_bottleneck = EntropyBottleneck(self.Z)
+            self.h_a[-1] = conv(N, self.Z)
+            self.h_s[0] = deconv(self.Z, N)
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        y = self.g_a(x)
+        z = self.h_a(torch.abs(y))
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales_hat = self.h_s(z_hat)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat)
+        x_hat = self.g_s(y_hat)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+                "y_hat": y_hat, "z_hat": z_hat}
+
+    @property
+    def config(self) -> dict[str, int]:
+        return {"N": self.N, "M": self.M, "Z": self.Z}
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, torch.Tensor]) -> "Hyperprior":
+        """Build the model that fits a (CompressAI-format) state dict and load it."""
+        state_dict = load_pretrained(state_dict)
+        try:
+            N = state_dict["g_a.0.weight"].size(0)
+            M = state_dict["g_a.6.weight"].size(0)
+            Z = state_dict["h_a.4.weight"].size(0)
+        except KeyError as err:
+            raise ModelError(f"Not a scale-hyperprior state dict (no {err})") from None
+        model = cls(N, M, Z)
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as err:
+            raise ModelError(f"State dict does not fit Hyperprior(N={N}, M={M}, Z={Z}): {err}") from None
+        return model
+
+
+def gdn_count(model: torch.nn.Module) -> int:
+    return sum(isinstance(m, GDN) for m in model.modules())
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def save_checkpoint(path: str | Path, model: Hyperprior, meta: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write ``{"state_dict", "meta", **extra}`` atomically (temporary file, then rename).
+
+    ``meta`` should hold plain values (architecture, N, M, lambda, steps, data, seed, commit);
+    the model's configuration and the commit are added here.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"architecture": ARCHITECTURE, **model.config, "commit": git_commit(), **meta}
+    payload = {"state_dict": model.state_dict(), "meta": meta, **(extra or {})}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain values only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"No checkpoint at {path}") from None
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise ModelError(f"Cannot load checkpoint {path}: {err}") from None
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A released checkpoint name (``T5``, ``S64``...) or a file path."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    released = CHECKPOINTS / f"{name_or_path}.pth.tar"
+    if released.exists():
+        return released
+    names = sorted(p.name.removesuffix(".pth.tar") for p in CHECKPOINTS.glob("*.pth.tar"))
+    raise ModelError(f"No model {name_or_path!r}: not a file, nor a released checkpoint "
+                     f"({', '.join(names) or 'none yet'}).")
+
+
+def load_model(name_or_path: str | Path) -> Hyperprior:
+    """Load our checkpoint, a CompressAI training checkpoint, or a zoo state dict; eval mode, updated."""
+    payload = read_checkpoint(resolve(name_or_path))
+    state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state_dict, dict):
+        raise ModelError(f"{name_or_path} holds no state dict")
+    model = Hyperprior.from_state_dict(state_dict)
+    model.meta = payload.get("meta", {})
+    model.update()
+    return model.eval()
+
+
+def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None) -> Hyperprior:
+    """CompressAI's pretrained ``bmshj2018-hyperprior`` at ``quality`` (1..8).
+
+    With ``path``, a local copy of the official file is used; otherwise the file is
+    downloaded through torch.hub. Either way its sha256 must start with the 8 hex
+    digits in the official file name.
+    """
+    try:
+        url = model_urls[ARCHITECTURE][metric][quality]
+    except KeyError:
+        raise ModelError(f"No pretrained {ARCHITECTURE} for metric={metric!r} quality={quality!r}") from None
+    prefix = re.search(r"-([0-9a-f]{8,})\.pth", url).group(1)
+    if path is None:
+        try:
+            state_dict = torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True,
+                                                            map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ModelError(f"Cannot download {url} ({err}). Download it elsewhere and pass "
+                             f"path=... (file name {Path(url).name}).") from None
+    else:
+        digest = sha256sum(path)
+        if not digest.startswith(prefix):
+            raise ModelError(f"{path}: sha256 {digest[:8]}... does not match the official "
+                             f"{Path(url).name} (expected prefix {prefix})")
+        state_dict = read_checkpoint(path)
+    model = Hyperprior.from_state_dict(state_dict)
+    model.meta = {"source": url, "quality": quality, "metric": metric}
+    model.update()
+    return model.eval()

@@ -1,0 +1,63 @@
+"""Read eval_model JSON results into tables and draw rate-distortion figures."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PAPER = REPO_ROOT / "paper"
+FIGURES = REPO_ROOT / "figures"
+
+
+def msssim_db(value: float) -> float:
+    """MS-SSIM as -10 log10(1 - MS-SSIM), the paper's and CompressAI's dB scale."""
+    return -10 * math.log10(1 - value)
+
+
+def read_curve(path: str | Path, label: str | None = None) -> pd.DataFrame:
+    """One eval_model JSON as a table: a row per RD point (label, bpp, psnr, ms-ssim, ms-ssim-db)."""
+    result = json.loads(Path(path).read_text())
+    r = result["results"]
+    frame = pd.DataFrame({"bpp": r["bpp"], "psnr": r["psnr-rgb"], "ms-ssim": r["ms-ssim-rgb"]})
+    frame["ms-ssim-db"] = frame["ms-ssim"].map(msssim_db)
+    frame.insert(0, "label", label or result["name"])
+    return frame.sort_values("bpp", ignore_index=True)
+
+
+def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] | None = None) -> plt.Figure:
+    """PSNR and MS-SSIM (dB) against bpp, one line per ``label``."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms-ssim-db", "MS-SSIM (dB)")]:
+        sns.lineplot(data=curves, x="bpp", y=metric, hue="label", marker="o", ax=ax, sort=False)
+        ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
+        if xlim:
+            ax.set_xlim(*xlim)
+    axes[1].get_legend().remove()
+    axes[0].legend(title=None, fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, name: str, folder: str | Path = FIGURES) -> Path:
+    """Write ``<folder>/<name>.png`` (and .pdf)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
+    return folder / f"{name}.png"
+
+
+def write_table(frame: pd.DataFrame, name: str, folder: str | Path = PAPER / "tables") -> Path:
+    """Write a table as ``<name>.csv`` and ``<name>.tex``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    (folder / f"{name}.tex").write_text(frame.to_latex(index=False, float_format="%.4g"))
+    return folder / f"{name}.csv"

@@ -1,0 +1,263 @@
+"""Training, read top to bottom: a student from a teacher (KD), or any codec from scratch.
+
+The recipe is CompressAI's example: Adam on the model, a second Adam on the entropy
+bottleneck's quantiles (aux loss), gradient clipping at 1.0, learning rate halved when
+the validation RD loss plateaus. A run lives in ``<runs>/<name>-<config hash>/``:
+``last.pth.tar`` (everything needed to resume), ``best.pth.tar`` (best validation RD
+loss), ``log.csv`` and ``done.json`` once finished. A finished run is never recomputed.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from kdlib import data
+from kdlib.losses import KDLoss
+from kdlib.models import Hyperprior, load_model, read_checkpoint, save_checkpoint
+
+# Per-scale recipe. "cpu" was chosen from measurements on a 2-core machine (see README);
+# "paper" is the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
+SCALES: dict[str, dict[str, Any]] = {
+    "smoke": dict(crop=64, batch=2, steps=6, lr=1e-4, val_every=3, val_images=4, patience=2),
+    "cpu": dict(crop=128, batch=8, steps=40_000, lr=5e-4, val_every=500, val_images=62, patience=4),
+    "paper": dict(crop=256, batch=16, steps=5_000_000, lr=1e-4, val_every=5_000, val_images=0, patience=10),
+}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad configuration)."""
+
+
+@dataclass
+class Config:
+    """Everything that defines a run; its hash names the run folder."""
+
+    name: str
+    N: int = 128
+    M: int = 192
+    Z: int | None = None
+    lmbda: float = 0.025
+    teacher: str | None = None  # checkpoint name or path; None = from scratch
+    hyper_teacher: str | None = None  # a second teacher for the z_hat term (hybrid KD)
+    w_latent: float = 0.2
+    w_hyper: float = 0.0
+    w_recon: float = 0.2
+    w_rd: float = 0.4
+    latent: str = "mse"
+    scale: str = "cpu"
+    crop: int | None = None
+    batch: int | None = None
+    steps: int | None = None
+    lr: float | None = None
+    val_every: int | None = None
+    val_images: int | None = None
+    patience: int | None = None
+    aux_lr: float = 1e-3
+    clip: float = 1.0
+    seed: int = 0
+    data: str | None = None  # folder of training images; None = <KDLIB_DATA>/train
+    dataset: str = "folder"  # "folder" or "vimeo90k" (CompressAI's Vimeo90kDataset layout)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise TrainingError(f"scale must be one of {sorted(SCALES)}, not {self.scale!r}")
+        for key, value in SCALES[self.scale].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.crop % 64:
+            raise TrainingError(f"crop must be a multiple of 64 (the codec downsamples 64x), not {self.crop}")
+
+    def hash(self) -> str:
+        fields = dataclasses.asdict(self)
+        fields.pop("name")
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_dir(config: Config, runs: str | Path = "runs") -> Path:
+    return Path(runs) / f"{config.name}-{config.hash()}"
+
+
+def training_sets(config: Config) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """(train, validation) datasets for the run."""
+    if config.dataset == "vimeo90k":
+        from compressai.datasets import Vimeo90kDataset
+        from torchvision import transforms
+
+        root = config.data or data.mirror_root() / "vimeo_septuplet"
+        train_tf = transforms.Compose([transforms.RandomCrop(config.crop), transforms.ToTensor()])
+        val_tf = transforms.Compose([transforms.CenterCrop(config.crop), transforms.ToTensor()])
+        return (Vimeo90kDataset(root, transform=train_tf, split="train"),
+                Vimeo90kDataset(root, transform=val_tf, split="valid"))
+    files = data.image_files(config.data or data.train_root())
+    val_files = data.split(files, "val")
+    if config.val_images:
+        val_files = val_files[: config.val_images]
+    return (data.ImageCrops(data.split(files, "train"), config.crop, train=True),
+            data.ImageCrops(val_files, config.crop, train=False))
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the run draws from, as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "np_keys": torch.from_numpy(keys.astype(np.int64)),
+            "np_pos": int(pos), "np_has_gauss": int(has_gauss), "np_gauss": float(gauss)}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["np_keys"].numpy().astype(np.uint32), state["np_pos"],
+                         state["np_has_gauss"], state["np_gauss"]))
+
+
+def optimizers(model: Hyperprior, config: Config) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam on the network, and Adam on the entropy bottleneck's quantiles (CompressAI's split)."""
+    named = dict(model.named_parameters())
+    main = [p for n, p in named.items() if not n.endswith(".quantiles")]
+    aux = [p for n, p in named.items() if n.endswith(".quantiles")]
+    return torch.optim.Adam(main, lr=config.lr), torch.optim.Adam(aux, lr=config.aux_lr)
+
+
+def load_teacher(name: str | None) -> Hyperprior | None:
+    if name is None:
+        return None
+    teacher = load_model(name)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+@torch.no_grad()
+def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KDLoss, batch: int) -> dict[str, float]:
+    """Mean RD loss, bpp and PSNR on the fixed validation crops (eval mode: rounded latents)."""
+    model.eval()
+    totals = {"rd_loss": 0.0, "bpp_loss": 0.0, "mse_loss": 0.0}
+    n = len(dataset)
+    for start in range(0, n, batch):
+        x = torch.stack([dataset[i] for i in range(start, min(start + batch, n))])
+        terms = criterion(model(x), x)
+        for key in totals:
+            totals[key] += terms[key].item() * len(x)
+    model.train()
+    result = {key: value / n for key, value in totals.items()}
+    result["psnr"] = -10 * math.log10(max(result["mse_loss"], 1e-12))
+    return result
+
+
+def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
+          progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume, or return the cached result of) ``config``; returns the best checkpoint.
+
+    ``stop_after`` ends this call after that many steps (the run stays resumable).
+    """
+    out = run_dir(config, runs)
+    if (out / "done.json").exists():
+        return out / "best.pth.tar"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    teacher, hyper_teacher = load_teacher(config.teacher), load_teacher(config.hyper_teacher)
+    model = Hyperprior(config.N, config.M, config.Z).train()
+    criterion = KDLoss(config.lmbda, config.w_latent, config.w_hyper, config.w_recon, config.w_rd, config.latent)
+    optimizer, aux_optimizer = optimizers(model, config)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5, patience=config.patience)
+    train_set, val_set = training_sets(config)
+    step, best, wall = 0, math.inf, 0.0
+
+    if (out / "last.pth.tar").exists():  # resume the same run exactly where it stopped
+        state = read_checkpoint(out / "last.pth.tar")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step, best, wall = state["meta"]["steps"], state["best"], state["meta"]["wall_s"]
+    log = CsvLog(out / "log.csv", keep_until=step)
+
+    def checkpoint(path: Path, with_state: bool) -> None:
+        meta = {"lambda": config.lmbda, "steps": step, "data": str(config.data or "KDLIB_DATA/train"),
+                "seed": config.seed, "config": dataclasses.asdict(config), "config_hash": config.hash(),
+                "wall_s": wall, "threads": torch.get_num_threads()}
+        extra = {"optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "best": best} if with_state else None
+        save_checkpoint(path, model, meta, extra)
+
+    end = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=config.name, dynamic_ncols=True)
+    started = time.perf_counter() - wall
+    while step < end:
+        x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
+        with torch.no_grad():
+            t_out = teacher(x) if teacher is not None else None
+            h_out = hyper_teacher(x) if hyper_teacher is not None else None
+        out_s = model(x)
+        terms = criterion(out_s, x, t_out, h_out)
+        if not torch.isfinite(terms["loss"]):
+            raise TrainingError(f"{config.name}: loss is {terms['loss'].item()} at step {step + 1}; "
+                                f"stopped. The last good state is {out / 'last.pth.tar'} (step {step - step % config.val_every}).")
+        optimizer.zero_grad(set_to_none=True)
+        aux_optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_loss.backward()
+        aux_optimizer.step()
+        step += 1
+        wall = time.perf_counter() - started
+        psnr = -10 * math.log10(max(terms["mse_loss"].item(), 1e-12))
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['loss'].item():.3f}", bpp=f"{terms['bpp_loss'].item():.3f}", psnr=f"{psnr:.2f}")
+        row = {"step": step, "wall_s": round(wall, 2), "lr": optimizer.param_groups[0]["lr"], "aux_loss": aux_loss.item(),
+               **{k: v.item() for k, v in terms.items()}}
+        if step % config.val_every == 0 or step == config.steps:
+            val = validate(model, val_set, criterion, config.batch)
+            row.update({f"val_{k}": v for k, v in val.items()})
+            scheduler.step(val["rd_loss"])
+            if val["rd_loss"] < best:
+                best = val["rd_loss"]
+                checkpoint(out / "best.pth.tar", with_state=False)
+            checkpoint(out / "last.pth.tar", with_state=True)
+        log.write(row)
+    bar.close()
+    if step >= config.steps:
+        (out / "done.json").write_text(json.dumps({"steps": step, "wall_s": wall, "best_val_rd_loss": best}))
+    return out / "best.pth.tar"
+
+
+class CsvLog:
+    """Append-only CSV of per-step terms; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.path, self.fields = path, None
+        if path.exists():
+            with open(path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
+            path.unlink()
+            for r in rows:
+                self.write(r)
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(row) + [k for k in ("val_rd_loss", "val_bpp_loss", "val_mse_loss", "val_psnr") if k not in row]
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new and f.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)

@@ -1,0 +1,30 @@
+import json
+
+import torch
+from compressai.models import ScaleHyperprior
+
+from kdlib.cli import main
+
+
+def test_eval_writes_json(photo_folder, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = ScaleHyperprior(16, 24)
+    model.update()
+    torch.save(model.state_dict(), tmp_path / "tiny.pth.tar")
+    assert main(["eval", str(tmp_path / "tiny.pth.tar"), "--images", str(photo_folder), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    assert result["name"] == "tiny" and len(result["per_image"]) == 3
+    assert "tiny: PSNR" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.pth.tar"), "--images", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kdlib eval: error:") and "Traceback" not in err
+
+
+def test_train_smoke(photo_folder, tmp_path, capsys):
+    args = ["train", "--name", "cli", "--scale", "smoke", "--N", "8", "--M", "16", "--data", str(photo_folder),
+            "--runs", str(tmp_path)]
+    assert main(args) == 0
+    assert capsys.readouterr().out.strip().endswith("best.pth.tar")

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdlib import data
+from conftest import write_png
+
+
+def test_kodak_verified_from_mirror(mirror):
+    paths = data.kodak_paths()
+    assert [p.name for p in paths] == [f"kodim{i:02d}.png" for i in range(1, 25)]
+
+
+def test_tampered_and_missing_kodak_rejected(mirror):
+    with open(mirror / "kodak" / "kodim07.png", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    (mirror / "kodak" / "kodim11.png").unlink()
+    with pytest.raises(data.DataError) as err:
+        data.kodak_paths()
+    message = str(err.value)
+    assert "kodim07.png: sha256 mismatch" in message
+    assert "kodim11.png: missing" in message
+    assert data.DATA_ENV in message  # says how to provide the files
+
+
+def test_download_failure_is_reported(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(data, "download", lambda url, dest: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(data.DataError, match="download from https://r0k.us.*failed \\(offline\\)"):
+        data.kodak_paths()
+    assert not list(tmp_path.rglob("*.png"))  # nothing partial left behind
+
+
+def test_image_modes(tmp_path):
+    gray = write_png(tmp_path / "gray.png", np.full((10, 12), 100, np.uint8))
+    x = data.load_image(gray)
+    assert x.shape == (3, 10, 12) and torch.allclose(x, torch.full_like(x, 100 / 255))
+
+    sixteen = write_png(tmp_path / "sixteen.png", np.full((10, 12), 257 * 200, np.uint16))
+    assert Image.open(sixteen).mode == "I;16"
+    assert torch.allclose(data.load_image(sixteen), torch.full((3, 10, 12), 200 / 255))
+
+    rgba = np.full((10, 12, 4), 255, np.uint8)
+    assert data.load_image(write_png(tmp_path / "opaque.png", rgba)).shape == (3, 10, 12)
+    rgba[0, 0, 3] = 10
+    with pytest.raises(data.DataError, match="transparent"):
+        data.load_image(write_png(tmp_path / "alpha.png", rgba))
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(data.DataError, match="Cannot read image"):
+        data.load_image(tmp_path / "broken.png")
+
+
+def test_pad_and_crop_roundtrip():
+    x = torch.rand(1, 3, 77, 100)
+    padded, unpadding = data.pad(x)
+    assert padded.shape[-2:] == (128, 128)
+    assert torch.equal(data.crop(padded, unpadding), x)
+
+
+def test_split_is_fixed_and_disjoint(photo_folder):
+    for i in range(20):
+        write_png(photo_folder / f"extra{i:02d}.png", np.zeros((8, 8, 3), np.uint8))
+    files = data.image_files(photo_folder)
+    train, val = data.split(files, "train"), data.split(files, "val")
+    assert len(val) == len(files) // data.VAL_EVERY
+    assert not set(train) & set(val) and len(train) + len(val) == len(files)
+    assert val == data.split(data.image_files(photo_folder), "val")
+
+
+def test_crops(photo_folder):
+    files = data.image_files(photo_folder)
+    train = data.ImageCrops(files, 96, train=True)
+    assert train[0].shape == (3, 96, 96)  # 77x100 is reflect-padded up to the crop
+    val = data.ImageCrops(files, 32, train=False)
+    assert torch.equal(val[2], val[2])
+    with pytest.raises(data.DataError):
+        data.image_files(photo_folder / "missing")

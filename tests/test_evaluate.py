@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlib.data import image_files, load_image
+from kdlib.entropy import RoundTripError, decode, encode
+from kdlib.evaluate import evaluate, evaluate_image, fresh_copy, write_json
+
+
+def test_roundtrip_is_exact(small_model):
+    x = torch.rand(2, 3, 64, 128)
+    enc = encode(small_model, x)
+    dec = decode(fresh_copy(small_model), enc["strings"], enc["shape"])
+    assert torch.equal(dec["y_hat"], enc["y_hat"])
+
+
+def test_matches_compressai_compress(small_model, photo_folder):
+    """PSNR and bpp equal CompressAI's own compress()/decompress() on an odd-sized image."""
+    x = load_image(photo_folder / "img0.png")  # 77x100
+    ours = evaluate_image(small_model, fresh_copy(small_model), x)
+    padded = F.pad(x[None], (14, 14, 25, 26))
+    enc = small_model.compress(padded)
+    x_hat = small_model.decompress(enc["strings"], enc["shape"])["x_hat"][..., 25:-26, 14:-14]
+    mse = F.mse_loss((x * 255).round(), (x_hat[0] * 255).clamp(0, 255).round()).item()
+    bpp = sum(len(s[0]) for s in enc["strings"]) * 8 / (77 * 100)
+    assert ours["psnr-rgb"] == pytest.approx(10 * torch.log10(torch.tensor(255.0**2 / mse)).item(), abs=1e-6)
+    assert ours["bpp"] == pytest.approx(bpp, abs=1e-12)
+    assert ours["bpp-estimated"] > 0
+
+
+def test_corrupted_decoder_is_caught(small_model):
+    decoder = fresh_copy(small_model)
+    with torch.no_grad():
+        decoder.h_s[-2].bias.add_(5.0)  # the receiver derives other scales: decoding goes wrong
+    with pytest.raises(RoundTripError, match="differs"):
+        evaluate_image(small_model, decoder, torch.rand(3, 64, 64))
+
+
+def test_json_layout(small_model, photo_folder, tmp_path):
+    result = evaluate(small_model, image_files(photo_folder), "tiny", progress=False)
+    path = write_json(result, tmp_path / "tiny.json")
+    loaded = json.loads(path.read_text())
+    assert {"name", "description", "results"} <= set(loaded)
+    assert set(loaded["results"]) == {"psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated", "encoding_time", "decoding_time"}
+    assert all(len(v) == 1 for v in loaded["results"].values())
+    assert [r["image"] for r in loaded["per_image"]] == ["img0.png", "img1.png", "img2.png"]
+    assert loaded["model"]["N"] == 16

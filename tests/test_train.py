@@ -1,0 +1,67 @@
+import json
+import math
+
+import pytest
+import torch
+
+from kdlib import train as training
+from kdlib.models import load_model, read_checkpoint
+from kdlib.train import Config, TrainingError, run_dir, train
+
+
+def config(folder, **kw):
+    return Config(**{"name": "t", "N": 8, "M": 16, "scale": "smoke", "data": str(folder), "crop": 64,
+                     "steps": 4, "val_every": 2, **kw})
+
+
+def test_resume_continues_the_same_run(photo_folder, tmp_path):
+    whole = train(config(photo_folder), runs=tmp_path / "a", progress=False)
+    train(config(photo_folder), runs=tmp_path / "b", progress=False, stop_after=2)
+    b = run_dir(config(photo_folder), tmp_path / "b")
+    assert read_checkpoint(b / "last.pth.tar")["meta"]["steps"] == 2 and not (b / "done.json").exists()
+    resumed = train(config(photo_folder), runs=tmp_path / "b", progress=False)
+    for key, value in read_checkpoint(whole)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(resumed)["state_dict"][key]), key
+    assert len((b / "log.csv").read_text().splitlines()) == 5  # header + 4 steps, none twice
+
+
+def test_finished_run_is_cached(photo_folder, tmp_path, monkeypatch):
+    train(config(photo_folder), runs=tmp_path, progress=False)
+    monkeypatch.setattr(training, "Hyperprior", None)  # would fail if anything were rebuilt
+    assert train(config(photo_folder), runs=tmp_path, progress=False).exists()
+
+
+def test_student_from_teacher(photo_folder, tmp_path):
+    teacher = train(config(photo_folder, N=16), runs=tmp_path, progress=False)
+    student = train(config(photo_folder, name="s", teacher=str(teacher)), runs=tmp_path, progress=False)
+    meta = load_model(student).meta
+    assert meta["config"]["teacher"] == str(teacher) and meta["steps"] == 4
+    header = (run_dir(config(photo_folder, name="s", teacher=str(teacher)), tmp_path) / "log.csv").read_text()
+    assert "latent_loss" in header and "recon_loss" in header
+
+
+def test_nan_stops_and_keeps_last_good(photo_folder, tmp_path, monkeypatch):
+    real = training.KDLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kw):
+        terms = real(self, *args, **kw)
+        calls["n"] += 1
+        if self.training and calls["n"] > 3:
+            terms["loss"] = terms["loss"] * math.nan
+        return terms
+
+    monkeypatch.setattr(training.KDLoss, "forward", poisoned)
+    cfg = config(photo_folder, steps=6, val_every=2)
+    with pytest.raises(TrainingError, match="loss is nan at step"):
+        train(cfg, runs=tmp_path, progress=False)
+    state = read_checkpoint(run_dir(cfg, tmp_path) / "last.pth.tar")
+    assert state["meta"]["steps"] == 2
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_bad_scale():
+    with pytest.raises(TrainingError, match="scale must be"):
+        Config(name="x", scale="huge")
+    with pytest.raises(TrainingError, match="multiple of 64"):
+        Config(name="x", crop=100)
