@@ -11,14 +11,22 @@ import torch
 
 from kdlib import data
 from kdlib.entropy import RoundTripError
-from kdlib.models import CHECKPOINTS, ModelError, load_model, pretrained
+from kdlib.models import CHECKPOINTS, Hyperprior, ModelError, load_model, pretrained
 from kdlib.train import Config, TrainingError, train
 
 RESULTS = Path("results")
 
 
 def model_from_spec(spec: str):
-    """``NAME`` or ``PATH`` (our checkpoint or a CompressAI state dict), or ``zoo:Q[=FILE]``."""
+    """``NAME`` or ``PATH`` (our checkpoint or a CompressAI state dict), ``zoo:Q[=FILE]``, or
+    ``untrained:N[,M]`` (seeded random weights: for architecture-only measurements)."""
+    if spec.startswith("untrained:"):
+        torch.manual_seed(0)
+        N, M = (list(map(int, spec[10:].split(","))) + [192])[:2]
+        model = Hyperprior(N, M).eval()
+        model.update()
+        model.meta = {"trained": False}
+        return model
     if spec.startswith("zoo:"):
         quality, _, path = spec[4:].partition("=")
         return pretrained(int(quality), path=path or None)
@@ -47,7 +55,7 @@ def evaluate_to_json(model, paths: list[Path], name: str, out: Path, sha256: str
 def cmd_eval(args: argparse.Namespace) -> None:
     paths = image_list(args.images)
     for spec in args.models:
-        name = args.name or Path(spec.replace(":", "-").replace("=", "-")).name.removesuffix(".pth.tar")
+        name = args.name or spec_name(spec)
         evaluate_to_json(model_from_spec(spec), paths, name, Path(args.out))
 
 
@@ -64,6 +72,62 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             print(f"{name}: cached in {target}")
             continue
         evaluate_to_json(load_model(checkpoint), paths, name, out, sha256=digest)
+
+
+def spec_name(spec: str) -> str:
+    return Path(spec.replace(":", "-").replace("=", "-").replace(",", "-")).name.removesuffix(".pth.tar")
+
+
+def cmd_bench_resources(args: argparse.Namespace) -> None:
+    """Size, FLOPs, peak memory and throughput of each model; one JSON each plus a CSV table."""
+    import pandas as pd
+
+    from kdlib import resources
+    from kdlib.evaluate import write_json
+
+    paths = data.kodak_paths()[: args.images]
+    out = Path(args.out) / "resources"
+    rows, notes = [], set()
+    for spec in args.models:
+        model, name = model_from_spec(spec), spec_name(spec)
+        result = {"name": name, "model": {**getattr(model, "meta", {}), **model.config},
+                  **resources.size(model), **resources.flops(model), **resources.peak_memory(model, paths[0]),
+                  "throughput": []}
+        for threads in args.thread_counts:
+            torch.set_num_threads(threads)
+            result["throughput"].append(resources.throughput(model, paths, args.passes))
+        if torch.cuda.is_available():
+            result["throughput"].append(resources.throughput(model, paths, args.passes, device="cuda"))
+        write_json(result, out / f"{name}.json")
+        for t in result["throughput"]:
+            notes.add(t["energy_note"])
+            rows.append({"model": name, "params_M": result["params_M"], "MiB": result["params_MiB"],
+                         "GMACs": result["gmacs"], "enc_peak_MiB": result["encode_peak_MiB"],
+                         "dec_peak_MiB": result["decode_peak_MiB"], "device": t["device"], "threads": t["threads"],
+                         "fwd_fps": t["forward_fps"], "enc_fps": t["encode_fps"], "dec_fps": t["decode_fps"],
+                         "mJ/frame(fwd)": t["forward_mj_per_frame"]})
+        print(f"{name}: done -> {out / f'{name}.json'}")
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "resources.csv", index=False)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for note in notes - {None}:
+        print(f"energy: not measured ({note})")
+
+
+def cmd_bench_codecs(args: argparse.Namespace) -> None:
+    """RD curves and speed of the classical codecs on Kodak."""
+    from kdlib.codecs import evaluate_codec
+    from kdlib.evaluate import write_json
+
+    paths = data.kodak_paths()[: args.images]
+    for codec in args.codecs:
+        result = evaluate_codec(codec, paths)
+        path = write_json(result, Path(args.out) / "codecs" / f"{codec}.json")
+        r = result["results"]
+        print(f"{result['name']}: {len(r['bpp'])} settings, bpp {min(r['bpp']):.3f}-{max(r['bpp']):.3f}, "
+              f"PSNR {min(r['psnr-rgb']):.2f}-{max(r['psnr-rgb']):.2f} dB, "
+              f"encode {sum(r['encode_fps']) / len(r['bpp']):.1f} fps, decode {sum(r['decode_fps']) / len(r['bpp']):.1f} fps "
+              f"(mean over settings) -> {path}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -89,6 +153,23 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
     r.add_argument("--out", default=str(RESULTS))
     r.set_defaults(func=cmd_reproduce)
+
+    b = sub.add_parser("bench", help="benchmarks: resources of codecs, classical codecs")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    br = bsub.add_parser("resources", help="size, FLOPs, peak memory, throughput (and energy where metered)")
+    br.add_argument("models", nargs="+", help="as for eval, or untrained:N[,M] for architecture-only figures")
+    br.add_argument("--passes", type=int, default=1, help="passes over the images (the paper: 50 on a GPU)")
+    br.add_argument("--images", type=int, default=24, help="first K Kodak images")
+    br.add_argument("--cpu-threads", dest="thread_counts", type=lambda s: [int(t) for t in s.split(",")],
+                    default=[1, torch.get_num_threads()],
+                    help="CPU thread counts, comma-separated (default: 1 and all)")
+    br.add_argument("--out", default=str(RESULTS))
+    br.set_defaults(func=cmd_bench_resources)
+    bc = bsub.add_parser("codecs", help="RD curves and speed of JPEG, WebP, JPEG 2000, AVIF on Kodak")
+    bc.add_argument("codecs", nargs="*", default=["jpeg", "webp", "jpeg2000", "avif"])
+    bc.add_argument("--images", type=int, default=24, help="first K Kodak images")
+    bc.add_argument("--out", default=str(RESULTS))
+    bc.set_defaults(func=cmd_bench_codecs)
 
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher")
     t.add_argument("--name", required=True)
