@@ -11,26 +11,10 @@ import torch
 
 from kdlib import data
 from kdlib.entropy import RoundTripError
-from kdlib.models import CHECKPOINTS, Hyperprior, ModelError, load_model, pretrained
+from kdlib.models import CHECKPOINTS, ModelError, from_spec, load_model, spec_name
 from kdlib.train import Config, TrainingError, train
 
 RESULTS = Path("results")
-
-
-def model_from_spec(spec: str):
-    """``NAME`` or ``PATH`` (our checkpoint or a CompressAI state dict), ``zoo:Q[=FILE]``, or
-    ``untrained:N[,M]`` (seeded random weights: for architecture-only measurements)."""
-    if spec.startswith("untrained:"):
-        torch.manual_seed(0)
-        N, M = (list(map(int, spec[10:].split(","))) + [192])[:2]
-        model = Hyperprior(N, M).eval()
-        model.update()
-        model.meta = {"trained": False}
-        return model
-    if spec.startswith("zoo:"):
-        quality, _, path = spec[4:].partition("=")
-        return pretrained(int(quality), path=path or None)
-    return load_model(spec)
 
 
 def image_list(images: str) -> list[Path]:
@@ -56,7 +40,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     paths = image_list(args.images)
     for spec in args.models:
         name = args.name or spec_name(spec)
-        evaluate_to_json(model_from_spec(spec), paths, name, Path(args.out))
+        evaluate_to_json(from_spec(spec), paths, name, Path(args.out))
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -74,66 +58,23 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         evaluate_to_json(load_model(checkpoint), paths, name, out, sha256=digest)
 
 
-def spec_name(spec: str) -> str:
-    return Path(spec.replace(":", "-").replace("=", "-").replace(",", "-")).name.removesuffix(".pth.tar")
+def cmd_bench(args: argparse.Namespace) -> None:
+    from kdlib import bench
 
-
-def cmd_bench_resources(args: argparse.Namespace) -> None:
-    """Size, FLOPs, peak memory and throughput of each model; one JSON each plus a CSV table."""
-    import pandas as pd
-
-    from kdlib import resources
-    from kdlib.evaluate import write_json
-
-    paths = data.kodak_paths()[: args.images]
-    out = Path(args.out) / "resources"
-    rows, notes = [], set()
-    for spec in args.models:
-        model, name = model_from_spec(spec), spec_name(spec)
-        result = {"name": name, "model": {**getattr(model, "meta", {}), **model.config},
-                  **resources.size(model), **resources.flops(model), **resources.peak_memory(model, paths[0]),
-                  "throughput": []}
-        for threads in args.thread_counts:
-            torch.set_num_threads(threads)
-            result["throughput"].append(resources.throughput(model, paths, args.passes))
-        if torch.cuda.is_available():
-            result["throughput"].append(resources.throughput(model, paths, args.passes, device="cuda"))
-        write_json(result, out / f"{name}.json")
-        for t in result["throughput"]:
-            notes.add(t["energy_note"])
-            rows.append({"model": name, "params_M": result["params_M"], "MiB": result["params_MiB"],
-                         "GMACs": result["gmacs"], "enc_peak_MiB": result["encode_peak_MiB"],
-                         "dec_peak_MiB": result["decode_peak_MiB"], "device": t["device"], "threads": t["threads"],
-                         "fwd_fps": t["forward_fps"], "enc_fps": t["encode_fps"], "dec_fps": t["decode_fps"],
-                         "mJ/frame(fwd)": t["forward_mj_per_frame"]})
-        print(f"{name}: done -> {out / f'{name}.json'}")
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "resources.csv", index=False)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    for note in notes - {None}:
-        print(f"energy: not measured ({note})")
-
-
-def cmd_bench_codecs(args: argparse.Namespace) -> None:
-    """RD curves and speed of the classical codecs on Kodak."""
-    from kdlib.codecs import evaluate_codec
-    from kdlib.evaluate import write_json
-
-    paths = data.kodak_paths()[: args.images]
-    for codec in args.codecs:
-        result = evaluate_codec(codec, paths)
-        path = write_json(result, Path(args.out) / "codecs" / f"{codec}.json")
-        r = result["results"]
-        print(f"{result['name']}: {len(r['bpp'])} settings, bpp {min(r['bpp']):.3f}-{max(r['bpp']):.3f}, "
-              f"PSNR {min(r['psnr-rgb']):.2f}-{max(r['psnr-rgb']):.2f} dB, "
-              f"encode {sum(r['encode_fps']) / len(r['bpp']):.1f} fps, decode {sum(r['decode_fps']) / len(r['bpp']):.1f} fps "
-              f"(mean over settings) -> {path}")
+    paths = data.kodak_paths()[: args.images] if args.bench != "train" else None
+    if args.bench == "resources":
+        bench.resources(args.models, paths, args.passes, args.thread_counts, Path(args.out))
+    elif args.bench == "codecs":
+        bench.codecs(args.codecs, paths, Path(args.out))
+    else:
+        bench.train_throughput(args.steps, args.compile_too)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     fields = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    best = train(config, runs=args.runs, threads=args.threads, stop_after=args.stop_after)
+    best = train(config, runs=args.runs, threads=args.threads, stop_after=args.stop_after,
+                 compile=args.compile, progress=not args.quiet)
     print(best)
 
 
@@ -164,12 +105,16 @@ def parser() -> argparse.ArgumentParser:
                     default=[1, torch.get_num_threads()],
                     help="CPU thread counts, comma-separated (default: 1 and all)")
     br.add_argument("--out", default=str(RESULTS))
-    br.set_defaults(func=cmd_bench_resources)
+    br.set_defaults(func=cmd_bench)
     bc = bsub.add_parser("codecs", help="RD curves and speed of JPEG, WebP, JPEG 2000, AVIF on Kodak")
     bc.add_argument("codecs", nargs="*", default=["jpeg", "webp", "jpeg2000", "avif"])
     bc.add_argument("--images", type=int, default=24, help="first K Kodak images")
     bc.add_argument("--out", default=str(RESULTS))
-    bc.set_defaults(func=cmd_bench_codecs)
+    bc.set_defaults(func=cmd_bench)
+    bt = bsub.add_parser("train", help="training steps/s: our trainer against a plain CompressAI-style loop")
+    bt.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after warm-up)")
+    bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
+    bt.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher")
     t.add_argument("--name", required=True)
@@ -182,6 +127,9 @@ def parser() -> argparse.ArgumentParser:
                        ("val_every", int), ("seed", int), ("data", str)]:
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     t.add_argument("--latent", choices=["mse", "kld"])
+    t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: transforms under bfloat16 autocast")
+    t.add_argument("--compile", action="store_true", help="torch.compile the forward passes")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--dataset", choices=["folder", "vimeo90k"])
     t.set_defaults(func=cmd_train)
     return p

@@ -44,12 +44,19 @@ class Hyperprior(ScaleHyperprior):
             self.h_s[0] = deconv(self.Z, N)
 
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        """CompressAI's forward, plus ``y_hat`` and ``z_hat``.
+
+        Under autocast (mixed-precision training) the transforms run in low precision,
+        the entropy models always in float32.
+        """
         y = self.g_a(x)
         z = self.h_a(torch.abs(y))
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        with torch.autocast(x.device.type, enabled=False):
+            z_hat, z_likelihoods = self.entropy_bottleneck(z.float())
         scales_hat = self.h_s(z_hat)
-        y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat)
-        x_hat = self.g_s(y_hat)
+        with torch.autocast(x.device.type, enabled=False):
+            y_hat, y_likelihoods = self.gaussian_conditional(y.float(), scales_hat.float())
+        x_hat = self.g_s(y_hat).float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
                 "y_hat": y_hat, "z_hat": z_hat}
 
@@ -173,3 +180,25 @@ def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None
     model.meta = {"source": url, "quality": quality, "metric": metric}
     model.update()
     return model.eval()
+
+
+def from_spec(spec: str) -> Hyperprior:
+    """``NAME`` or ``PATH`` (our checkpoint or a CompressAI state dict), ``zoo:Q[=FILE]`` for
+    CompressAI's pretrained, or ``untrained:N[,M]`` (seeded random weights, for
+    architecture-only measurements)."""
+    if spec.startswith("untrained:"):
+        torch.manual_seed(0)
+        N, M = (list(map(int, spec[10:].split(","))) + [192])[:2]
+        model = Hyperprior(N, M).eval()
+        model.update()
+        model.meta = {"trained": False}
+        return model
+    if spec.startswith("zoo:"):
+        quality, _, path = spec[4:].partition("=")
+        return pretrained(int(quality), path=path or None)
+    return load_model(spec)
+
+
+def spec_name(spec: str) -> str:
+    """A file-name-safe result name for a model spec."""
+    return Path(spec.replace(":", "-").replace("=", "-").replace(",", "-")).name.removesuffix(".pth.tar")

@@ -13,13 +13,16 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from kdlib import data
@@ -55,6 +58,7 @@ class Config:
     w_recon: float = 0.2
     w_rd: float = 0.4
     latent: str = "mse"
+    precision: str = "fp32"  # "fp32", or "bf16": transforms under bfloat16 autocast, entropy models fp32
     scale: str = "cpu"
     crop: int | None = None
     batch: int | None = None
@@ -68,7 +72,6 @@ class Config:
     seed: int = 0
     data: str | None = None  # folder of training images; None = <KDLIB_DATA>/train
     dataset: str = "folder"  # "folder" or "vimeo90k" (CompressAI's Vimeo90kDataset layout)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -76,6 +79,8 @@ class Config:
         for key, value in SCALES[self.scale].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.precision not in ("fp32", "bf16"):
+            raise TrainingError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.crop % 64:
             raise TrainingError(f"crop must be a multiple of 64 (the codec downsamples 64x), not {self.crop}")
 
@@ -129,23 +134,24 @@ def optimizers(model: Hyperprior, config: Config) -> tuple[torch.optim.Optimizer
     return torch.optim.Adam(main, lr=config.lr), torch.optim.Adam(aux, lr=config.aux_lr)
 
 
-def load_teacher(name: str | None) -> Hyperprior | None:
+def load_teacher(name: str | None, device: torch.device) -> Hyperprior | None:
     if name is None:
         return None
-    teacher = load_model(name)
+    teacher = load_model(name).to(device)
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
 
 
 @torch.no_grad()
-def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KDLoss, batch: int) -> dict[str, float]:
+def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KDLoss, batch: int,
+             device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Mean RD loss, bpp and PSNR on the fixed validation crops (eval mode: rounded latents)."""
     model.eval()
     totals = {"rd_loss": 0.0, "bpp_loss": 0.0, "mse_loss": 0.0}
     n = len(dataset)
     for start in range(0, n, batch):
-        x = torch.stack([dataset[i] for i in range(start, min(start + batch, n))])
+        x = torch.stack([dataset[i] for i in range(start, min(start + batch, n))]).to(device)
         terms = criterion(model(x), x)
         for key in totals:
             totals[key] += terms[key].item() * len(x)
@@ -155,57 +161,93 @@ def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KD
     return result
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by ``torchrun``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
 def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
-          progress: bool = True, stop_after: int | None = None) -> Path:
+          progress: bool = True, stop_after: int | None = None, compile: bool = False) -> Path:
     """Train (or resume, or return the cached result of) ``config``; returns the best checkpoint.
 
     ``stop_after`` ends this call after that many steps (the run stays resumable).
+    ``compile`` runs the forward passes through ``torch.compile`` (same numbers up to float
+    reassociation; pays after a few hundred steps on CPU). Under ``torchrun`` each process
+    trains on its own batches of ``config.batch`` with DDP (gloo on CPU, NCCL on GPUs); rank 0
+    validates and writes.
     """
     out = run_dir(config, runs)
     if (out / "done.json").exists():
         return out / "best.pth.tar"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    rank, world = distributed()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    np.random.seed(config.seed + rank)  # different crops on every rank
 
-    teacher, hyper_teacher = load_teacher(config.teacher), load_teacher(config.hyper_teacher)
-    model = Hyperprior(config.N, config.M, config.Z).train()
+    teacher, hyper_teacher = load_teacher(config.teacher, device), load_teacher(config.hyper_teacher, device)
+    model = Hyperprior(config.N, config.M, config.Z).to(device).train()
     criterion = KDLoss(config.lmbda, config.w_latent, config.w_hyper, config.w_recon, config.w_rd, config.latent)
     optimizer, aux_optimizer = optimizers(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5, patience=config.patience)
     train_set, val_set = training_sets(config)
     step, best, wall = 0, math.inf, 0.0
-
     if (out / "last.pth.tar").exists():  # resume the same run exactly where it stopped
         state = read_checkpoint(out / "last.pth.tar")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"][rank])
         step, best, wall = state["meta"]["steps"], state["best"], state["meta"]["wall_s"]
-    log = CsvLog(out / "log.csv", keep_until=step)
+    log = CsvLog(out / "log.csv", keep_until=step) if rank == 0 else None
+
+    # channels-last suits oneDNN convolutions; autocast only when asked (config.precision).
+    model = model.to(memory_format=torch.channels_last)
+    forward = model
+    if world > 1:  # the quantiles get their own (aux) backward: DDP skips them, we average them below
+        quantiles = [n for n, _ in model.named_parameters() if n.endswith(".quantiles")]
+        DDP._set_params_and_buffers_to_ignore_for_model(model, quantiles)
+        forward = DDP(model)
+    forward = torch.compile(forward) if compile else forward
+    t_forward = teacher and (torch.compile(teacher) if compile else teacher)
+    h_forward = hyper_teacher and (torch.compile(hyper_teacher) if compile else hyper_teacher)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    aux_params = aux_optimizer.param_groups[0]["params"]
 
     def checkpoint(path: Path, with_state: bool) -> None:
+        rngs = [rng_state()]
+        if world > 1:
+            rngs = [None] * world
+            dist.all_gather_object(rngs, rng_state())
+        if rank != 0:
+            return
         meta = {"lambda": config.lmbda, "steps": step, "data": str(config.data or "KDLIB_DATA/train"),
                 "seed": config.seed, "config": dataclasses.asdict(config), "config_hash": config.hash(),
-                "wall_s": wall, "threads": torch.get_num_threads()}
+                "wall_s": wall, "threads": torch.get_num_threads(), "world_size": world, "compiled": compile,
+                "device": str(device)}
         extra = {"optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "best": best} if with_state else None
+                 "scheduler": scheduler.state_dict(), "rng": rngs, "best": best} if with_state else None
         save_checkpoint(path, model, meta, extra)
 
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=config.name, dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, desc=config.name, dynamic_ncols=True)
     started = time.perf_counter() - wall
     while step < end:
         x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
-        with torch.no_grad():
-            t_out = teacher(x) if teacher is not None else None
-            h_out = hyper_teacher(x) if hyper_teacher is not None else None
-        out_s = model(x)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast:  # the teachers run once per batch, never in backward
+            t_out = t_forward(x) if teacher is not None else None
+            h_out = h_forward(x) if hyper_teacher is not None else None
+        with autocast:
+            out_s = forward(x)
         terms = criterion(out_s, x, t_out, h_out)
         if not torch.isfinite(terms["loss"]):
             raise TrainingError(f"{config.name}: loss is {terms['loss'].item()} at step {step + 1}; "
@@ -217,6 +259,10 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
         optimizer.step()
         aux_loss = model.aux_loss()
         aux_loss.backward()
+        if world > 1:
+            for p in aux_params:
+                dist.all_reduce(p.grad)
+                p.grad /= world
         aux_optimizer.step()
         step += 1
         wall = time.perf_counter() - started
@@ -226,18 +272,30 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
         row = {"step": step, "wall_s": round(wall, 2), "lr": optimizer.param_groups[0]["lr"], "aux_loss": aux_loss.item(),
                **{k: v.item() for k, v in terms.items()}}
         if step % config.val_every == 0 or step == config.steps:
-            val = validate(model, val_set, criterion, config.batch)
+            val = validate(model, val_set, criterion, config.batch, device)  # same on every rank
             row.update({f"val_{k}": v for k, v in val.items()})
             scheduler.step(val["rd_loss"])
             if val["rd_loss"] < best:
                 best = val["rd_loss"]
                 checkpoint(out / "best.pth.tar", with_state=False)
             checkpoint(out / "last.pth.tar", with_state=True)
-        log.write(row)
+        if log:
+            log.write(row)
     bar.close()
-    if step >= config.steps:
+    if world > 1:
+        check_in_sync(model)
+    if step >= config.steps and rank == 0:
         (out / "done.json").write_text(json.dumps({"steps": step, "wall_s": wall, "best_val_rd_loss": best}))
     return out / "best.pth.tar"
+
+
+def check_in_sync(model: Hyperprior) -> None:
+    """Raise unless every rank holds rank 0's weights."""
+    for name, p in model.state_dict().items():
+        reference = p.clone()
+        dist.broadcast(reference, 0)
+        if not torch.equal(reference, p):
+            raise TrainingError(f"DDP ranks diverged at {name}")
 
 
 class CsvLog:

@@ -1,0 +1,149 @@
+"""Benchmarks behind ``kdlib bench``: each prints a table and writes JSON/CSV under ``results/``."""
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from kdlib import data
+from kdlib import resources as res
+from kdlib.codecs import evaluate_codec
+from kdlib.evaluate import write_json
+from kdlib.losses import KDLoss
+from kdlib.models import Hyperprior, from_spec, save_checkpoint, spec_name
+from kdlib.train import Config, optimizers, run_dir, train
+
+
+def resources(specs: list[str], images: list[Path], passes: int, thread_counts: list[int], out: Path) -> pd.DataFrame:
+    """Size, FLOPs, peak memory and throughput of each model: ``<out>/resources/<name>.json`` and a CSV."""
+    out = out / "resources"
+    rows, notes = [], set()
+    for spec in specs:
+        model, name = from_spec(spec), spec_name(spec)
+        result = {"name": name, "model": {**getattr(model, "meta", {}), **model.config}, **res.size(model),
+                  **res.flops(model), **res.peak_memory(model, images[0]), "throughput": []}
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            result["throughput"].append(res.throughput(model, images, passes))
+        if torch.cuda.is_available():
+            result["throughput"].append(res.throughput(model, images, passes, device="cuda"))
+        write_json(result, out / f"{name}.json")
+        for t in result["throughput"]:
+            notes.add(t["energy_note"])
+            rows.append({"model": name, "params_M": result["params_M"], "MiB": result["params_MiB"],
+                         "GMACs": result["gmacs"], "enc_peak_extra_MiB": result["encode_extra_MiB"],
+                         "dec_peak_extra_MiB": result["decode_extra_MiB"], "device": t["device"],
+                         "threads": t["threads"], "fwd_fps": t["forward_fps"], "enc_fps": t["encode_fps"],
+                         "dec_fps": t["decode_fps"], "fwd_mJ_per_frame": t["forward_mj_per_frame"]})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "resources.csv", index=False)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for note in notes - {None}:
+        print(f"energy: not measured ({note})")
+    return table
+
+
+def codecs(names: list[str], images: list[Path], out: Path) -> None:
+    """RD curves and speed of classical codecs: ``<out>/codecs/<codec>.json``."""
+    for codec in names:
+        result = evaluate_codec(codec, images)
+        path = write_json(result, out / "codecs" / f"{codec}.json")
+        r = result["results"]
+        print(f"{result['name']}: {len(r['bpp'])} settings, bpp {min(r['bpp']):.3f}-{max(r['bpp']):.3f}, "
+              f"PSNR {min(r['psnr-rgb']):.2f}-{max(r['psnr-rgb']):.2f} dB, encode {np.mean(r['encode_fps']):.1f} fps, "
+              f"decode {np.mean(r['decode_fps']):.1f} fps (mean over settings) -> {path}")
+
+
+class _Files(Dataset):
+    """CompressAI's ImageFolder: opens and decodes the file for every crop."""
+
+    def __init__(self, files: list[Path], transform):
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(Image.open(self.files[i]).convert("RGB"))
+
+
+def plain_loop(model: Hyperprior, teacher: Hyperprior | None, files: list[Path], crop: int, batch: int,
+               steps: int, warmup: int) -> float:
+    """Steps/s of a loop written like CompressAI's ``examples/train.py`` (DataLoader with 2 workers,
+    torchvision RandomCrop, fp32, default threads), with the same loss and optimizers as ours."""
+    loader = DataLoader(_Files(files, transforms.Compose([transforms.RandomCrop(crop, pad_if_needed=True),
+                                                          transforms.ToTensor()])),
+                        batch_size=batch, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True)
+    criterion = KDLoss(0.025)
+    optimizer, aux_optimizer = optimizers(model, Config(name="plain", lr=1e-4))
+    model.train()
+    batches = iter(loader)
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        try:
+            d = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            d = next(batches)
+        optimizer.zero_grad()
+        aux_optimizer.zero_grad()
+        with torch.no_grad():
+            t_out = teacher(d) if teacher is not None else None
+        out = model(d)
+        loss = criterion(out, d, t_out)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_loss.backward()
+        aux_optimizer.step()
+    return steps / (time.perf_counter() - start)
+
+
+def _trainer_steps_per_s(config: Config, runs: Path, warmup: int, compile: bool) -> float:
+    """Steps/s of :func:`kdlib.train.train`, from its own log (data loading included, warm-up excluded)."""
+    train(config, runs=runs, progress=False, compile=compile)
+    with open(run_dir(config, runs) / "log.csv") as f:
+        wall = {int(r["step"]): float(r["wall_s"]) for r in csv.DictReader(f)}
+    return (config.steps - warmup) / (wall[config.steps] - wall[warmup])
+
+
+def train_throughput(steps: int = 20, compile_too: bool = True, warmup: int = 5, crop: int = 128,
+                     batch: int = 8) -> pd.DataFrame:
+    """Training steps/s of our trainer against the plain loop, same model, batch and data, one run.
+
+    Two cases: the N=128 teacher from scratch and an N=64 student distilled from it (weights
+    untrained: speed does not depend on them). Warm-up steps (and compilation) are excluded.
+    """
+    files = data.split(data.image_files(data.train_root()), "train")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        teacher_path = tmp / "teacher.pth.tar"
+        save_checkpoint(teacher_path, Hyperprior(128, 192), {"trained": False})
+        for label, N, teacher in [("teacher N=128, scratch", 128, None), ("student N=64, KD", 64, str(teacher_path))]:
+            torch.manual_seed(0)
+            t_model = from_spec(teacher) if teacher else None
+            plain = plain_loop(Hyperprior(N, 192), t_model, files, crop, batch, steps, warmup)
+            rows.append({"case": label, "trainer": "plain loop (CompressAI example)", "steps_per_s": plain, "ratio": 1.0})
+            variants = [("kdlib fp32", "fp32", False), ("kdlib bf16 autocast", "bf16", False)]
+            if compile_too:
+                variants += [("kdlib fp32 + compile", "fp32", True), ("kdlib bf16 + compile", "bf16", True)]
+            for name, precision, compile in variants:
+                config = Config(name=f"bench-{N}-{precision}-{compile}", N=N, teacher=teacher, precision=precision,
+                                crop=crop, batch=batch, steps=warmup + steps, val_every=10**9, val_images=2)
+                speed = _trainer_steps_per_s(config, tmp / "runs", warmup, compile)
+                rows.append({"case": label, "trainer": name, "steps_per_s": speed, "ratio": speed / plain})
+    table = pd.DataFrame(rows)
+    print(f"threads={torch.get_num_threads()}, crop={crop}, batch={batch}, {steps} timed steps after {warmup} warm-up")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table
