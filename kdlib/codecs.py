@@ -15,7 +15,7 @@ from typing import Any
 import bjontegaard
 import PIL
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from kdlib.data import load_image, to_tensor
 from kdlib.evaluate import mean, quality
@@ -77,7 +77,15 @@ def evaluate_codec(codec: str, images: list[Path], settings: list[int] | None = 
 
 
 def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]]) -> dict[str, float]:
-    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` (eval_model ``results``), Akima."""
+    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` (eval_model ``results``).
+
+    Akima interpolation (``bjontegaard`` package), integrated over the range the two curves
+    share, however small (``min_overlap=0``); ``overlap_pct`` says how much that is.
+    """
     args = (anchor["bpp"], anchor["psnr-rgb"], test["bpp"], test["psnr-rgb"])
-    return {"bd_rate_pct": float(bjontegaard.bd_rate(*args, method="akima", require_matching_points=False)),
-            "bd_psnr_db": float(bjontegaard.bd_psnr(*args, method="akima", require_matching_points=False))}
+    options = {"method": "akima", "require_matching_points": False, "min_overlap": 0}
+    lo, hi = max(min(anchor["psnr-rgb"]), min(test["psnr-rgb"])), min(max(anchor["psnr-rgb"]), max(test["psnr-rgb"]))
+    span = max(max(anchor["psnr-rgb"]), max(test["psnr-rgb"])) - min(min(anchor["psnr-rgb"]), min(test["psnr-rgb"]))
+    return {"bd_rate_pct": float(bjontegaard.bd_rate(*args, **options)),
+            "bd_psnr_db": float(bjontegaard.bd_psnr(*args, **options)),
+            "overlap_pct": 100 * max(0.0, hi - lo) / span}

@@ -1,14 +1,29 @@
-"""Entropy coding of a scale-hyperprior codec on CompressAI's rANS coders.
+"""Entropy coding of a scale-hyperprior codec on CompressAI's rANS coder, deterministic and lean.
 
-:func:`encode` / :func:`decode` are CompressAI's ``compress()`` / ``decompress()`` for
-:class:`~kdlib.models.Hyperprior`, returning the quantised latent ``y_hat`` as well so
-that a round trip can be checked exactly.
+Same bitstream as CompressAI's ``compress()`` / ``decompress()`` (same quantisation, CDF
+tables, scale indexes and rANS coder), with three differences:
+
+- Determinism. The only floats that reach the entropy coder are the scales from ``h_s``.
+  ``h_s`` runs outside oneDNN (whose blocked kernels change their summation order with the
+  thread count), so the scale indexes are the same at any thread count and batch size; the
+  synthesis ``g_s`` computes GDN's 1x1 normalisation the same way, so decoded pixels are
+  too. The encoder also returns a CRC of the indexes, which :func:`decode` checks: a decoder
+  whose floats still differ (another CPU family, say) stops with an error instead of
+  returning a wrong image.
+- Speed. Scale indexes in one ``bucketize`` (CompressAI: a Python loop over 64 scales), the
+  CDF tables converted to Python lists once per model instead of at every call, and one
+  conversion per batch.
+- Batches: every network pass runs once for a whole batch.
 """
 from __future__ import annotations
 
 import struct
+import zlib
 
 import torch
+import torch.nn.functional as F
+from compressai.ans import RansDecoder, RansEncoder
+from compressai.layers import GDN
 
 from kdlib.models import Hyperprior
 
@@ -16,33 +31,94 @@ _HEADER = struct.Struct(">IIHH")  # y length, z length, z height, z width
 
 
 class RoundTripError(RuntimeError):
-    """The decoder did not reproduce the encoder's quantised latent."""
+    """The decoder did not reproduce the encoder's quantised latent or scale indexes."""
+
+
+def _gdn(layer: GDN, x: torch.Tensor) -> torch.Tensor:
+    """GDN with its normalisation conv outside oneDNN: thread-count and batch invariant."""
+    channels = x.size(1)
+    gamma = layer.gamma_reparam(layer.gamma).reshape(channels, channels, 1, 1)
+    with torch.backends.mkldnn.flags(enabled=False):
+        norm = F.conv2d(x * x, gamma, layer.beta_reparam(layer.beta))
+    return x * (torch.sqrt(norm) if layer.inverse else torch.rsqrt(norm))
+
+
+def synthesize(model: Hyperprior, y_hat: torch.Tensor) -> torch.Tensor:
+    """``g_s(y_hat)`` clamped to [0, 1], with deterministic GDN layers."""
+    x = y_hat
+    for layer in model.g_s:
+        x = _gdn(layer, x) if isinstance(layer, GDN) else layer(x)
+    return x.clamp_(0, 1)
+
+
+def scale_indexes(model: Hyperprior, z_hat: torch.Tensor) -> torch.Tensor:
+    """CDF index of every element of y: ``h_s`` outside oneDNN, then CompressAI's rule in one op."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        scales = model.h_s(z_hat)
+    gc = model.gaussian_conditional
+    scales = gc.lower_bound_scale(scales)
+    table = torch.as_tensor(gc.scale_table[:-1], dtype=scales.dtype, device=scales.device)
+    # number of table entries strictly below the scale == CompressAI's build_indexes
+    return torch.bucketize(scales, table).int()
+
+
+def _tables(model: Hyperprior) -> tuple[list, list, list]:
+    """The Gaussian conditional's CDF tables as Python lists, built once per model."""
+    gc = model.gaussian_conditional
+    key = (gc._quantized_cdf.data_ptr(), gc._quantized_cdf._version)
+    if getattr(model, "_kdl_tables_key", None) != key:
+        model._kdl_tables = (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
+                             gc._offset.reshape(-1).int().tolist())
+        model._kdl_tables_key = key
+    return model._kdl_tables
+
+
+def _crc(indexes: torch.Tensor) -> int:
+    return zlib.crc32(indexes.to(torch.int16).cpu().numpy().tobytes())
 
 
 @torch.no_grad()
 def encode(model: Hyperprior, x: torch.Tensor) -> dict:
-    """Compress a padded batch ``x``: ``{"strings": [y, z], "shape", "y_hat"}``."""
+    """Compress a padded batch ``x``: ``{"strings": [y, z], "shape", "y_hat", "index_crc"}``."""
     y = model.g_a(x)
     z = model.h_a(torch.abs(y))
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-    indexes = model.gaussian_conditional.build_indexes(model.h_s(z_hat))
-    y_strings = model.gaussian_conditional.compress(y, indexes)
-    y_hat = model.gaussian_conditional.quantize(y, "dequantize")
-    return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": y_hat}
+    indexes = scale_indexes(model, z_hat)
+    symbols = torch.round(y).int()
+    cdf, lengths, offsets = _tables(model)
+    coder = RansEncoder()
+    flat_symbols, flat_indexes = symbols.reshape(len(x), -1).tolist(), indexes.reshape(len(x), -1).tolist()
+    y_strings = [coder.encode_with_indexes(s, i, cdf, lengths, offsets) for s, i in zip(flat_symbols, flat_indexes)]
+    return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": symbols.float(),
+            "index_crc": [_crc(i) for i in indexes]}
 
 
 @torch.no_grad()
-def decode(model: Hyperprior, strings: list, shape: tuple[int, int]) -> dict:
-    """Decompress: ``{"x_hat", "y_hat"}`` with ``x_hat`` clamped to [0, 1] (still padded)."""
+def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: list[int] | None = None) -> dict:
+    """Decompress ``[y_strings, z_strings]``: ``{"x_hat", "y_hat"}``, ``x_hat`` in [0, 1], still padded.
+
+    With ``index_crc`` (from :func:`encode`), raises :class:`RoundTripError` if the decoder's
+    scale indexes are not the encoder's.
+    """
     z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
-    indexes = model.gaussian_conditional.build_indexes(model.h_s(z_hat))
-    y_hat = model.gaussian_conditional.decompress(strings[0], indexes, z_hat.dtype)
-    return {"x_hat": model.g_s(y_hat).clamp_(0, 1), "y_hat": y_hat}
+    indexes = scale_indexes(model, z_hat)
+    if index_crc is not None:
+        for i, (expected, idx) in enumerate(zip(index_crc, indexes)):
+            if _crc(idx) != expected:
+                raise RoundTripError(f"Image {i}: this decoder's scale indexes differ from the encoder's "
+                                     "(floating-point results differ between the two machines); cannot decode exactly")
+    cdf, lengths, offsets = _tables(model)
+    coder = RansDecoder()
+    flat_indexes = indexes.reshape(len(indexes), -1).tolist()
+    values = [coder.decode_with_indexes(s, i, cdf, lengths, offsets) for s, i in zip(strings[0], flat_indexes)]
+    y_hat = torch.tensor(values, dtype=torch.float32, device=z_hat.device).reshape(indexes.shape)
+    return {"x_hat": synthesize(model, y_hat), "y_hat": y_hat}
 
 
 def pack(y_string: bytes, z_string: bytes, shape: tuple[int, int]) -> bytes:
-    """One image's streams as bytes: a 12-byte header, then y and z."""
+    """One image's streams as bytes: a 12-byte header, then y and z (for measurements; files use
+    :mod:`kdlib.bitstream`)."""
     return _HEADER.pack(len(y_string), len(z_string), *shape) + y_string + z_string
 
 

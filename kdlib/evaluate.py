@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from kdlib import __version__
 from kdlib.data import crop, load_image, pad

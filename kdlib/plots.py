@@ -19,9 +19,17 @@ def msssim_db(value: float) -> float:
     return -10 * math.log10(1 - value)
 
 
+def read_result(path: str | Path) -> dict:
+    """An eval_model JSON file, with a message naming the command that writes it if missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `make reproduce` (or the kdlib command in the notebook).")
+    return json.loads(path.read_text())
+
+
 def read_curve(path: str | Path, label: str | None = None) -> pd.DataFrame:
     """One eval_model JSON as a table: a row per RD point (label, bpp, psnr, ms-ssim, ms-ssim-db)."""
-    result = json.loads(Path(path).read_text())
+    result = read_result(path)
     r = result["results"]
     frame = pd.DataFrame({"bpp": r["bpp"], "psnr": r["psnr-rgb"], "ms-ssim": r["ms-ssim-rgb"]})
     frame["ms-ssim-db"] = frame["ms-ssim"].map(msssim_db)
@@ -40,6 +48,19 @@ def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] |
             ax.set_xlim(*xlim)
     axes[1].get_legend().remove()
     axes[0].legend(title=None, fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def speed_figure(speed: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Encode and decode frames/s against bpp, one line per ``codec`` (log scale)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, column in zip(axes, ["encode", "decode"]):
+        sns.lineplot(data=speed, x="bpp", y=column, hue="codec", marker="o", ax=ax, sort=False)
+        ax.set(yscale="log", xlabel="bit rate (bpp)", ylabel="frames per second", title=column)
+    axes[1].get_legend().remove()
     fig.suptitle(title)
     fig.tight_layout()
     return fig

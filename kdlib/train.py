@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from kdlib import data
 from kdlib.losses import KDLoss

@@ -1,0 +1,224 @@
+"""The ``.kdl`` file format and the compress / decompress API behind ``kdlib compress``.
+
+Layout (big-endian), version 1::
+
+    magic "KDLC" | version u8 | flags u8 | name length u8 | model name (utf-8)
+    model id (8 bytes: sha256 prefix of the weights) | height u32 | width u32
+    padding left, right, top, bottom u16 x4 | z height u16 | z width u16
+    scale-index CRC32 u32 | z length u32 | y length u32 | header CRC32 u32
+    z stream | y stream | payload CRC32 u32
+
+Decoding checks, in order: magic, version, header CRC, consistency of the sizes, file
+length, payload CRC, model id, and the CRC of the scale indexes (so a decoder whose
+floats differ from the encoder's stops instead of returning a wrong image).
+
+Inputs follow :func:`kdlib.data.to_rgb`: grayscale is coded as RGB and decoded back to
+grayscale (flag bit 0); 16-bit images are rounded to 8 bits; opaque alpha is dropped and
+transparent images are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kdlib import entropy
+from kdlib.data import DataError, crop, pad, to_rgb, to_tensor
+from kdlib.models import Hyperprior, from_spec
+
+MAGIC, VERSION = b"KDLC", 1
+GRAYSCALE = 1
+_FIXED = struct.Struct(">4sBBB")  # magic, version, flags, name length
+_REST = struct.Struct(">8sIIHHHHHHIII")  # id, h, w, padding x4, z shape x2, index crc, z len, y len
+_CRC = struct.Struct(">I")
+MAX_SIDE = 1 << 15
+
+
+class BitstreamError(ValueError):
+    """A .kdl file is foreign, truncated, corrupted, or meant for another model."""
+
+
+@dataclass
+class Header:
+    flags: int
+    model_name: str
+    model_id: bytes
+    height: int
+    width: int
+    padding: tuple[int, int, int, int]  # left, right, top, bottom
+    z_shape: tuple[int, int]
+    index_crc: int
+    z_length: int
+    y_length: int
+
+    def pack(self) -> bytes:
+        name = self.model_name.encode()[:255]
+        head = _FIXED.pack(MAGIC, VERSION, self.flags, len(name)) + name + _REST.pack(
+            self.model_id, self.height, self.width, *self.padding, *self.z_shape,
+            self.index_crc, self.z_length, self.y_length)
+        return head + _CRC.pack(zlib.crc32(head))
+
+
+def model_id(model: Hyperprior) -> bytes:
+    """8-byte fingerprint of the weights (cached on the model)."""
+    if getattr(model, "_kdl_id", None) is None:
+        digest = hashlib.sha256()
+        for key, value in sorted(model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        model._kdl_id = digest.digest()[:8]
+    return model._kdl_id
+
+
+def _model(model: str | Path | Hyperprior) -> tuple[Hyperprior, str]:
+    if isinstance(model, Hyperprior):
+        return model, getattr(model, "name", "model")
+    loaded = from_spec(str(model))
+    loaded.name = Path(str(model)).name.removesuffix(".pth.tar")
+    return loaded, loaded.name
+
+
+def _image(image: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                opened.load()
+                return _image(opened)
+        except OSError as err:
+            raise DataError(f"Cannot read image {image}: {err}") from err
+    flags = GRAYSCALE if image.mode in ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1") else 0
+    return to_tensor(to_rgb(image)), flags
+
+
+def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior) -> bytes:
+    """Compress an image (path or PIL image, any size) with ``model`` (name, path or model)."""
+    return compress_batch([image], model)[0]
+
+
+def compress_batch(images: list, model: str | Path | Hyperprior) -> list[bytes]:
+    """Compress several images; those of one size share each network pass."""
+    model, name = _model(model)
+    loaded = [_image(image) for image in images]
+    out: list[bytes | None] = [None] * len(loaded)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, (x, _) in enumerate(loaded):
+        if max(x.shape[-2:]) > MAX_SIDE:
+            raise DataError(f"Image {i} is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
+        by_size.setdefault(tuple(x.shape[-2:]), []).append(i)
+    for (h, w), members in by_size.items():
+        x, unpad = pad(torch.stack([loaded[i][0] for i in members]))
+        enc = entropy.encode(model, x)
+        for j, i in enumerate(members):
+            z, y = enc["strings"][1][j], enc["strings"][0][j]
+            header = Header(loaded[i][1], name, model_id(model), h, w, tuple(-p for p in unpad),
+                            enc["shape"], enc["index_crc"][j], len(z), len(y))
+            payload = z + y
+            out[i] = header.pack() + payload + _CRC.pack(zlib.crc32(payload))
+    return out
+
+
+def read_header(blob: bytes) -> tuple[Header, bytes]:
+    """Parse and check a .kdl file's header and length; returns the header and the payload."""
+    if len(blob) < _FIXED.size:
+        raise BitstreamError(f"Not a kdlib file: {len(blob)} bytes is shorter than any header")
+    magic, version, flags, name_length = _FIXED.unpack_from(blob)
+    if magic != MAGIC:
+        raise BitstreamError(f"Not a kdlib file (starts with {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise BitstreamError(f"Unsupported .kdl version {version}; this kdlib reads version {VERSION}")
+    header_end = _FIXED.size + name_length + _REST.size
+    if len(blob) < header_end + _CRC.size:
+        raise BitstreamError(f"Truncated file: {len(blob)} bytes, the header alone needs {header_end + _CRC.size}")
+    (header_crc,) = _CRC.unpack_from(blob, header_end)
+    if zlib.crc32(blob[:header_end]) != header_crc:
+        raise BitstreamError("Corrupted file: header checksum mismatch")
+    name = blob[_FIXED.size:_FIXED.size + name_length].decode(errors="replace")
+    mid, h, w, *rest = _REST.unpack_from(blob, _FIXED.size + name_length)
+    header = Header(flags, name, mid, h, w, tuple(rest[:4]), tuple(rest[4:6]), *rest[6:])
+    _check_geometry(header)
+    expected = header_end + _CRC.size + header.z_length + header.y_length + _CRC.size
+    if len(blob) != expected:
+        kind = "Truncated" if len(blob) < expected else "Corrupted"
+        raise BitstreamError(f"{kind} file: {len(blob)} bytes, the header announces {expected}")
+    payload = blob[header_end + _CRC.size:-_CRC.size]
+    if zlib.crc32(payload) != _CRC.unpack_from(blob, len(blob) - _CRC.size)[0]:
+        raise BitstreamError("Corrupted file: payload checksum mismatch")
+    return header, payload
+
+
+def _check_geometry(header: Header) -> None:
+    left, right, top, bottom = header.padding
+    padded_h, padded_w = header.height + top + bottom, header.width + left + right
+    ok = (0 < header.height <= MAX_SIDE and 0 < header.width <= MAX_SIDE and padded_h % 64 == 0
+          and padded_w % 64 == 0 and max(header.padding) < 64 and header.z_shape == (padded_h // 64, padded_w // 64))
+    if not ok:
+        raise BitstreamError(f"Corrupted file: inconsistent geometry {header.width}x{header.height}, "
+                             f"padding {header.padding}, latent {header.z_shape}")
+
+
+def decompress(blob: bytes, model: str | Path | Hyperprior | None = None) -> Image.Image:
+    """Decode a .kdl file to a PIL image; ``model`` defaults to the released model named in the file."""
+    return decompress_batch([blob], model)[0]
+
+
+def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None) -> list[Image.Image]:
+    """Decode several .kdl files; files of one model and size share each network pass."""
+    parsed = [read_header(blob) for blob in blobs]
+    given = _model(model)[0] if model is not None else None
+    released: dict[str, Hyperprior] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, (header, _) in enumerate(parsed):
+        if given is None and header.model_name not in released:
+            try:
+                released[header.model_name] = _model(header.model_name)[0]
+            except Exception as err:
+                raise BitstreamError(f"File needs model {header.model_name!r}, which is not available here "
+                                     f"({err}); pass the model explicitly.") from None
+        decoder = given or released[header.model_name]
+        if model_id(decoder) != header.model_id:
+            raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "
+                                 f"not with the given model (id {model_id(decoder).hex()})")
+        groups.setdefault((header.model_name, header.height, header.width), []).append(i)
+    images: list[Image.Image | None] = [None] * len(blobs)
+    for members in groups.values():
+        headers = [parsed[i][0] for i in members]
+        z = [parsed[i][1][:h.z_length] for i, h in zip(members, headers)]
+        y = [parsed[i][1][h.z_length:] for i, h in zip(members, headers)]
+        decoder = given or released[headers[0].model_name]
+        try:
+            dec = entropy.decode(decoder, [y, z], headers[0].z_shape, [h.index_crc for h in headers])
+        except entropy.RoundTripError as err:
+            raise BitstreamError(str(err)) from None
+        left, right, top, bottom = headers[0].padding
+        x_hat = crop(dec["x_hat"], (-left, -right, -top, -bottom))
+        for i, h, x in zip(members, headers, x_hat):
+            pixels = (x * 255).round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            if h.flags & GRAYSCALE:
+                images[i] = Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L")
+            else:
+                images[i] = Image.fromarray(pixels, "RGB")
+    return images
+
+
+def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file; refuse to replace a file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
