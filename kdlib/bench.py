@@ -147,3 +147,68 @@ def train_throughput(steps: int = 20, compile_too: bool = True, warmup: int = 5,
     print(f"threads={torch.get_num_threads()}, crop={crop}, batch={batch}, {steps} timed steps after {warmup} warm-up")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return table
+
+
+def _closest_setting(codec: str, bpp: float, results: Path) -> int:
+    """The sweep setting of ``codec`` whose mean Kodak bpp is closest to ``bpp``."""
+    import json
+
+    from kdlib.codecs import CODECS
+
+    path = results / "codecs" / f"{codec}.json"
+    if not path.exists():
+        return CODECS[codec][2][len(CODECS[codec][2]) // 2]
+    sweep = json.loads(path.read_text())
+    return min(zip(sweep["settings"], sweep["results"]["bpp"]), key=lambda sb: abs(sb[1] - bpp))[0]
+
+
+@torch.no_grad()
+def codec_speed(specs: list[str], images: list[Path], out: Path) -> pd.DataFrame:
+    """Encode / decode images/s and bytes: our path (kdlib.bitstream, batched, files with header and
+    CRCs) against CompressAI's default ``compress()`` / ``decompress()`` (one image at a time, tensors
+    prepared in advance), on the same images in one run; Pillow JPEG and WebP at a similar bpp."""
+    from kdlib import bitstream
+    from kdlib.codecs import roundtrip
+
+    pils = [Image.open(p).convert("RGB") for p in images]
+    tensors = [data.pad(data.to_tensor(image)[None])[0] for image in pils]
+    pixels = sum(image.width * image.height for image in pils)
+    rows = []
+    for spec in specs:
+        model, name = from_spec(spec), spec_name(spec)
+        start = time.perf_counter()
+        encoded = [model.compress(x) for x in tensors]
+        compressai_enc = time.perf_counter() - start
+        start = time.perf_counter()
+        for enc in encoded:
+            model.decompress(enc["strings"], enc["shape"])
+        compressai_dec = time.perf_counter() - start
+        compressai_bytes = sum(len(s[0]) for enc in encoded for s in enc["strings"])
+        start = time.perf_counter()
+        blobs = bitstream.compress_batch(pils, model)
+        ours_enc = time.perf_counter() - start
+        start = time.perf_counter()
+        bitstream.decompress_batch(blobs, model)
+        ours_dec = time.perf_counter() - start
+        ours_bytes = sum(len(b) for b in blobs)
+        n = len(pils)
+        bpp = 8 * ours_bytes / pixels
+        rows += [{"model": name, "path": "CompressAI compress/decompress", "bpp": 8 * compressai_bytes / pixels,
+                  "encode_img_s": n / compressai_enc, "decode_img_s": n / compressai_dec, "bytes": compressai_bytes},
+                 {"model": name, "path": "kdlib (files, batched)", "bpp": bpp, "encode_img_s": n / ours_enc,
+                  "decode_img_s": n / ours_dec, "bytes": ours_bytes,
+                  "encode_ratio": compressai_enc / ours_enc, "decode_ratio": compressai_dec / ours_dec,
+                  "bytes_ratio": ours_bytes / compressai_bytes}]
+        for codec in ("jpeg", "webp"):
+            setting = _closest_setting(codec, bpp, out)
+            trips = [roundtrip(image, codec, setting) for image in pils]
+            rows.append({"model": name, "path": f"Pillow {codec} setting {setting}",
+                         "bpp": 8 * sum(len(t[0]) for t in trips) / pixels,
+                         "encode_img_s": n / sum(t[2] for t in trips), "decode_img_s": n / sum(t[3] for t in trips),
+                         "bytes": sum(len(t[0]) for t in trips)})
+    table = pd.DataFrame(rows)
+    (out / "codec_speed").mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "codec_speed" / "codec_speed.csv", index=False)
+    print(f"{len(pils)} images, threads={torch.get_num_threads()}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return table

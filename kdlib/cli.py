@@ -1,4 +1,4 @@
-"""The ``kdlib`` command: ``kdlib eval``, ``kdlib train``, ``kdlib reproduce``."""
+"""The ``kdlib`` command: eval, train, compress, decompress, bench, reproduce."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from kdlib import data
+from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
 from kdlib.models import CHECKPOINTS, ModelError, from_spec, load_model, spec_name
 from kdlib.train import Config, TrainingError, train
@@ -58,6 +59,27 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         evaluate_to_json(load_model(checkpoint), paths, name, out, sha256=digest)
 
 
+def cmd_compress(args: argparse.Namespace) -> None:
+    from kdlib import bitstream
+
+    blob = bitstream.compress(args.input, args.model)
+    bitstream.write_atomic(args.output, blob, overwrite=args.force)
+    header = bitstream.read_header(blob)[0]
+    print(f"{args.input} -> {args.output}: {len(blob)} bytes, {8 * len(blob) / (header.width * header.height):.4f} bpp")
+
+
+def cmd_decompress(args: argparse.Namespace) -> None:
+    import io
+
+    from kdlib import bitstream
+
+    image = bitstream.decompress(Path(args.input).read_bytes(), args.model)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    bitstream.write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
+    print(f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from kdlib import bench
 
@@ -66,6 +88,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         bench.resources(args.models, paths, args.passes, args.thread_counts, Path(args.out))
     elif args.bench == "codecs":
         bench.codecs(args.codecs, paths, Path(args.out))
+    elif args.bench == "codec":
+        bench.codec_speed(args.models, paths, Path(args.out))
     else:
         bench.train_throughput(args.steps, args.compile_too)
 
@@ -90,6 +114,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--name", help="result name (one model only)")
     e.set_defaults(func=cmd_eval)
 
+    c = sub.add_parser("compress", help="compress an image to a .kdl file")
+    c.add_argument("input", help="any image Pillow reads")
+    c.add_argument("output", help="the .kdl file to write")
+    c.add_argument("--model", required=True, help="released checkpoint name or path")
+    c.add_argument("--force", action="store_true", help="replace an existing output")
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help="decode a .kdl file to PNG")
+    d.add_argument("input")
+    d.add_argument("output", help="the PNG to write")
+    d.add_argument("--model", help="checkpoint name or path (default: the released model named in the file)")
+    d.add_argument("--force", action="store_true", help="replace an existing output")
+    d.set_defaults(func=cmd_decompress)
+
     r = sub.add_parser("reproduce", help="evaluate the released checkpoints (cached) for the notebooks")
     r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
     r.add_argument("--out", default=str(RESULTS))
@@ -111,6 +149,11 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--images", type=int, default=24, help="first K Kodak images")
     bc.add_argument("--out", default=str(RESULTS))
     bc.set_defaults(func=cmd_bench)
+    bk = bsub.add_parser("codec", help="our compress/decompress against CompressAI's default path, plus JPEG/WebP")
+    bk.add_argument("models", nargs="+", help="as for eval")
+    bk.add_argument("--images", type=int, default=24, help="first K Kodak images")
+    bk.add_argument("--out", default=str(RESULTS))
+    bk.set_defaults(func=cmd_bench)
     bt = bsub.add_parser("train", help="training steps/s: our trainer against a plain CompressAI-style loop")
     bt.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after warm-up)")
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
@@ -143,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--name takes one model only")
     try:
         args.func(args)
-    except (data.DataError, ModelError, RoundTripError, TrainingError) as err:
+    except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, FileExistsError,
+            FileNotFoundError, IsADirectoryError) as err:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -6,8 +6,8 @@ tables, scale indexes and rANS coder), with three differences:
 - Determinism. The only floats that reach the entropy coder are the scales from ``h_s``.
   ``h_s`` runs outside oneDNN (whose blocked kernels change their summation order with the
   thread count), so the scale indexes are the same at any thread count and batch size; the
-  synthesis ``g_s`` computes GDN's 1x1 normalisation the same way, so decoded pixels are
-  too. The encoder also returns a CRC of the indexes, which :func:`decode` checks: a decoder
+  transforms ``g_a`` and ``g_s`` compute GDN's 1x1 normalisation the same way (the only
+  layer found to vary), so files and decoded pixels are too. The encoder also returns a CRC of the indexes, which :func:`decode` checks: a decoder
   whose floats still differ (another CPU family, say) stops with an error instead of
   returning a wrong image.
 - Speed. Scale indexes in one ``bucketize`` (CompressAI: a Python loop over 64 scales), the
@@ -43,12 +43,20 @@ def _gdn(layer: GDN, x: torch.Tensor) -> torch.Tensor:
     return x * (torch.sqrt(norm) if layer.inverse else torch.rsqrt(norm))
 
 
+def _run(layers: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = _gdn(layer, x) if isinstance(layer, GDN) else layer(x)
+    return x
+
+
+def analyze(model: Hyperprior, x: torch.Tensor) -> torch.Tensor:
+    """``g_a(x)`` with deterministic GDN layers: the same file at any thread count."""
+    return _run(model.g_a, x)
+
+
 def synthesize(model: Hyperprior, y_hat: torch.Tensor) -> torch.Tensor:
     """``g_s(y_hat)`` clamped to [0, 1], with deterministic GDN layers."""
-    x = y_hat
-    for layer in model.g_s:
-        x = _gdn(layer, x) if isinstance(layer, GDN) else layer(x)
-    return x.clamp_(0, 1)
+    return _run(model.g_s, y_hat).clamp_(0, 1)
 
 
 def scale_indexes(model: Hyperprior, z_hat: torch.Tensor) -> torch.Tensor:
@@ -80,7 +88,7 @@ def _crc(indexes: torch.Tensor) -> int:
 @torch.no_grad()
 def encode(model: Hyperprior, x: torch.Tensor) -> dict:
     """Compress a padded batch ``x``: ``{"strings": [y, z], "shape", "y_hat", "index_crc"}``."""
-    y = model.g_a(x)
+    y = analyze(model, x)
     z = model.h_a(torch.abs(y))
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])

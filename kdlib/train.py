@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from kdlib import data
 from kdlib.losses import KDLoss
-from kdlib.models import Hyperprior, load_model, read_checkpoint, save_checkpoint
+from kdlib.models import Hyperprior, load_model, read_checkpoint, resolve, save_checkpoint
 
 # Per-scale recipe. "cpu" was chosen from measurements on a 2-core machine (see README);
 # "paper" is the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
@@ -52,6 +52,7 @@ class Config:
     Z: int | None = None
     lmbda: float = 0.025
     teacher: str | None = None  # checkpoint name or path; None = from scratch
+    init: str | None = None  # warm start: "sha256:<hex>" of a checkpoint whose weights start the run
     hyper_teacher: str | None = None  # a second teacher for the z_hat term (hybrid KD)
     w_latent: float = 0.2
     w_hyper: float = 0.0
@@ -83,6 +84,17 @@ class Config:
             raise TrainingError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.crop % 64:
             raise TrainingError(f"crop must be a multiple of 64 (the codec downsamples 64x), not {self.crop}")
+
+    @classmethod
+    def continuing(cls, checkpoint: str | Path, **changes: Any) -> "Config":
+        """The config of a run that continues ``checkpoint`` (e.g. in a new session): its config,
+        warm-started from its weights (Adam restarts), at its last learning rate unless changed."""
+        meta = load_model(checkpoint).meta
+        fields = {**meta["config"], "init": f"sha256:{data.sha256sum(resolve(checkpoint))}",
+                  "lr": meta.get("lr", meta["config"]["lr"]), **changes}
+        config = cls(**fields)
+        config.init_path = str(resolve(checkpoint))
+        return config
 
     def hash(self) -> str:
         fields = dataclasses.asdict(self)
@@ -194,6 +206,11 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
 
     teacher, hyper_teacher = load_teacher(config.teacher, device), load_teacher(config.hyper_teacher, device)
     model = Hyperprior(config.N, config.M, config.Z).to(device).train()
+    if config.init:
+        start = getattr(config, "init_path", None)
+        if start is None or f"sha256:{data.sha256sum(start)}" != config.init:
+            raise TrainingError(f"Config.init is {config.init}; build the config with Config.continuing(checkpoint)")
+        model.load_state_dict(load_model(start).state_dict())
     criterion = KDLoss(config.lmbda, config.w_latent, config.w_hyper, config.w_recon, config.w_rd, config.latent)
     optimizer, aux_optimizer = optimizers(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5, patience=config.patience)
@@ -232,6 +249,7 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
         meta = {"lambda": config.lmbda, "steps": step, "data": str(config.data or "KDLIB_DATA/train"),
                 "seed": config.seed, "config": dataclasses.asdict(config), "config_hash": config.hash(),
                 "wall_s": wall, "threads": torch.get_num_threads(), "world_size": world, "compiled": compile,
+                "lr": optimizer.param_groups[0]["lr"], "init_path": getattr(config, "init_path", None),
                 "device": str(device)}
         extra = {"optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rngs, "best": best} if with_state else None

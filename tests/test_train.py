@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -65,3 +66,13 @@ def test_bad_scale():
         Config(name="x", scale="huge")
     with pytest.raises(TrainingError, match="multiple of 64"):
         Config(name="x", crop=100)
+
+
+def test_continuing_a_checkpoint(photo_folder, tmp_path):
+    first = train(config(photo_folder), runs=tmp_path, progress=False)
+    again = Config.continuing(first, steps=2)
+    assert again.init.startswith("sha256:") and again.hash() != config(photo_folder).hash()
+    second = train(again, runs=tmp_path, progress=False)
+    assert load_model(second).meta["init_path"] == str(first)
+    with pytest.raises(TrainingError, match="continuing"):
+        train(dataclasses.replace(again, init="sha256:00"), runs=tmp_path / "x", progress=False)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kdlib import bitstream
+from kdlib.bitstream import BitstreamError, compress, compress_batch, decompress, decompress_batch
+from kdlib.cli import main
+from kdlib.data import DataError
+from kdlib.models import Hyperprior
+
+
+def photo(h=77, w=100, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / 7), np.cos(yy / 5), np.sin((xx + yy) / 11)], -1)
+    return Image.fromarray(((base + 1) * 110 + rng.normal(0, 4, (h, w, 3))).clip(0, 255).astype(np.uint8))
+
+
+def test_roundtrip_odd_size(small_model):
+    image = photo()
+    decoded = decompress(compress(image, small_model), small_model)
+    assert decoded.size == image.size and decoded.mode == "RGB"
+
+
+def test_modes(small_model):
+    gray = photo().convert("L")
+    assert decompress(compress(gray, small_model), small_model).mode == "L"
+    sixteen = Image.fromarray((np.asarray(gray, np.uint16) * 257))
+    assert decompress(compress(sixteen, small_model), small_model).mode == "L"
+    rgba = photo().convert("RGBA")
+    assert decompress(compress(rgba, small_model), small_model).mode == "RGB"  # opaque alpha is dropped
+    alpha = np.array(rgba)
+    alpha[0, 0, 3] = 0
+    with pytest.raises(DataError, match="transparent"):
+        compress(Image.fromarray(alpha), small_model)
+
+
+def test_batch_equals_alone(small_model):
+    images = [photo(seed=i) for i in range(3)] + [photo(64, 64)]
+    blobs = compress_batch(images, small_model)
+    assert blobs == [compress(image, small_model) for image in images]
+    together = decompress_batch(blobs, small_model)
+    alone = [decompress(blob, small_model) for blob in blobs]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(together, alone))
+
+
+def test_wrong_model_is_named(small_model):
+    blob = compress(photo(), small_model)
+    other = Hyperprior(16, 24).eval()
+    other.update(force=True)
+    with pytest.raises(BitstreamError, match="encoded with model"):
+        decompress(blob, other)
+    with pytest.raises(BitstreamError, match="not available here"):
+        decompress(blob)  # the file names a model that is not released
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda b: b"GIF89a" + b[6:], "Not a kdlib file"),
+    (lambda b: b[:4] + bytes([2]) + b[5:], "Unsupported .kdl version 2"),
+    (lambda b: b[:10], "Truncated file"),
+    (lambda b: b[:-1], "Truncated file"),
+    (lambda b: b + b"\0", "Corrupted file"),
+    (lambda b: b[:12] + bytes([b[12] ^ 1]) + b[13:], "header checksum"),
+    (lambda b: b[:-6] + bytes([b[-6] ^ 1]) + b[-5:], "payload checksum"),
+    (lambda b: b"", "shorter than any header"),
+])
+def test_bad_files(small_model, edit, message):
+    with pytest.raises(BitstreamError, match=message):
+        decompress(edit(compress(photo(), small_model)), small_model)
+
+
+def test_fuzzed_corruptions_are_refused(small_model):
+    """200 random corruptions (bit flips, byte runs, truncations, insertions): each a clean BitstreamError."""
+    blob = compress(photo(), small_model)
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        data = bytearray(blob)
+        kind = trial % 4
+        at = int(rng.integers(len(data)))
+        if kind == 0:
+            data[at] ^= 1 << int(rng.integers(8))
+        elif kind == 1:
+            data[at:at + 8] = rng.integers(0, 256, min(8, len(data) - at), dtype=np.uint8).tobytes()
+            if bytes(data) == blob:
+                continue
+        elif kind == 2:
+            data = data[:at]
+        else:
+            data[at:at] = rng.integers(0, 256, int(rng.integers(1, 5)), dtype=np.uint8).tobytes()
+        with pytest.raises(BitstreamError):
+            decompress(bytes(data), small_model)
+
+
+def test_cli_roundtrip_and_no_overwrite(small_model, tmp_path, capsys):
+    from kdlib.models import save_checkpoint
+
+    save_checkpoint(tmp_path / "tiny.pth.tar", small_model, {})
+    photo().save(tmp_path / "in.png")
+    model = str(tmp_path / "tiny.pth.tar")
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "x.kdl"), "--model", model]) == 0
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "x.kdl"), "--model", model]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert main(["decompress", str(tmp_path / "x.kdl"), str(tmp_path / "out.png"), "--model", model]) == 0
+    assert Image.open(tmp_path / "out.png").size == (100, 77)
+    (tmp_path / "bad.kdl").write_bytes(b"KDLC\x01")
+    assert main(["decompress", str(tmp_path / "bad.kdl"), str(tmp_path / "o2.png"), "--model", model]) == 1
+    assert not (tmp_path / "o2.png").exists() and not list(tmp_path.glob(".*.tmp"))
