@@ -14,15 +14,17 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name kdlib --display-name "Python (kdlib)"
 	touch $@
 
-# Main job: evaluate our released checkpoints (cached), then execute every notebook in order.
+# Main job: compute the missing result files (cached), then execute every notebook in order.
 reproduce: $(VENV)/.installed
 	$(BIN)/kdlib reproduce --scale $(SCALE)
 	$(MAKE) notebooks
 
+RESULTS_DIR := $(if $(filter smoke,$(SCALE)),../results/smoke,../results)
+
 notebooks: $(VENV)/.installed
 	@for nb in $(NOTEBOOKS); do \
 		echo "== $$nb (scale=$(SCALE))"; \
-		$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) $$nb $$nb || exit 1; \
+		$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) -p results_dir $(RESULTS_DIR) $$nb $$nb || exit 1; \
 	done
 
 test: $(VENV)/.installed

@@ -8,6 +8,7 @@ eval_model updates the entropy coder's CDF tables, as kdlib's loader does when a
 none); the mean PSNR, MS-SSIM and bpp must agree to 1e-6.
 """
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,9 @@ BIN = Path(sys.executable).parent
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="kdlib-compare-"))
-    if len(sys.argv) > 1:
-        checkpoint = Path(sys.argv[1])
+    if len(sys.argv) > 1:  # a private copy: a training run may rewrite the file meanwhile
+        checkpoint = work / Path(sys.argv[1]).name
+        shutil.copyfile(sys.argv[1], checkpoint)
     else:
         torch.manual_seed(0)
         model = ScaleHyperprior(128, 192)

@@ -51,10 +51,15 @@ def resources(specs: list[str], images: list[Path], passes: int, thread_counts: 
     return table
 
 
-def codecs(names: list[str], images: list[Path], out: Path) -> None:
-    """RD curves and speed of classical codecs: ``<out>/codecs/<codec>.json``."""
+def codecs(names: list[str], images: list[Path], out: Path, settings: int | None = None) -> None:
+    """RD curves and speed of classical codecs: ``<out>/codecs/<codec>.json`` (``settings``: keep
+    that many settings of each sweep, spread over it)."""
+    from kdlib.codecs import CODECS
+
     for codec in names:
-        result = evaluate_codec(codec, images)
+        sweep = CODECS[codec][2]
+        chosen = [sweep[round(i * (len(sweep) - 1) / (settings - 1))] for i in range(settings)] if settings else None
+        result = evaluate_codec(codec, images, chosen)
         path = write_json(result, out / "codecs" / f"{codec}.json")
         r = result["results"]
         print(f"{result['name']}: {len(r['bpp'])} settings, bpp {min(r['bpp']):.3f}-{max(r['bpp']):.3f}, "

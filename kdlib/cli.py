@@ -45,18 +45,29 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    """Evaluate every released checkpoint on Kodak (2 images at smoke scale), unless cached."""
-    paths = data.kodak_paths()
-    out = Path(args.out)
+    """Compute every result file the notebooks read that is missing or stale (cached otherwise).
+
+    At ``smoke`` scale: 2 Kodak images, 3 codec settings, into ``<out>/smoke``.
+    """
+    from kdlib import bench
+    from kdlib.codecs import CODECS
+
+    paths, out = data.kodak_paths(), Path(args.out)
     if args.scale == "smoke":
         paths, out = paths[:2], out / "smoke"
-    for checkpoint in sorted(CHECKPOINTS.glob("*.pth.tar")):
+    for checkpoint in sorted(CHECKPOINTS.glob("*.pth.tar")):  # our released checkpoints, on Kodak
         name, digest = checkpoint.name.removesuffix(".pth.tar"), data.sha256sum(checkpoint)
         target = out / f"{name}.json"
         if target.exists() and json.loads(target.read_text())["model"].get("sha256") == digest:
             print(f"{name}: cached in {target}")
             continue
         evaluate_to_json(load_model(checkpoint), paths, name, out, sha256=digest)
+    missing = [c for c in CODECS if not (out / "codecs" / f"{c}.json").exists()]
+    if missing:
+        bench.codecs(missing, paths, out, settings=3 if args.scale == "smoke" else None)
+    specs = [f"untrained:{n}" for n in (128, 112, 96, 64, 32, 16)]
+    if not all((out / "resources" / f"{spec_name(s)}.json").exists() for s in specs):
+        bench.resources(specs, paths, 1, [1, torch.get_num_threads()], out)
 
 
 def cmd_compress(args: argparse.Namespace) -> None:

@@ -108,15 +108,21 @@ def run_dir(config: Config, runs: str | Path = "runs") -> Path:
 
 def training_sets(config: Config) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """(train, validation) datasets for the run."""
-    if config.dataset == "vimeo90k":
+    if config.dataset == "vimeo90k":  # CompressAI's loader: <root>/tri_trainlist.txt, sequences/...
         from compressai.datasets import Vimeo90kDataset
         from torchvision import transforms
 
-        root = config.data or data.mirror_root() / "vimeo_septuplet"
+        root = config.data or (data.mirror_root() or Path(".")) / "vimeo_triplet"
         train_tf = transforms.Compose([transforms.RandomCrop(config.crop), transforms.ToTensor()])
         val_tf = transforms.Compose([transforms.CenterCrop(config.crop), transforms.ToTensor()])
-        return (Vimeo90kDataset(root, transform=train_tf, split="train"),
-                Vimeo90kDataset(root, transform=val_tf, split="valid"))
+        try:
+            train_set = Vimeo90kDataset(root, transform=train_tf, split="train", tuplet=3)
+            val_set = Vimeo90kDataset(root, transform=val_tf, split="valid", tuplet=3)
+        except FileNotFoundError as err:
+            raise data.DataError(f"No Vimeo90K triplets at {root} ({err}); pass --data") from None
+        if config.val_images:
+            val_set = torch.utils.data.Subset(val_set, range(min(config.val_images, len(val_set))))
+        return train_set, val_set
     files = data.image_files(config.data or data.train_root())
     val_files = data.split(files, "val")
     if config.val_images:
@@ -337,3 +343,32 @@ class CsvLog:
             if new and f.tell() == 0:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def release(run: str | Path, name: str, recipe: str = "") -> dict[str, Any]:
+    """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
+    optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``."""
+    import platform
+    import shutil
+
+    from kdlib.models import CHECKPOINTS
+
+    run = Path(run)
+    model = load_model(run / "best.pth.tar")  # updates the CDF tables, as CompressAI's update_model
+    meta = dict(model.meta)
+    last = read_checkpoint(run / "last.pth.tar")["meta"]
+    target = CHECKPOINTS / f"{name}.pth.tar"
+    save_checkpoint(target, model, {**meta, "name": name, "commit": meta.get("commit")})
+    shutil.copyfile(run / "log.csv", CHECKPOINTS / f"{name}.log.csv")
+    manifest_path = CHECKPOINTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = {
+        "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
+        "config_hash": meta["config_hash"], "lambda": meta["lambda"], "steps": meta["steps"],
+        "steps_run": last["steps"], "wall_h": round(last["wall_s"] / 3600, 2), "data": meta["data"],
+        "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+                   f"{meta['threads']} thread(s), device {meta.get('device', 'cpu')}".replace("  ", " "),
+        "recipe": recipe, "commit": meta.get("commit"), "init": meta["config"].get("init"),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest[name]

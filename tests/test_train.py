@@ -76,3 +76,21 @@ def test_continuing_a_checkpoint(photo_folder, tmp_path):
     assert load_model(second).meta["init_path"] == str(first)
     with pytest.raises(TrainingError, match="continuing"):
         train(dataclasses.replace(again, init="sha256:00"), runs=tmp_path / "x", progress=False)
+
+
+def test_vimeo90k_layout(tmp_path):
+    """The paper's data path: CompressAI's Vimeo90K triplet loader."""
+    import numpy as np
+    from PIL import Image
+
+    for seq in ("00001/0001", "00001/0002"):
+        folder = tmp_path / "vimeo" / "sequences" / seq
+        folder.mkdir(parents=True)
+        for i in (1, 2, 3):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    (tmp_path / "vimeo" / "tri_trainlist.txt").write_text("00001/0001\n")
+    (tmp_path / "vimeo" / "tri_testlist.txt").write_text("00001/0002\n")
+    cfg = config(tmp_path / "vimeo", dataset="vimeo90k", steps=2, val_every=2)
+    assert train(cfg, runs=tmp_path / "runs", progress=False).exists()
+    with pytest.raises(Exception, match="No Vimeo90K"):
+        train(config(tmp_path / "missing", dataset="vimeo90k"), runs=tmp_path / "runs", progress=False)
