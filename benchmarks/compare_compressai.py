@@ -34,7 +34,10 @@ def main() -> int:
         checkpoint = work / "scale-hyperprior-128-192.pth.tar"
         torch.save(model.state_dict(), checkpoint)
     kodak = kodak_paths()[0].parent
-    subprocess.run([BIN / "kdlib", "eval", str(checkpoint), "--name", "kdlib", "--out", str(work)], check=True)
+    # CompressAI's eval_model runs at 1 thread (torch.set_num_threads(1)); so does kdlib here, as
+    # oneDNN's results change with the thread count (see kdlib.entropy).
+    subprocess.run([BIN / "kdlib", "--threads", "1", "eval", str(checkpoint), "--name", "kdlib", "--out", str(work)],
+                   check=True)
     subprocess.run([BIN / "python", "-m", "compressai.utils.eval_model", "checkpoint", str(kodak),
                     "-a", "bmshj2018-hyperprior", "-p", str(checkpoint),
                     "-d", str(work), "-o", "compressai.json"], check=True, capture_output=True)
