@@ -104,25 +104,20 @@ def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior) ->
 
 
 def compress_batch(images: list, model: str | Path | Hyperprior) -> list[bytes]:
-    """Compress several images; those of one size share each network pass."""
+    """Compress several images with one loaded model."""
     model, name = _model(model)
-    loaded = [_image(image) for image in images]
-    out: list[bytes | None] = [None] * len(loaded)
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for i, (x, _) in enumerate(loaded):
+    blobs = []
+    for image in images:
+        x, flags = _image(image)
         if max(x.shape[-2:]) > MAX_SIDE:
-            raise DataError(f"Image {i} is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
-        by_size.setdefault(tuple(x.shape[-2:]), []).append(i)
-    for (h, w), members in by_size.items():
-        x, unpad = pad(torch.stack([loaded[i][0] for i in members]))
-        enc = entropy.encode(model, x)
-        for j, i in enumerate(members):
-            z, y = enc["strings"][1][j], enc["strings"][0][j]
-            header = Header(loaded[i][1], name, model_id(model), h, w, tuple(-p for p in unpad),
-                            enc["shape"], enc["index_crc"][j], len(z), len(y))
-            payload = z + y
-            out[i] = header.pack() + payload + _CRC.pack(zlib.crc32(payload))
-    return out
+            raise DataError(f"Image is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
+        padded, unpad = pad(x[None])
+        enc = entropy.encode(model, padded)
+        z, y = enc["strings"][1][0], enc["strings"][0][0]
+        header = Header(flags, name, model_id(model), x.shape[-2], x.shape[-1], tuple(-p for p in unpad),
+                        enc["shape"], enc["index_crc"][0], len(z), len(y))
+        blobs.append(header.pack() + z + y + _CRC.pack(zlib.crc32(z + y)))
+    return blobs
 
 
 def read_header(blob: bytes) -> tuple[Header, bytes]:
@@ -170,12 +165,12 @@ def decompress(blob: bytes, model: str | Path | Hyperprior | None = None) -> Ima
 
 
 def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None) -> list[Image.Image]:
-    """Decode several .kdl files; files of one model and size share each network pass."""
-    parsed = [read_header(blob) for blob in blobs]
+    """Decode several .kdl files, loading each model once."""
     given = _model(model)[0] if model is not None else None
     released: dict[str, Hyperprior] = {}
-    groups: dict[tuple, list[int]] = {}
-    for i, (header, _) in enumerate(parsed):
+    images = []
+    for blob in blobs:
+        header, payload = read_header(blob)
         if given is None and header.model_name not in released:
             try:
                 released[header.model_name] = _model(header.model_name)[0]
@@ -186,25 +181,18 @@ def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None =
         if model_id(decoder) != header.model_id:
             raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "
                                  f"not with the given model (id {model_id(decoder).hex()})")
-        groups.setdefault((header.model_name, header.height, header.width), []).append(i)
-    images: list[Image.Image | None] = [None] * len(blobs)
-    for members in groups.values():
-        headers = [parsed[i][0] for i in members]
-        z = [parsed[i][1][:h.z_length] for i, h in zip(members, headers)]
-        y = [parsed[i][1][h.z_length:] for i, h in zip(members, headers)]
-        decoder = given or released[headers[0].model_name]
+        strings = [[payload[header.z_length:]], [payload[:header.z_length]]]
         try:
-            dec = entropy.decode(decoder, [y, z], headers[0].z_shape, [h.index_crc for h in headers])
+            dec = entropy.decode(decoder, strings, header.z_shape, [header.index_crc])
         except entropy.RoundTripError as err:
             raise BitstreamError(str(err)) from None
-        left, right, top, bottom = headers[0].padding
-        x_hat = crop(dec["x_hat"], (-left, -right, -top, -bottom))
-        for i, h, x in zip(members, headers, x_hat):
-            pixels = (x * 255).round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-            if h.flags & GRAYSCALE:
-                images[i] = Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L")
-            else:
-                images[i] = Image.fromarray(pixels, "RGB")
+        left, right, top, bottom = header.padding
+        x = crop(dec["x_hat"], (-left, -right, -top, -bottom))[0]
+        pixels = (x * 255).round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        if header.flags & GRAYSCALE:
+            images.append(Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L"))
+        else:
+            images.append(Image.fromarray(pixels, "RGB"))
     return images
 
 

@@ -5,16 +5,17 @@ tables, scale indexes and rANS coder), with three differences:
 
 - Determinism. The only floats that reach the entropy coder are the scales from ``h_s``.
   ``h_s`` runs outside oneDNN (whose blocked kernels change their summation order with the
-  thread count), so the scale indexes are the same at any thread count and batch size; the
+  thread count) and one image at a time (the plain kernels' order depends on the batch
+  size), so the scale indexes are the same at any thread count and in any batch; the
   transforms ``g_a`` and ``g_s`` compute GDN's 1x1 normalisation the same way (the only
-  layer found to vary), so files and decoded pixels are too. The encoder also returns a CRC of the indexes, which :func:`decode` checks: a decoder
+  layer found to vary) and also run per image, so files and decoded pixels are too. The encoder also returns a CRC of the indexes, which :func:`decode` checks: a decoder
   whose floats still differ (another CPU family, say) stops with an error instead of
   returning a wrong image.
 - Speed. Scale indexes in one ``bucketize`` (CompressAI: a Python loop over 64 scales), the
   CDF tables converted to Python lists once per model instead of at every call, decoded
   symbols gathered in a C array, GDN's 1x1 normalisation outside oneDNN (also faster for
   narrow models here) and channels-last transforms for wide ones.
-- Batches: every network pass runs once for a whole batch.
+- Batches share the model, tables and coder; the network runs per image (see above).
 """
 from __future__ import annotations
 
@@ -53,9 +54,13 @@ def _layout(model: Hyperprior, x: torch.Tensor) -> torch.Tensor:
 
 
 def _run(layers: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    for layer in layers:
-        x = _gdn(layer, x) if isinstance(layer, GDN) else layer(x)
-    return x
+    """The layers, one image at a time (kernels may sum differently for other batch sizes)."""
+    outputs = []
+    for image in x.split(1):
+        for layer in layers:
+            image = _gdn(layer, image) if isinstance(layer, GDN) else layer(image)
+        outputs.append(image)
+    return torch.cat(outputs)
 
 
 def analyze(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -72,7 +77,7 @@ def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = Tru
 def scale_indexes(model: Hyperprior, z_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
     """CDF index of every element of y (``h_s`` outside oneDNN if deterministic), CompressAI's rule in one op."""
     with torch.backends.mkldnn.flags(enabled=not deterministic):
-        scales = model.h_s(z_hat)
+        scales = _run(model.h_s, z_hat) if deterministic else model.h_s(z_hat)
     gc = model.gaussian_conditional
     scales = gc.lower_bound_scale(scales)
     table = torch.as_tensor(gc.scale_table[:-1], dtype=scales.dtype, device=scales.device)
