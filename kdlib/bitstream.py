@@ -23,6 +23,7 @@ import os
 import struct
 import tempfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import torch
 from PIL import Image
 
 from kdlib import entropy
-from kdlib.data import DataError, crop, pad, to_rgb, to_tensor
+from kdlib.data import DataError, pad, to_rgb, to_tensor
 from kdlib.models import Hyperprior, from_spec
 
 MAGIC, VERSION = b"KDLC", 1
@@ -103,21 +104,38 @@ def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior) ->
     return compress_batch([image], model)[0]
 
 
+def _encode_one(image, model: Hyperprior, name: str) -> bytes:
+    x, flags = _image(image)
+    if max(x.shape[-2:]) > MAX_SIDE:
+        raise DataError(f"Image is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
+    padded, unpad = pad(x[None])
+    enc = entropy.encode(model, padded)
+    z, y = enc["strings"][1][0], enc["strings"][0][0]
+    header = Header(flags, name, model_id(model), x.shape[-2], x.shape[-1], tuple(-p for p in unpad),
+                    enc["shape"], enc["index_crc"][0], len(z), len(y))
+    return header.pack() + z + y + _CRC.pack(zlib.crc32(z + y))
+
+
+def _parallel(function, items: list) -> list:
+    """``function`` over ``items``, one image per core, torch at one thread meanwhile (it releases
+    the GIL). Every image is computed as alone and our kernels do not depend on the thread
+    count, so results are the same as one at a time."""
+    threads = torch.get_num_threads()
+    if min(len(items), threads) < 2:
+        return [function(item) for item in items]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(function, items))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def compress_batch(images: list, model: str | Path | Hyperprior) -> list[bytes]:
-    """Compress several images with one loaded model."""
+    """Compress several images with one loaded model, several at a time."""
     model, name = _model(model)
-    blobs = []
-    for image in images:
-        x, flags = _image(image)
-        if max(x.shape[-2:]) > MAX_SIDE:
-            raise DataError(f"Image is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
-        padded, unpad = pad(x[None])
-        enc = entropy.encode(model, padded)
-        z, y = enc["strings"][1][0], enc["strings"][0][0]
-        header = Header(flags, name, model_id(model), x.shape[-2], x.shape[-1], tuple(-p for p in unpad),
-                        enc["shape"], enc["index_crc"][0], len(z), len(y))
-        blobs.append(header.pack() + z + y + _CRC.pack(zlib.crc32(z + y)))
-    return blobs
+    model_id(model)
+    return _parallel(lambda image: _encode_one(image, model, name), images)
 
 
 def read_header(blob: bytes) -> tuple[Header, bytes]:
@@ -164,12 +182,26 @@ def decompress(blob: bytes, model: str | Path | Hyperprior | None = None) -> Ima
     return decompress_batch([blob], model)[0]
 
 
+def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Image:
+    strings = [[payload[header.z_length:]], [payload[:header.z_length]]]
+    try:
+        dec = entropy.decode(decoder, strings, header.z_shape, [header.index_crc])
+    except entropy.RoundTripError as err:
+        raise BitstreamError(str(err)) from None
+    left, top = header.padding[0], header.padding[2]
+    x = dec["x_hat"][0, :, top:top + header.height, left:left + header.width]
+    pixels = x.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # x_hat is in [0, 1]
+    if header.flags & GRAYSCALE:
+        return Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L")
+    return Image.fromarray(pixels, "RGB")
+
+
 def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None) -> list[Image.Image]:
-    """Decode several .kdl files, loading each model once."""
+    """Decode several .kdl files, loading each model once, several at a time."""
     given = _model(model)[0] if model is not None else None
     released: dict[str, Hyperprior] = {}
-    images = []
-    for blob in blobs:
+    jobs = []
+    for blob in blobs:  # check every file and find its model first
         header, payload = read_header(blob)
         if given is None and header.model_name not in released:
             try:
@@ -181,19 +213,8 @@ def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None =
         if model_id(decoder) != header.model_id:
             raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "
                                  f"not with the given model (id {model_id(decoder).hex()})")
-        strings = [[payload[header.z_length:]], [payload[:header.z_length]]]
-        try:
-            dec = entropy.decode(decoder, strings, header.z_shape, [header.index_crc])
-        except entropy.RoundTripError as err:
-            raise BitstreamError(str(err)) from None
-        left, right, top, bottom = header.padding
-        x = crop(dec["x_hat"], (-left, -right, -top, -bottom))[0]
-        pixels = (x * 255).round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-        if header.flags & GRAYSCALE:
-            images.append(Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L"))
-        else:
-            images.append(Image.fromarray(pixels, "RGB"))
-    return images
+        jobs.append((header, payload, decoder))
+    return _parallel(lambda job: _decode_one(*job), jobs)
 
 
 def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path:

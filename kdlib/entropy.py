@@ -1,28 +1,32 @@
 """Entropy coding of a scale-hyperprior codec on CompressAI's rANS coder, deterministic and lean.
 
 Same bitstream as CompressAI's ``compress()`` / ``decompress()`` (same quantisation, CDF
-tables, scale indexes and rANS coder), with three differences:
+tables, scale indexes and rANS coder; files differ from its strings only if a float rounds
+across .5 differently), with these differences:
 
 - Determinism. The only floats that reach the entropy coder are the scales from ``h_s``.
   ``h_s`` runs outside oneDNN (whose blocked kernels change their summation order with the
   thread count) and one image at a time (the plain kernels' order depends on the batch
   size), so the scale indexes are the same at any thread count and in any batch; the
-  transforms ``g_a`` and ``g_s`` compute GDN's 1x1 normalisation the same way (the only
-  layer found to vary) and also run per image, so files and decoded pixels are too. The encoder also returns a CRC of the indexes, which :func:`decode` checks: a decoder
-  whose floats still differ (another CPU family, say) stops with an error instead of
-  returning a wrong image.
-- Speed. Scale indexes in one ``bucketize`` (CompressAI: a Python loop over 64 scales), the
+  transforms ``g_a`` and ``g_s`` compute GDN's 1x1 normalisation as a plain matrix product
+  (oneDNN's 1x1 convolution was the only layer found to vary) and also run per image, so
+  files and decoded pixels are too. The encoder also returns a CRC of the indexes, which
+  :func:`decode` checks: a decoder whose floats still differ (another CPU family, say)
+  stops with an error instead of returning a wrong image.
+- Speed. Scale indexes from the log of the scale, made exact by three comparisons
+  (CompressAI: a Python loop over 64 scales), the
   CDF tables converted to Python lists once per model instead of at every call, decoded
-  symbols gathered in a C array, GDN's 1x1 normalisation outside oneDNN (also faster for
-  narrow models here) and channels-last transforms for wide ones.
-- Batches share the model, tables and coder; the network runs per image (see above).
+  symbols gathered with ``np.fromiter``, the index CRC read in place, GDN as one matrix
+  product, and channels-last transforms.
+- Batches share the model and tables; the network runs per image (see above), and
+  :mod:`kdlib.bitstream` runs one image per core.
 """
 from __future__ import annotations
 
 import struct
 import zlib
-from array import array
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.ans import RansDecoder, RansEncoder
@@ -38,19 +42,21 @@ class RoundTripError(RuntimeError):
 
 
 def _gdn(layer: GDN, x: torch.Tensor) -> torch.Tensor:
-    """GDN with its normalisation conv outside oneDNN: thread-count and batch invariant."""
-    channels = x.size(1)
-    gamma = layer.gamma_reparam(layer.gamma).reshape(channels, channels, 1, 1)
-    with torch.backends.mkldnn.flags(enabled=False):
-        norm = F.conv2d(x * x, gamma, layer.beta_reparam(layer.beta))
-    return x * (torch.sqrt(norm) if layer.inverse else torch.rsqrt(norm))
+    """GDN as one matrix product on the channels-last view (rows = pixels): no oneDNN, no layout
+    copy, sqrt and product in place. Same numbers at any thread count (tested), and faster."""
+    n, c, h, w = x.shape
+    gamma = layer.gamma_reparam(layer.gamma)
+    rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view when x is channels-last
+    norm = torch.addmm(layer.beta_reparam(layer.beta), rows * rows, gamma.t())
+    norm = norm.sqrt_() if layer.inverse else norm.rsqrt_()
+    return norm.mul_(rows).reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def _layout(model: Hyperprior, x: torch.Tensor) -> torch.Tensor:
-    """Channels-last for wide models (oneDNN's transposed convs are ~1.7x faster so at N=128 on
-    this CPU), contiguous for narrow ones (where it is slower). A rule on N alone, so that the
-    encoder and every decoder of a model compute the same way."""
-    return x.contiguous(memory_format=torch.channels_last if model.N >= 64 else torch.contiguous_format)
+def _layout(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last: on this CPU oneDNN's (transposed) convolutions run 1.1-3.5x faster so for
+    N=16..128. Fixed, so that the encoder and
+    every decoder compute the same way."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _run(layers: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -60,44 +66,57 @@ def _run(layers: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         for layer in layers:
             image = _gdn(layer, image) if isinstance(layer, GDN) else layer(image)
         outputs.append(image)
-    return torch.cat(outputs)
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
 def analyze(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
     """``g_a(x)``; deterministic: stable GDN layers, the same file at any thread count."""
-    return _run(model.g_a, _layout(model, x)) if deterministic else model.g_a(x)
+    return _run(model.g_a, _layout(x)) if deterministic else model.g_a(x)
 
 
 def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
     """``g_s(y_hat)`` clamped to [0, 1]; deterministic: stable GDN layers, the same pixels anywhere."""
-    x_hat = _run(model.g_s, _layout(model, y_hat)) if deterministic else model.g_s(y_hat)
-    return x_hat.clamp_(0, 1).contiguous()
+    x_hat = _run(model.g_s, _layout(y_hat)) if deterministic else model.g_s(y_hat)
+    return x_hat.clamp_(0, 1)
 
 
 def scale_indexes(model: Hyperprior, z_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-    """CDF index of every element of y (``h_s`` outside oneDNN if deterministic), CompressAI's rule in one op."""
+    """CDF index of every element of y (``h_s`` outside oneDNN if deterministic): CompressAI's
+    ``build_indexes``, i.e. the number of scale-table entries below the scale, in a few ops."""
     with torch.backends.mkldnn.flags(enabled=not deterministic):
         scales = _run(model.h_s, z_hat) if deterministic else model.h_s(z_hat)
-    gc = model.gaussian_conditional
-    scales = gc.lower_bound_scale(scales)
-    table = torch.as_tensor(gc.scale_table[:-1], dtype=scales.dtype, device=scales.device)
-    # number of table entries strictly below the scale == CompressAI's build_indexes
-    return torch.bucketize(scales, table, out_int32=True)
+    scales = model.gaussian_conditional.lower_bound_scale(scales)
+    table = _tables(model)[3]
+    if table["log_step"] is None:
+        return torch.bucketize(scales, table["bounds"], out_int32=True)
+    # geometric table: the log gives the bracket to within one; three comparisons make it exact
+    k = ((scales.log() - table["log_first"]) / table["log_step"]).floor_().clamp_(0, len(table["bounds"]) - 1).long()
+    padded = table["padded"]
+    count = (padded[k] < scales).int() + (padded[k + 1] < scales).int() + (padded[k + 2] < scales).int()
+    return count.add_(k.int()).sub_(1)
 
 
-def _tables(model: Hyperprior) -> tuple[list, list, list]:
-    """The Gaussian conditional's CDF tables as Python lists, built once per model."""
+def _tables(model: Hyperprior) -> tuple[list, list, list, dict]:
+    """The Gaussian conditional's CDF tables as Python lists, and its scale table, built once per model."""
     gc = model.gaussian_conditional
-    key = (gc._quantized_cdf.data_ptr(), gc._quantized_cdf._version)
+    key = (gc._quantized_cdf.data_ptr(), gc._quantized_cdf._version, gc.scale_table._version)
     if getattr(model, "_kdl_tables_key", None) != key:
+        bounds = gc.scale_table[:-1].float()
+        logs = bounds.double().log()
+        step = (logs[-1] - logs[0]).item() / (len(bounds) - 1)
+        geometric = len(bounds) > 2 and torch.allclose(logs.diff(), torch.full_like(logs[1:], step), rtol=1e-3)
+        inf = torch.tensor([float("inf")])
+        scale = {"bounds": bounds, "padded": torch.cat([-inf, bounds, inf]),
+                 "log_first": logs[0].item(), "log_step": step if geometric else None}
         model._kdl_tables = (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
-                             gc._offset.reshape(-1).int().tolist())
+                             gc._offset.reshape(-1).int().tolist(), scale)
         model._kdl_tables_key = key
     return model._kdl_tables
 
 
 def _crc(indexes: torch.Tensor) -> int:
-    return zlib.crc32(indexes.to(torch.int16).cpu().numpy().tobytes())
+    """CRC32 of the scale indexes as little-endian int32 (no copy on little-endian machines)."""
+    return zlib.crc32(indexes.to(torch.int32).cpu().contiguous().numpy().astype("<i4", copy=False))
 
 
 @torch.no_grad()
@@ -113,7 +132,7 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
     symbols = torch.round(y).int()
-    cdf, lengths, offsets = _tables(model)
+    cdf, lengths, offsets, _ = _tables(model)
     coder = RansEncoder()
     flat_symbols, flat_indexes = symbols.reshape(len(x), -1).tolist(), indexes.reshape(len(x), -1).tolist()
     y_strings = [coder.encode_with_indexes(s, i, cdf, lengths, offsets) for s, i in zip(flat_symbols, flat_indexes)]
@@ -136,13 +155,13 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
             if _crc(idx) != expected:
                 raise RoundTripError(f"Image {i}: this decoder's scale indexes differ from the encoder's "
                                      "(floating-point results differ between the two machines); cannot decode exactly")
-    cdf, lengths, offsets = _tables(model)
+    cdf, lengths, offsets, _ = _tables(model)
     coder = RansDecoder()
     flat_indexes = indexes.reshape(len(indexes), -1).tolist()
-    values = array("i")  # a C array: far cheaper than torch.tensor() on a list of lists
-    for string, idx in zip(strings[0], flat_indexes):
-        values.extend(coder.decode_with_indexes(string, idx, cdf, lengths, offsets))
-    y_hat = torch.frombuffer(values, dtype=torch.int32).to(z_hat.device, torch.float32).reshape(indexes.shape)
+    count = indexes[0].numel()  # np.fromiter: the cheapest way from the coder's list to an array
+    values = [np.fromiter(coder.decode_with_indexes(string, idx, cdf, lengths, offsets), np.int32, count)
+              for string, idx in zip(strings[0], flat_indexes)]
+    y_hat = torch.from_numpy(np.concatenate(values)).to(z_hat.device, torch.float32).reshape(indexes.shape)
     return {"x_hat": synthesize(model, y_hat, deterministic), "y_hat": y_hat}
 
 

@@ -200,5 +200,7 @@ def from_spec(spec: str) -> Hyperprior:
 
 
 def spec_name(spec: str) -> str:
-    """A file-name-safe result name for a model spec."""
-    return Path(spec.replace(":", "-").replace("=", "-").replace(",", "-")).name.removesuffix(".pth.tar")
+    """A file-name-safe result name for a model spec (a run's best/last checkpoint: the run's name)."""
+    path = Path(spec.replace(":", "-").replace("=", "-").replace(",", "-"))
+    name = path.name.removesuffix(".pth.tar")
+    return path.parent.name if name in ("best", "last") and path.parent.name else name

@@ -48,3 +48,16 @@ def test_json_layout(small_model, photo_folder, tmp_path):
     assert all(len(v) == 1 for v in loaded["results"].values())
     assert [r["image"] for r in loaded["per_image"]] == ["img0.png", "img1.png", "img2.png"]
     assert loaded["model"]["N"] == 16
+
+
+def test_scale_indexes_equal_compressai(small_model):
+    """The log-based index equals CompressAI's build_indexes, on table entries and their neighbours too."""
+    from kdlib import entropy
+
+    gc = small_model.gaussian_conditional
+    table = gc.scale_table.float()
+    scales = torch.cat([table, torch.nextafter(table, torch.tensor(1e9)), torch.nextafter(table, torch.tensor(0.0)),
+                        torch.exp(torch.empty(20000).uniform_(-3, 7)), torch.tensor([0.0, 1e6])])
+    expected = gc.build_indexes(scales[None])
+    small_model.h_s = torch.nn.Sequential()  # identity: feed the scales straight in
+    assert torch.equal(entropy.scale_indexes(small_model, scales[None]), expected)
