@@ -57,6 +57,9 @@ def main(models: list[str]) -> int:
             decoded_batch = {n: hashlib.sha256(image.tobytes()).hexdigest() for n, image in zip(names, batch)}
         same_files = sum(files_1[n] == files_2[n] for n in names)
         same_decoded = sum(decoded_1[n] == decoded_2[n] == decoded_batch[n] for n in names)
+        if same_decoded != len(names):
+            print(f"  processes 1 vs 2 threads: {sum(decoded_1[n] == decoded_2[n] for n in names)}/{len(names)} equal; "
+                  f"process 1 thread vs batch: {sum(decoded_1[n] == decoded_batch[n] for n in names)}/{len(names)}")
         print(f"{model}: files identical at 1 and 2 threads: {same_files}/{len(names)}; decoded images identical "
               f"(process 1 thread, process 2 threads, batch of {len(names)} here): {same_decoded}/{len(names)}")
         failures += (same_files != len(names)) + (same_decoded != len(names))

@@ -4,13 +4,13 @@ Same bitstream as CompressAI's ``compress()`` / ``decompress()`` (same quantisat
 tables, scale indexes and rANS coder; files differ from its strings only if a float rounds
 across .5 differently), with these differences:
 
-- Determinism. The only floats that reach the entropy coder are the scales from ``h_s``.
-  ``h_s`` runs outside oneDNN (whose blocked kernels change their summation order with the
-  thread count) and one image at a time (the plain kernels' order depends on the batch
-  size), so the scale indexes are the same at any thread count and in any batch; the
-  transforms ``g_a`` and ``g_s`` compute GDN's 1x1 normalisation as a plain matrix product
-  (oneDNN's 1x1 convolution was the only layer found to vary) and also run per image, so
-  files and decoded pixels are too. The encoder also returns a CRC of the indexes, which
+- Determinism. On this CPU, oneDNN's 1x1 convolution (GDN's normalisation) changes its
+  result with the thread count, and kernels may sum differently for another batch size;
+  its other (transposed) convolutions were found thread-count invariant. So GDN is
+  computed as a plain matrix product and every network pass runs one image at a time:
+  scale indexes, files and decoded pixels are then the same at any thread count and in
+  any batch (``benchmarks/check_determinism.py``, ``tests/test_determinism.py``). No
+  global switch is flipped (such a flag would race between the threads of a batch). The encoder also returns a CRC of the indexes, which
   :func:`decode` checks: a decoder whose floats still differ (another CPU family, say)
   stops with an error instead of returning a wrong image.
 - Speed. Scale indexes from the log of the scale, made exact by three comparisons
@@ -81,10 +81,9 @@ def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = Tru
 
 
 def scale_indexes(model: Hyperprior, z_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-    """CDF index of every element of y (``h_s`` outside oneDNN if deterministic): CompressAI's
+    """CDF index of every element of y (``h_s`` per image if deterministic): CompressAI's
     ``build_indexes``, i.e. the number of scale-table entries below the scale, in a few ops."""
-    with torch.backends.mkldnn.flags(enabled=not deterministic):
-        scales = _run(model.h_s, z_hat) if deterministic else model.h_s(z_hat)
+    scales = _run(model.h_s, z_hat) if deterministic else model.h_s(z_hat)
     scales = model.gaussian_conditional.lower_bound_scale(scales)
     table = _tables(model)[3]
     if table["log_step"] is None:
