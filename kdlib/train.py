@@ -179,12 +179,13 @@ def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KD
     return result
 
 
-def distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when launched by ``torchrun``."""
+def distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether we joined the group); joins it when launched by ``torchrun``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    joined = world > 1 and not dist.is_initialized()
+    if joined:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    return (dist.get_rank() if world > 1 else 0), world, joined
 
 
 def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
@@ -200,7 +201,17 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
     out = run_dir(config, runs)
     if (out / "done.json").exists():
         return out / "best.pth.tar"
-    rank, world = distributed()
+    rank, world, joined = distributed()
+    try:
+        return _train(config, out, rank, world, threads, progress, stop_after, compile)
+    finally:
+        if joined:  # leaving gloo's threads to interpreter exit aborts the process
+            dist.destroy_process_group()
+
+
+def _train(config: Config, out: Path, rank: int, world: int, threads: int | None, progress: bool,
+           stop_after: int | None, compile: bool) -> Path:
+    """The training loop of :func:`train`, for one process."""
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
