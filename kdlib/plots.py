@@ -11,7 +11,8 @@ import seaborn as sns
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAPER = REPO_ROOT / "paper"
-FIGURES = REPO_ROOT / "figures"
+FIGURES = REPO_ROOT / "figures"  # where save() writes; notebooks at smoke scale point it elsewhere
+TABLES = PAPER / "tables"
 
 
 def msssim_db(value: float) -> float:
@@ -66,18 +67,18 @@ def speed_figure(speed: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
-def save(fig: plt.Figure, name: str, folder: str | Path = FIGURES) -> Path:
-    """Write ``<folder>/<name>.png`` (and .pdf)."""
-    folder = Path(folder)
+def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
+    """Write ``<folder>/<name>.png`` (and .pdf); default folder: :data:`FIGURES`."""
+    folder = Path(folder or FIGURES)
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
     return folder / f"{name}.png"
 
 
-def write_table(frame: pd.DataFrame, name: str, folder: str | Path = PAPER / "tables") -> Path:
-    """Write a table as ``<name>.csv`` and ``<name>.tex``."""
-    folder = Path(folder)
+def write_table(frame: pd.DataFrame, name: str, folder: str | Path | None = None) -> Path:
+    """Write a table as ``<name>.csv`` and ``<name>.tex``; default folder: :data:`TABLES`."""
+    folder = Path(folder or TABLES)
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / f"{name}.csv", index=False)
     (folder / f"{name}.tex").write_text(frame.to_latex(index=False, float_format="%.4g"))
