@@ -97,8 +97,13 @@ class Config:
         return config
 
     def hash(self) -> str:
+        """Of every field but the name; teachers count by their file's sha256, not their name,
+        so a re-released teacher makes new student runs."""
         fields = dataclasses.asdict(self)
         fields.pop("name")
+        for key in ("teacher", "hyper_teacher"):
+            if fields[key] is not None:
+                fields[key] = f"sha256:{data.sha256sum(resolve(fields[key]))}"
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 

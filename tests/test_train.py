@@ -94,3 +94,14 @@ def test_vimeo90k_layout(tmp_path):
     assert train(cfg, runs=tmp_path / "runs", progress=False).exists()
     with pytest.raises(Exception, match="No Vimeo90K"):
         train(config(tmp_path / "missing", dataset="vimeo90k"), runs=tmp_path / "runs", progress=False)
+
+
+def test_teacher_counts_by_content(photo_folder, tmp_path):
+    import shutil
+
+    teacher = train(config(photo_folder, N=16), runs=tmp_path, progress=False)
+    copy = tmp_path / "same-teacher.pth.tar"
+    shutil.copyfile(teacher, copy)
+    assert config(photo_folder, teacher=str(teacher)).hash() == config(photo_folder, teacher=str(copy)).hash()
+    other = train(config(photo_folder, N=16, seed=1), runs=tmp_path, progress=False)
+    assert config(photo_folder, teacher=str(other)).hash() != config(photo_folder, teacher=str(teacher)).hash()
