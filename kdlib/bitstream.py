@@ -33,7 +33,7 @@ from PIL import Image
 
 from kdlib import entropy
 from kdlib.data import DataError, pad, to_rgb, to_tensor
-from kdlib.models import Hyperprior, from_spec
+from kdlib.models import Hyperprior, current_umask, from_spec
 
 MAGIC, VERSION = b"KDLC", 1
 GRAYSCALE = 1
@@ -226,6 +226,7 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -110,10 +110,17 @@ def save_checkpoint(path: str | Path, model: Hyperprior, meta: dict[str, Any],
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

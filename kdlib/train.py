@@ -361,10 +361,22 @@ class CsvLog:
             writer.writerow(row)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def release(run: str | Path, name: str, recipe: str = "") -> dict[str, Any]:
     """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
     optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``."""
-    import platform
     import shutil
 
     from kdlib.models import CHECKPOINTS
@@ -382,8 +394,8 @@ def release(run: str | Path, name: str, recipe: str = "") -> dict[str, Any]:
         "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
         "config_hash": meta["config_hash"], "lambda": meta["lambda"], "steps": meta["steps"],
         "steps_run": last["steps"], "wall_h": round(last["wall_s"] / 3600, 2), "data": meta["data"],
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-                   f"{meta['threads']} thread(s), device {meta.get('device', 'cpu')}".replace("  ", " "),
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s) per run, "
+                   f"device {meta.get('device', 'cpu')}",
         "recipe": recipe, "commit": meta.get("commit"), "init": meta["config"].get("init"),
     }
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
