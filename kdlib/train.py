@@ -97,12 +97,12 @@ class Config:
         return config
 
     def hash(self) -> str:
-        """Of every field but the name; teachers count by their file's sha256, not their name,
-        so a re-released teacher makes new student runs."""
-        fields = dataclasses.asdict(self)
-        fields.pop("name")
+        """Of every field but the name; fields left at None are left out (so a new optional field
+        keeps old runs' hashes), and teachers count by their file's sha256, not their name (a
+        re-released teacher makes new student runs)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "name"}
         for key in ("teacher", "hyper_teacher"):
-            if fields[key] is not None:
+            if key in fields:
                 fields[key] = f"sha256:{data.sha256sum(resolve(fields[key]))}"
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -392,7 +392,7 @@ def release(run: str | Path, name: str, recipe: str = "") -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[name] = {
         "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
-        "config_hash": meta["config_hash"], "lambda": meta["lambda"], "steps": meta["steps"],
+        "config_hash": Config(**meta["config"]).hash(), "lambda": meta["lambda"], "steps": meta["steps"],
         "steps_run": last["steps"], "wall_h": round(last["wall_s"] / 3600, 2), "data": meta["data"],
         "machine": f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s) per run, "
                    f"device {meta.get('device', 'cpu')}",
