@@ -93,7 +93,7 @@ def _image(image: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
             with Image.open(image) as opened:
                 opened.load()
                 return _image(opened)
-        except OSError as err:
+        except (OSError, Image.DecompressionBombError) as err:
             raise DataError(f"Cannot read image {image}: {err}") from err
     flags = GRAYSCALE if image.mode in ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1") else 0
     return to_tensor(to_rgb(image)), flags
