@@ -107,7 +107,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     fields = {f.name for f in dataclasses.fields(Config)}
-    config = Config(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.continue_from:  # a new run warm-started from a checkpoint's weights (e.g. in a new session)
+        given.pop("name")
+        config = Config.continuing(args.continue_from, **given)
+    else:
+        config = Config(**given)
     best = train(config, runs=args.runs, threads=args.threads, stop_after=args.stop_after,
                  compile=args.compile, progress=not args.quiet)
     print(best)
@@ -172,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher")
     t.add_argument("--name", required=True)
+    t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
+                   help="continue a released checkpoint's training (its config; Adam restarts)")
     t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
     t.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
     t.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")

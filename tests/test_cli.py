@@ -28,3 +28,13 @@ def test_train_smoke(photo_folder, tmp_path, capsys):
             "--runs", str(tmp_path)]
     assert main(args) == 0
     assert capsys.readouterr().out.strip().endswith("best.pth.tar")
+
+
+def test_train_continue(photo_folder, tmp_path, capsys):
+    base = ["train", "--name", "cli", "--scale", "smoke", "--N", "8", "--M", "16", "--data", str(photo_folder),
+            "--runs", str(tmp_path), "--quiet"]
+    assert main(base) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["train", "--name", "ignored", "--continue", first, "--steps", "3", "--runs", str(tmp_path), "--quiet"]) == 0
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert second != first and second.endswith("best.pth.tar")
