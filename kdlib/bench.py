@@ -25,7 +25,7 @@ from kdlib.train import Config, optimizers, run_dir, train
 def resources(specs: list[str], images: list[Path], passes: int, thread_counts: list[int], out: Path) -> pd.DataFrame:
     """Size, FLOPs, peak memory and throughput of each model: ``<out>/resources/<name>.json`` and a CSV."""
     out = out / "resources"
-    rows, notes = [], set()
+    rows, notes, threads_before = [], set(), torch.get_num_threads()
     for spec in specs:
         model, name = from_spec(spec), spec_name(spec)
         result = {"name": name, "model": {**getattr(model, "meta", {}), **model.config}, **res.size(model),
@@ -33,6 +33,7 @@ def resources(specs: list[str], images: list[Path], passes: int, thread_counts: 
         for threads in thread_counts:
             torch.set_num_threads(threads)
             result["throughput"].append(res.throughput(model, images, passes))
+        torch.set_num_threads(threads_before)
         if torch.cuda.is_available():
             result["throughput"].append(res.throughput(model, images, passes, device="cuda"))
         write_json(result, out / f"{name}.json")
@@ -167,13 +168,10 @@ def _closest_setting(codec: str, bpp: float, results: Path) -> int:
     return min(zip(sweep["settings"], sweep["results"]["bpp"]), key=lambda sb: abs(sb[1] - bpp))[0]
 
 
-def _best_time(function, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _seconds(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -197,10 +195,10 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
         blobs = bitstream.compress_batch(pils, model)
         times = {"ce": [], "cd": [], "oe": [], "od": []}
         for _ in range(repeats):
-            times["ce"].append(_best_time(lambda: [model.compress(x) for x in tensors], 1))
-            times["cd"].append(_best_time(lambda: [model.decompress(e["strings"], e["shape"]) for e in encoded], 1))
-            times["oe"].append(_best_time(lambda: bitstream.compress_batch(pils, model), 1))
-            times["od"].append(_best_time(lambda: bitstream.decompress_batch(blobs, model), 1))
+            times["ce"].append(_seconds(lambda: [model.compress(x) for x in tensors]))
+            times["cd"].append(_seconds(lambda: [model.decompress(e["strings"], e["shape"]) for e in encoded]))
+            times["oe"].append(_seconds(lambda: bitstream.compress_batch(pils, model)))
+            times["od"].append(_seconds(lambda: bitstream.decompress_batch(blobs, model)))
         ce, cd, oe, od = (min(times[k]) for k in ("ce", "cd", "oe", "od"))
         compressai_bytes = sum(len(s[0]) for enc in encoded for s in enc["strings"])
         ours_bytes = sum(len(b) for b in blobs)

@@ -53,9 +53,8 @@ def _gdn(layer: GDN, x: torch.Tensor) -> torch.Tensor:
 
 
 def _layout(x: torch.Tensor) -> torch.Tensor:
-    """Channels-last: on this CPU oneDNN's (transposed) convolutions run 1.1-3.5x faster so for
-    N=16..128. Fixed, so that the encoder and
-    every decoder compute the same way."""
+    """Channels-last, where oneDNN's (transposed) convolutions ran 1.1-3.5x faster on this CPU for
+    N=16..128. Fixed, so that the encoder and every decoder compute the same way."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -126,7 +125,7 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     (default oneDNN kernels): the evaluation path, comparable to CompressAI's own numbers.
     """
     y = analyze(model, x, deterministic)
-    z = model.h_a(torch.abs(y))
+    z = _run(model.h_a, torch.abs(y)) if deterministic else model.h_a(torch.abs(y))
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
