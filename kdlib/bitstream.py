@@ -190,7 +190,7 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
         raise BitstreamError(str(err)) from None
     left, top = header.padding[0], header.padding[2]
     x = dec["x_hat"][0, :, top:top + header.height, left:left + header.width]
-    pixels = x.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # x_hat is in [0, 1]
+    pixels = x.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # x_hat is in [0, 1]
     if header.flags & GRAYSCALE:
         return Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L")
     return Image.fromarray(pixels, "RGB")

@@ -100,7 +100,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     elif args.bench == "codecs":
         bench.codecs(args.codecs, paths, Path(args.out))
     elif args.bench == "codec":
-        bench.codec_speed(args.models, paths, Path(args.out))
+        bench.codec_speed(args.models, paths, Path(args.out), args.repeats)
     else:
         bench.train_throughput(args.steps, args.compile_too)
 
@@ -168,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     bk = bsub.add_parser("codec", help="our compress/decompress against CompressAI's default path, plus JPEG/WebP")
     bk.add_argument("models", nargs="+", help="as for eval")
     bk.add_argument("--images", type=int, default=24, help="first K Kodak images")
+    bk.add_argument("--repeats", type=int, default=5, help="passes per path; each timing is the best")
     bk.add_argument("--out", default=str(RESULTS))
     bk.set_defaults(func=cmd_bench)
     bt = bsub.add_parser("train", help="training steps/s: our trainer against a plain CompressAI-style loop")

@@ -67,6 +67,26 @@ def speed_figure(speed: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def codec_speed_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Encode and decode images/s of our path and CompressAI's, per model, from ``kdlib bench
+    codec``'s CSV; the ratio is written above our bars."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    ours = table.path.str.startswith("kdlib")
+    rows = table[ours | table.path.str.startswith("CompressAI")].assign(path=lambda t: t.path.str.split(" ").str[0])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, column in zip(axes, ["encode", "decode"]):
+        sns.barplot(data=rows, x="model", y=f"{column}_img_s", hue="path", ax=ax)
+        for bar, ratio in zip(ax.containers[-1], table.loc[ours, f"{column}_ratio"]):
+            ax.annotate(f"{ratio:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize="small")
+        ax.set(xlabel=None, ylabel="images per second", title=column)
+    axes[1].get_legend().remove()
+    axes[0].legend(title=None, fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<name>.png`` (and .pdf); default folder: :data:`FIGURES`."""
     folder = Path(folder or FIGURES)

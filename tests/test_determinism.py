@@ -48,3 +48,29 @@ def test_decode_identical_across_threads_and_processes(kind, tmp_path, mirror):
     batch = bitstream.decompress_batch([blob, *others, blob], model)
     digests |= {hashlib.sha256(batch[i].tobytes()).hexdigest() for i in (0, 4)}
     assert len(digests) == 1
+
+
+def test_fast_layers_match_compressai_and_ignore_threads_and_blocks(monkeypatch):
+    """GDN in blocks and the sub-pixel last layer equal CompressAI's layers (to float rounding),
+    and give the same bits at 1 and 2 threads and for any GDN block size."""
+    from compressai.layers import GDN
+
+    from kdlib import entropy
+
+    torch.manual_seed(0)
+    gdn, igdn = GDN(16), GDN(16, inverse=True)
+    for layer in (gdn, igdn):
+        layer.gamma.data.uniform_(0.01, 0.2)
+    last = torch.nn.ConvTranspose2d(16, 3, 5, stride=2, padding=2, output_padding=1)
+    x = torch.randn(1, 16, 150, 250).contiguous(memory_format=torch.channels_last)  # 37500 rows: two blocks
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        for layer in (gdn, igdn, last):
+            runs = []
+            for n, rows in ((1, entropy._GDN_ROWS), (2, entropy._GDN_ROWS), (1, 1000)):
+                torch.set_num_threads(n)
+                monkeypatch.setattr(entropy, "_GDN_ROWS", rows)
+                runs.append(entropy._layer(layer, x.clone()))  # GDN works in place
+            torch.set_num_threads(threads)
+            assert torch.allclose(runs[0], layer(x.contiguous()), rtol=1e-5, atol=1e-5)
+            assert all(torch.equal(runs[0], run) for run in runs[1:])
