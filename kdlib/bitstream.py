@@ -99,9 +99,26 @@ def _image(image: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
     return to_tensor(to_rgb(image)), flags
 
 
-def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior) -> bytes:
-    """Compress an image (path or PIL image, any size) with ``model`` (name, path or model)."""
-    return compress_batch([image], model)[0]
+def use_device(model: Hyperprior, device: str | torch.device | None) -> Hyperprior:
+    """Put ``model``'s transforms (``g_a``, ``g_s``: nearly all the arithmetic) on ``device``. The
+    hyperprior stays on the CPU, so the scale indexes, hence the files, are the same whatever
+    device encoded them, and any machine decodes them. Decoded pixels on a GPU may differ from
+    the CPU's by float rounding."""
+    if device is not None:
+        model.cpu()
+        model.g_a.to(device)
+        model.g_s.to(device)
+    return model
+
+
+def _on_cpu(model: Hyperprior) -> bool:
+    return all(p.device.type == "cpu" for p in model.parameters())
+
+
+def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior, device: str | None = None) -> bytes:
+    """Compress an image (path or PIL image, any size) with ``model`` (name, path or model);
+    ``device``: see :func:`use_device`."""
+    return compress_batch([image], model, device)[0]
 
 
 def _encode_one(image, model: Hyperprior, name: str) -> bytes:
@@ -131,11 +148,13 @@ def _parallel(function, items: list) -> list:
         torch.set_num_threads(threads)
 
 
-def compress_batch(images: list, model: str | Path | Hyperprior) -> list[bytes]:
-    """Compress several images with one loaded model, several at a time."""
+def compress_batch(images: list, model: str | Path | Hyperprior, device: str | None = None) -> list[bytes]:
+    """Compress several images with one loaded model, several at a time (one at a time on a GPU)."""
     model, name = _model(model)
     model_id(model)
-    return _parallel(lambda image: _encode_one(image, model, name), images)
+    use_device(model, device)
+    encode = lambda image: _encode_one(image, model, name)  # noqa: E731
+    return _parallel(encode, images) if _on_cpu(model) else [encode(image) for image in images]
 
 
 def read_header(blob: bytes) -> tuple[Header, bytes]:
@@ -177,9 +196,10 @@ def _check_geometry(header: Header) -> None:
                              f"padding {header.padding}, latent {header.z_shape}")
 
 
-def decompress(blob: bytes, model: str | Path | Hyperprior | None = None) -> Image.Image:
-    """Decode a .kdl file to a PIL image; ``model`` defaults to the released model named in the file."""
-    return decompress_batch([blob], model)[0]
+def decompress(blob: bytes, model: str | Path | Hyperprior | None = None, device: str | None = None) -> Image.Image:
+    """Decode a .kdl file to a PIL image; ``model`` defaults to the released model named in the
+    file; ``device``: see :func:`use_device`."""
+    return decompress_batch([blob], model, device)[0]
 
 
 def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Image:
@@ -189,15 +209,16 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
     except entropy.RoundTripError as err:
         raise BitstreamError(str(err)) from None
     left, top = header.padding[0], header.padding[2]
-    x = dec["x_hat"][0, :, top:top + header.height, left:left + header.width]
+    x = dec["x_hat"][0, :, top:top + header.height, left:left + header.width].cpu()
     pixels = x.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # x_hat is in [0, 1]
     if header.flags & GRAYSCALE:
         return Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L")
     return Image.fromarray(pixels, "RGB")
 
 
-def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None) -> list[Image.Image]:
-    """Decode several .kdl files, loading each model once, several at a time."""
+def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None,
+                     device: str | None = None) -> list[Image.Image]:
+    """Decode several .kdl files, loading each model once, several at a time (one at a time on a GPU)."""
     given = _model(model)[0] if model is not None else None
     released: dict[str, Hyperprior] = {}
     jobs = []
@@ -209,12 +230,14 @@ def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None =
             except Exception as err:
                 raise BitstreamError(f"File needs model {header.model_name!r}, which is not available here "
                                      f"({err}); pass the model explicitly.") from None
-        decoder = given or released[header.model_name]
+        decoder = use_device(given or released[header.model_name], device)
         if model_id(decoder) != header.model_id:
             raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "
                                  f"not with the given model (id {model_id(decoder).hex()})")
         jobs.append((header, payload, decoder))
-    return _parallel(lambda job: _decode_one(*job), jobs)
+    if all(_on_cpu(job[2]) for job in jobs):
+        return _parallel(lambda job: _decode_one(*job), jobs)
+    return [_decode_one(*job) for job in jobs]
 
 
 def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path:

@@ -73,7 +73,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_compress(args: argparse.Namespace) -> None:
     from kdlib import bitstream
 
-    blob = bitstream.compress(args.input, args.model)
+    blob = bitstream.compress(args.input, args.model, args.device)
     bitstream.write_atomic(args.output, blob, overwrite=args.force)
     header = bitstream.read_header(blob)[0]
     print(f"{args.input} -> {args.output}: {len(blob)} bytes, {8 * len(blob) / (header.width * header.height):.4f} bpp")
@@ -84,7 +84,7 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 
     from kdlib import bitstream
 
-    image = bitstream.decompress(Path(args.input).read_bytes(), args.model)
+    image = bitstream.decompress(Path(args.input).read_bytes(), args.model, args.device)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     bitstream.write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
@@ -135,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("output", help="the .kdl file to write")
     c.add_argument("--model", required=True, help="released checkpoint name or path")
     c.add_argument("--force", action="store_true", help="replace an existing output")
+    c.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help="decode a .kdl file to PNG")
@@ -142,6 +143,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="the PNG to write")
     d.add_argument("--model", help="checkpoint name or path (default: the released model named in the file)")
     d.add_argument("--force", action="store_true", help="replace an existing output")
+    d.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     d.set_defaults(func=cmd_decompress)
 
     r = sub.add_parser("reproduce", help="evaluate the released checkpoints (cached) for the notebooks")

@@ -113,13 +113,20 @@ def _run(layers: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
+def _on(layers: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of ``layers`` (:func:`kdlib.bitstream.use_device` puts the transforms on a GPU)."""
+    return x.to(next(layers.parameters()).device)
+
+
 def analyze(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
     """``g_a(x)``; deterministic: stable GDN layers, the same file at any thread count."""
+    x = _on(model.g_a, x)
     return _run(model.g_a, _layout(x)) if deterministic else model.g_a(x)
 
 
 def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
     """``g_s(y_hat)`` clamped to [0, 1]; deterministic: stable GDN layers, the same pixels anywhere."""
+    y_hat = _on(model.g_s, y_hat)
     x_hat = _run(model.g_s, _layout(y_hat)) if deterministic else model.g_s(y_hat)
     return x_hat.clamp_(0, 1)
 
@@ -187,7 +194,8 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     (default oneDNN kernels): the evaluation path, comparable to CompressAI's own numbers.
     """
     y = analyze(model, x, deterministic)
-    z = _run(model.h_a, torch.abs(y)) if deterministic else model.h_a(torch.abs(y))
+    y_abs = _on(model.h_a, torch.abs(y))
+    z = _run(model.h_a, y_abs) if deterministic else model.h_a(y_abs)
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
@@ -218,8 +226,8 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
     for string, i in zip(strings[0], indexes):
         cdfs, lengths, _ = _used_tables(model, i)  # decoded without offsets; added in one tensor op
         values = coder.decode_with_indexes(string, i.reshape(-1).tolist(), cdfs, lengths, [0] * len(cdfs))
-        rows.append(offsets[i].add_(_as_tensor(values).reshape(i.shape)))
-    y_hat = torch.stack(rows).to(z_hat.device)
+        rows.append(offsets[i].add_(_as_tensor(values).reshape(i.shape).to(offsets.device)))
+    y_hat = torch.stack(rows)
     return {"x_hat": synthesize(model, y_hat, deterministic), "y_hat": y_hat}
 
 

@@ -106,3 +106,18 @@ def test_cli_roundtrip_and_no_overwrite(small_model, tmp_path, capsys):
     (tmp_path / "bad.kdl").write_bytes(b"KDLC\x01")
     assert main(["decompress", str(tmp_path / "bad.kdl"), str(tmp_path / "o2.png"), "--model", model]) == 1
     assert not (tmp_path / "o2.png").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_transforms_files_decode_anywhere(small_model):
+    """Transforms on the GPU, hyperprior on the CPU: a GPU-made file decodes on the CPU, and back."""
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    cpu_model = Hyperprior(16, 24).eval()
+    cpu_model.load_state_dict(small_model.state_dict())
+    cpu_model.update(force=True)
+    on_gpu = compress(image, small_model, device="cuda")
+    on_cpu = decompress(on_gpu, cpu_model)
+    back = decompress(compress(image, cpu_model), small_model, device="cuda")
+    for decoded in (on_cpu, back):
+        assert decoded.size == image.size
+    assert np.abs(np.asarray(on_cpu, np.int16) - np.asarray(decompress(on_gpu, small_model, device="cuda"), np.int16)).max() <= 1
