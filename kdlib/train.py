@@ -374,10 +374,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def release(run: str | Path, name: str, recipe: str = "") -> dict[str, Any]:
+def release(run: str | Path, name: str, recipe: str = "", after: str | Path | None = None) -> dict[str, Any]:
     """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
-    optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``."""
-    import shutil
+    optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``.
+    ``after``: the run directory this run was warm-started from (``--continue`` of its
+    ``last.pth.tar``); its log comes first and steps and hours count both runs."""
+    import pandas as pd
 
     from kdlib.models import CHECKPOINTS
 
@@ -385,15 +387,23 @@ def release(run: str | Path, name: str, recipe: str = "") -> dict[str, Any]:
     model = load_model(run / "best.pth.tar")  # updates the CDF tables, as CompressAI's update_model
     meta = dict(model.meta)
     last = read_checkpoint(run / "last.pth.tar")["meta"]
+    log = pd.read_csv(run / "log.csv")
+    offset, hours = 0, 0.0
+    if after is not None:
+        before = read_checkpoint(Path(after) / "last.pth.tar")["meta"]
+        offset, hours = before["steps"], before["wall_s"] / 3600
+        earlier = pd.read_csv(Path(after) / "log.csv")
+        log = pd.concat([earlier[earlier.step <= offset],
+                         log.assign(step=log.step + offset, wall_s=log.wall_s + before["wall_s"])])
     target = CHECKPOINTS / f"{name}.pth.tar"
     save_checkpoint(target, model, {**meta, "name": name, "commit": meta.get("commit")})
-    shutil.copyfile(run / "log.csv", CHECKPOINTS / f"{name}.log.csv")
+    log.to_csv(CHECKPOINTS / f"{name}.log.csv", index=False)
     manifest_path = CHECKPOINTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[name] = {
         "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
-        "config_hash": Config(**meta["config"]).hash(), "lambda": meta["lambda"], "steps": meta["steps"],
-        "steps_run": last["steps"], "wall_h": round(last["wall_s"] / 3600, 2), "data": meta["data"],
+        "config_hash": Config(**meta["config"]).hash(), "lambda": meta["lambda"], "steps": offset + meta["steps"],
+        "steps_run": offset + last["steps"], "wall_h": round(hours + last["wall_s"] / 3600, 2), "data": meta["data"],
         "machine": f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s) per run, "
                    f"device {meta.get('device', 'cpu')}",
         "recipe": recipe, "commit": meta.get("commit"), "init": meta["config"].get("init"),

@@ -105,3 +105,20 @@ def test_teacher_counts_by_content(photo_folder, tmp_path):
     assert config(photo_folder, teacher=str(teacher)).hash() == config(photo_folder, teacher=str(copy)).hash()
     other = train(config(photo_folder, N=16, seed=1), runs=tmp_path, progress=False)
     assert config(photo_folder, teacher=str(other)).hash() != config(photo_folder, teacher=str(teacher)).hash()
+
+
+def test_release_of_a_continued_run_counts_both(photo_folder, tmp_path, monkeypatch):
+    import kdlib.models
+
+    monkeypatch.setattr(kdlib.models, "CHECKPOINTS", tmp_path / "released")
+    (tmp_path / "released").mkdir()
+    first = config(photo_folder)
+    train(first, runs=tmp_path, progress=False)
+    earlier = run_dir(first, tmp_path)
+    second = Config.continuing(earlier / "last.pth.tar", lr=1e-5)
+    train(second, runs=tmp_path, progress=False)
+    entry = training.release(run_dir(second, tmp_path), "X", "test", after=earlier)
+    assert entry["steps_run"] == 8 and entry["init"].startswith("sha256:")
+    log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 9))
+    assert json.loads((tmp_path / "released" / "manifest.json").read_text())["X"]["sha256"] == entry["sha256"]
