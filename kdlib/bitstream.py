@@ -151,7 +151,7 @@ def _parallel(function, items: list) -> list:
 def compress_batch(images: list, model: str | Path | Hyperprior, device: str | None = None) -> list[bytes]:
     """Compress several images with one loaded model, several at a time (one at a time on a GPU)."""
     model, name = _model(model)
-    model_id(model)
+    model_id(model)  # fingerprint once, before the workers share the model
     use_device(model, device)
     encode = lambda image: _encode_one(image, model, name)  # noqa: E731
     return _parallel(encode, images) if _on_cpu(model) else [encode(image) for image in images]
@@ -219,23 +219,23 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
 def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None,
                      device: str | None = None) -> list[Image.Image]:
     """Decode several .kdl files, loading each model once, several at a time (one at a time on a GPU)."""
-    given = _model(model)[0] if model is not None else None
+    given = use_device(_model(model)[0], device) if model is not None else None
     released: dict[str, Hyperprior] = {}
     jobs = []
     for blob in blobs:  # check every file and find its model first
         header, payload = read_header(blob)
         if given is None and header.model_name not in released:
             try:
-                released[header.model_name] = _model(header.model_name)[0]
+                released[header.model_name] = use_device(_model(header.model_name)[0], device)
             except Exception as err:
                 raise BitstreamError(f"File needs model {header.model_name!r}, which is not available here "
                                      f"({err}); pass the model explicitly.") from None
-        decoder = use_device(given or released[header.model_name], device)
+        decoder = given or released[header.model_name]
         if model_id(decoder) != header.model_id:
             raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "
                                  f"not with the given model (id {model_id(decoder).hex()})")
         jobs.append((header, payload, decoder))
-    if all(_on_cpu(job[2]) for job in jobs):
+    if all(_on_cpu(decoder) for decoder in ([given] if given else released.values())):
         return _parallel(lambda job: _decode_one(*job), jobs)
     return [_decode_one(*job) for job in jobs]
 
