@@ -374,11 +374,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def release(run: str | Path, name: str, recipe: str = "", after: str | Path | None = None) -> dict[str, Any]:
+def release(run: str | Path, name: str, recipe: str = "",
+            after: str | Path | list[str | Path] | None = None) -> dict[str, Any]:
     """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
     optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``.
-    ``after``: the run directory this run was warm-started from (``--continue`` of its
-    ``last.pth.tar``); its log comes first and steps and hours count both runs."""
+    ``after``: the run directory (or directories, earliest first) this run continues, each
+    warm-started from the previous one's ``last.pth.tar`` (``--continue``); their logs come
+    first and steps and hours count every run."""
     import pandas as pd
 
     from kdlib.models import CHECKPOINTS
@@ -387,14 +389,16 @@ def release(run: str | Path, name: str, recipe: str = "", after: str | Path | No
     model = load_model(run / "best.pth.tar")  # updates the CDF tables, as CompressAI's update_model
     meta = dict(model.meta)
     last = read_checkpoint(run / "last.pth.tar")["meta"]
+    earlier_runs = [] if after is None else [after] if isinstance(after, (str, Path)) else list(after)
+    logs, offset, wall = [], 0, 0.0
+    for earlier in map(Path, earlier_runs):
+        handed_over = read_checkpoint(earlier / "last.pth.tar")["meta"]
+        part = pd.read_csv(earlier / "log.csv")
+        part = part[part.step <= handed_over["steps"]]
+        logs.append(part.assign(step=part.step + offset, wall_s=part.wall_s + wall))
+        offset, wall = offset + handed_over["steps"], wall + handed_over["wall_s"]
     log = pd.read_csv(run / "log.csv")
-    offset, hours = 0, 0.0
-    if after is not None:
-        before = read_checkpoint(Path(after) / "last.pth.tar")["meta"]
-        offset, hours = before["steps"], before["wall_s"] / 3600
-        earlier = pd.read_csv(Path(after) / "log.csv")
-        log = pd.concat([earlier[earlier.step <= offset],
-                         log.assign(step=log.step + offset, wall_s=log.wall_s + before["wall_s"])])
+    log = pd.concat([*logs, log.assign(step=log.step + offset, wall_s=log.wall_s + wall)])
     target = CHECKPOINTS / f"{name}.pth.tar"
     save_checkpoint(target, model, {**meta, "name": name, "commit": meta.get("commit")})
     log.to_csv(CHECKPOINTS / f"{name}.log.csv", index=False)
@@ -403,7 +407,7 @@ def release(run: str | Path, name: str, recipe: str = "", after: str | Path | No
     manifest[name] = {
         "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
         "config_hash": Config(**meta["config"]).hash(), "lambda": meta["lambda"], "steps": offset + meta["steps"],
-        "steps_run": offset + last["steps"], "wall_h": round(hours + last["wall_s"] / 3600, 2), "data": meta["data"],
+        "steps_run": offset + last["steps"], "wall_h": round((wall + last["wall_s"]) / 3600, 2), "data": meta["data"],
         "machine": f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s) per run, "
                    f"device {meta.get('device', 'cpu')}",
         "recipe": recipe, "commit": meta.get("commit"), "init": meta["config"].get("init"),

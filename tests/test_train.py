@@ -121,4 +121,10 @@ def test_release_of_a_continued_run_counts_both(photo_folder, tmp_path, monkeypa
     assert entry["steps_run"] == 8 and entry["init"].startswith("sha256:")
     log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 9))
+    third = Config.continuing(run_dir(second, tmp_path) / "last.pth.tar", lr=2e-5)
+    train(third, runs=tmp_path, progress=False)
+    entry = training.release(run_dir(third, tmp_path), "X", "test", after=[earlier, run_dir(second, tmp_path)])
+    assert entry["steps_run"] == 12 and entry["steps"] in (10, 12)
+    log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 13))
     assert json.loads((tmp_path / "released" / "manifest.json").read_text())["X"]["sha256"] == entry["sha256"]
