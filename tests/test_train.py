@@ -107,7 +107,7 @@ def test_teacher_counts_by_content(photo_folder, tmp_path):
     assert config(photo_folder, teacher=str(other)).hash() != config(photo_folder, teacher=str(teacher)).hash()
 
 
-def test_release_of_a_continued_run_counts_both(photo_folder, tmp_path, monkeypatch):
+def test_release_of_continued_runs_counts_every_run(photo_folder, tmp_path, monkeypatch):
     import kdlib.models
 
     monkeypatch.setattr(kdlib.models, "CHECKPOINTS", tmp_path / "released")
