@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -36,6 +37,16 @@ def read_curve(path: str | Path, label: str | None = None) -> pd.DataFrame:
     frame["ms-ssim-db"] = frame["ms-ssim"].map(msssim_db)
     frame.insert(0, "label", label or result["name"])
     return frame.sort_values("bpp", ignore_index=True)
+
+
+def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, float]:
+    """Where one RD point sits against a curve (``bpp``, ``psnr`` columns; piecewise linear in
+    log bpp): PSNR minus the curve's PSNR at that rate, and the extra rate against the rate
+    the curve needs for that PSNR (%). NaN where the point is outside the curve's range."""
+    log_bpp, psnrs = np.log(curve.bpp.to_numpy()), curve.psnr.to_numpy()
+    at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
+    rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))
+    return {"psnr_gap_db": psnr - at_rate, "rate_excess_pct": 100 * (bpp / rate_for_psnr - 1)}
 
 
 def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] | None = None) -> plt.Figure:

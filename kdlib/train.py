@@ -322,6 +322,8 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         if log:
             log.write(row)
     bar.close()
+    if log:
+        log.close()
     if world > 1:
         check_in_sync(model)
     if step >= config.steps and rank == 0:
@@ -339,18 +341,28 @@ def check_in_sync(model: Hyperprior) -> None:
 
 
 class CsvLog:
-    """Append-only CSV of per-step terms; on resume, rows past the checkpoint are dropped."""
+    """Append-only CSV of per-step terms, and TensorBoard scalars in the same folder when
+    tensorboard is installed; on resume, rows and events past the checkpoint are dropped."""
 
     def __init__(self, path: Path, keep_until: int):
-        self.path, self.fields = path, None
+        self.path, self.fields, self.board = path, None, None
         if path.exists():
             with open(path) as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
             path.unlink()
             for r in rows:
                 self.write(r)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        self.board = SummaryWriter(str(path.parent), purge_step=keep_until + 1)
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.board:
+            for key, value in row.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, row["step"])
         new = self.fields is None
         if new:
             self.fields = list(row) + [k for k in ("val_rd_loss", "val_bpp_loss", "val_mse_loss", "val_psnr") if k not in row]
@@ -359,6 +371,10 @@ class CsvLog:
             if new and f.tell() == 0:
                 writer.writeheader()
             writer.writerow(row)
+
+    def close(self) -> None:
+        if self.board:
+            self.board.close()
 
 
 def cpu_model() -> str:
@@ -374,13 +390,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def handed_over(earlier: str | Path) -> tuple[Any, int, float]:
+    """(log as a DataFrame, steps, wall seconds) up to the state a continued run started from: a run
+    directory's ``last.pth.tar``, or a released checkpoint's best step (by name)."""
+    import pandas as pd
+
+    from kdlib.models import CHECKPOINTS
+
+    if Path(earlier).is_dir():
+        state = read_checkpoint(Path(earlier) / "last.pth.tar")["meta"]
+        log, steps = pd.read_csv(Path(earlier) / "log.csv"), state["steps"]
+        return log[log.step <= steps], steps, state["wall_s"]
+    manifest = json.loads((CHECKPOINTS / "manifest.json").read_text())
+    if earlier not in manifest:
+        raise TrainingError(f"{earlier} is neither a run directory nor a released checkpoint ({sorted(manifest)})")
+    log, steps = pd.read_csv(CHECKPOINTS / f"{earlier}.log.csv"), manifest[earlier]["steps"]
+    log = log[log.step <= steps]
+    return log, steps, float(log.wall_s.iloc[-1])
+
+
 def release(run: str | Path, name: str, recipe: str = "",
             after: str | Path | list[str | Path] | None = None) -> dict[str, Any]:
     """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
     optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``.
-    ``after``: the run directory (or directories, earliest first) this run continues, each
-    warm-started from the previous one's ``last.pth.tar`` (``--continue``); their logs come
-    first and steps and hours count every run."""
+    ``after``: what this run continues, earliest first (``--continue``): run directories, each
+    handing over its ``last.pth.tar``, or the name of a released checkpoint (``--continue T5``),
+    handing over its best step with its released log. Their logs come first and steps and
+    hours count every run."""
     import pandas as pd
 
     from kdlib.models import CHECKPOINTS
@@ -391,12 +427,10 @@ def release(run: str | Path, name: str, recipe: str = "",
     last = read_checkpoint(run / "last.pth.tar")["meta"]
     earlier_runs = [] if after is None else [after] if isinstance(after, (str, Path)) else list(after)
     logs, offset, wall = [], 0, 0.0
-    for earlier in map(Path, earlier_runs):
-        handed_over = read_checkpoint(earlier / "last.pth.tar")["meta"]
-        part = pd.read_csv(earlier / "log.csv")
-        part = part[part.step <= handed_over["steps"]]
+    for earlier in earlier_runs:
+        part, steps, seconds = handed_over(earlier)
         logs.append(part.assign(step=part.step + offset, wall_s=part.wall_s + wall))
-        offset, wall = offset + handed_over["steps"], wall + handed_over["wall_s"]
+        offset, wall = offset + steps, wall + seconds
     log = pd.read_csv(run / "log.csv")
     log = pd.concat([*logs, log.assign(step=log.step + offset, wall_s=log.wall_s + wall)])
     target = CHECKPOINTS / f"{name}.pth.tar"

@@ -128,3 +128,38 @@ def test_release_of_continued_runs_counts_every_run(photo_folder, tmp_path, monk
     log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 13))
     assert json.loads((tmp_path / "released" / "manifest.json").read_text())["X"]["sha256"] == entry["sha256"]
+    best_step = entry["steps"]
+    fourth = Config.continuing("X", lr=1e-5)  # a later session: the released weights go on
+    train(fourth, runs=tmp_path, progress=False)
+    entry = training.release(run_dir(fourth, tmp_path), "X", "test", after="X")
+    assert entry["steps_run"] == best_step + 4
+    log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, best_step + 5))
+    with pytest.raises(training.TrainingError, match="neither a run directory"):
+        training.release(run_dir(fourth, tmp_path), "X", "test", after="no-such-run")
+
+
+
+def test_tensorboard_scalars_when_installed(photo_folder, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    events = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is optional)
+        def __init__(self, log_dir, purge_step=None):
+            events.append(("open", log_dir, purge_step))
+
+        def add_scalar(self, tag, value, step):
+            events.append((tag, value, step))
+
+        def close(self):
+            events.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    train(config(photo_folder), runs=tmp_path, progress=False, stop_after=2)
+    train(config(photo_folder), runs=tmp_path, progress=False)
+    folder = str(run_dir(config(photo_folder), tmp_path))
+    assert [e for e in events if e[0] == "open"] == [("open", folder, 1), ("open", folder, 3)]  # resume purges later events
+    assert [e[2] for e in events if e[0] == "bpp_loss"] == [1, 2, 3, 4]
+    assert {e[0] for e in events} >= {"loss", "val_psnr", "lr", "close"}
