@@ -246,7 +246,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][rank])
         step, best, wall = state["meta"]["steps"], state["best"], state["meta"]["wall_s"]
-    log = CsvLog(out / "log.csv", keep_until=step) if rank == 0 else None
+    log = RunLog(out / "log.csv", keep_until=step) if rank == 0 else None
 
     # channels-last suits oneDNN convolutions; autocast only when asked (config.precision).
     model = model.to(memory_format=torch.channels_last)
@@ -340,7 +340,7 @@ def check_in_sync(model: Hyperprior) -> None:
             raise TrainingError(f"DDP ranks diverged at {name}")
 
 
-class CsvLog:
+class RunLog:
     """Append-only CSV of per-step terms, and TensorBoard scalars in the same folder when
     tensorboard is installed; on resume, rows and events past the checkpoint are dropped."""
 

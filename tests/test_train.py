@@ -1,6 +1,8 @@
 import dataclasses
 import json
 import math
+import sys
+import types
 
 import pytest
 import torch
@@ -139,11 +141,7 @@ def test_release_of_continued_runs_counts_every_run(photo_folder, tmp_path, monk
         training.release(run_dir(fourth, tmp_path), "X", "test", after="no-such-run")
 
 
-
 def test_tensorboard_scalars_when_installed(photo_folder, tmp_path, monkeypatch):
-    import sys
-    import types
-
     events = []
 
     class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard is optional)
