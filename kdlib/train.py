@@ -350,7 +350,7 @@ class RunLog:
             with open(path) as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
             path.unlink()
-            for r in rows:
+            for r in rows:  # before TensorBoard opens: its files already hold these rows
                 self.write(r)
         try:
             from torch.utils.tensorboard import SummaryWriter
