@@ -106,8 +106,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from kdlib.losses import KD_PRESETS
+
     fields = {f.name for f in dataclasses.fields(Config)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.kd:  # a preset's weights, unless a weight is given explicitly
+        given = {**KD_PRESETS[args.kd], **given}
     if args.continue_from:  # a new run warm-started from a checkpoint's weights (e.g. in a new session)
         given.pop("name")
         config = Config.continuing(args.continue_from, **given)
@@ -116,6 +120,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     best = train(config, runs=args.runs, threads=args.threads, stop_after=args.stop_after,
                  compile=args.compile, progress=not args.quiet)
     print(best)
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from kdlib.experiments import run_experiment
+
+    run_experiment(args.number, args.scale, args.runs, args.jobs, compile=not args.no_compile,
+                   dry_run=args.dry_run, only=args.only)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -178,6 +189,17 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
     bt.set_defaults(func=cmd_bench)
 
+    x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="experiment number (the paper's order)")
+    x.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="training budget")
+    x.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
+    x.add_argument("--jobs", type=int, default=2, help="runs trained at a time (cores are split between them)")
+    x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
+    x.add_argument("--dry-run", action="store_true", help="say what would be evaluated and trained, do nothing")
+    x.add_argument("--no-compile", action="store_true", help="no torch.compile (slower; for debugging)")
+    x.set_defaults(func=cmd_experiment)
+
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher")
     t.add_argument("--name", required=True)
     t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
@@ -190,7 +212,9 @@ def parser() -> argparse.ArgumentParser:
                        ("w_rd", float), ("crop", int), ("batch", int), ("steps", int), ("lr", float),
                        ("val_every", int), ("seed", int), ("data", str)]:
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
-    t.add_argument("--latent", choices=["mse", "kld"])
+    t.add_argument("--kd", choices=["paper-text", "authors", "best", "authors-l2"],
+                   help="named KD weights (kdlib.losses.KD_PRESETS); explicit --w-* flags win")
+    t.add_argument("--latent", choices=["mse", "kld", "kld-mean"])
     t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: transforms under bfloat16 autocast")
     t.add_argument("--compile", action="store_true", help="torch.compile the forward passes")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
@@ -52,8 +53,10 @@ def fresh_copy(model: Hyperprior) -> Hyperprior:
 
 
 @torch.no_grad()
-def evaluate_image(model: Hyperprior, decoder: Hyperprior, x: torch.Tensor) -> dict[str, float]:
-    """Metrics of one image (3, H, W); raises :class:`RoundTripError` if decoding is not exact."""
+def evaluate_image(model: Hyperprior, decoder: Hyperprior, x: torch.Tensor,
+                   save: Path | None = None) -> dict[str, float]:
+    """Metrics of one image (3, H, W); raises :class:`RoundTripError` if decoding is not exact.
+    ``save``: a PNG path for the decoded image."""
     x = x.unsqueeze(0)
     num_pixels = x.shape[-2] * x.shape[-1]
     x_padded, unpadding = pad(x)
@@ -71,6 +74,10 @@ def evaluate_image(model: Hyperprior, decoder: Hyperprior, x: torch.Tensor) -> d
         wrong = (dec["y_hat"] != enc["y_hat"]).sum().item()
         raise RoundTripError(f"Decoded y_hat differs from the encoder's in {wrong} of {enc['y_hat'].numel()} elements")
 
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        pixels = crop(dec["x_hat"], unpadding)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(save)
     likelihoods = model(x_padded)["likelihoods"]
     bits_estimated = sum(-torch.log2(v).sum().item() for v in likelihoods.values())
     return {**quality(x, crop(dec["x_hat"], unpadding)),
@@ -80,19 +87,21 @@ def evaluate_image(model: Hyperprior, decoder: Hyperprior, x: torch.Tensor) -> d
 
 
 def evaluate(model: Hyperprior, images: list[Path], name: str, description: str = "",
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, keep: dict[str, Path] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``images``: a dict in CompressAI's eval_model layout plus our keys.
 
     ``results`` holds one-element lists of means (CompressAI's plotting reads them);
     ``per_image`` the metrics of each image; ``bpp`` counts the real bitstream,
-    ``bpp-estimated`` the likelihoods.
+    ``bpp-estimated`` the likelihoods. ``keep`` maps image file names to PNG paths for their
+    decoded images.
     """
     model = model.eval()
     model.update()
     decoder = fresh_copy(model)
     per_image = []
     for path in tqdm(images, desc=f"eval {name}", disable=not progress, dynamic_ncols=True):
-        per_image.append({"image": Path(path).name, **evaluate_image(model, decoder, load_image(path))})
+        per_image.append({"image": Path(path).name, **evaluate_image(model, decoder, load_image(path),
+                                                                         (keep or {}).get(Path(path).name))})
     means = {k: mean(r[k] for r in per_image) for k in METRICS}
     return {
         "name": name,

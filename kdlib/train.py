@@ -166,6 +166,21 @@ def load_teacher(name: str | None, device: torch.device) -> Hyperprior | None:
     return teacher.eval()
 
 
+class TeacherTargets(torch.nn.Module):
+    """What the KD loss reads from a teacher in eval mode, and nothing more: ``y_hat = round(g_a(x))``
+    and ``x_hat = g_s(y_hat)`` (equal to its full forward's), plus ``z_hat`` when ``hyper``."""
+
+    def __init__(self, teacher: Hyperprior, hyper: bool = False):
+        super().__init__()
+        self.teacher, self.hyper = teacher.to(memory_format=torch.channels_last), hyper
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.hyper:
+            return self.teacher(x)
+        y_hat = torch.round(self.teacher.g_a(x))
+        return {"y_hat": y_hat, "x_hat": self.teacher.g_s(y_hat)}
+
+
 @torch.no_grad()
 def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KDLoss, batch: int,
              device: torch.device = torch.device("cpu")) -> dict[str, float]:
@@ -225,9 +240,11 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)  # same initial weights on every rank
     np.random.seed(config.seed + rank)  # different crops on every rank
-
-    teacher, hyper_teacher = load_teacher(config.teacher, device), load_teacher(config.hyper_teacher, device)
+    # Pairing: the student is built first, and the teachers are built inside a forked RNG, so a
+    # KD run and its scratch twin share initial weights, crops, noise draws and validation crops.
     model = Hyperprior(config.N, config.M, config.Z).to(device).train()
+    with torch.random.fork_rng(devices=[]):
+        teacher, hyper_teacher = load_teacher(config.teacher, device), load_teacher(config.hyper_teacher, device)
     if config.init:
         start = getattr(config, "init_path", None)
         if start is None or f"sha256:{data.sha256sum(start)}" != config.init:
@@ -256,8 +273,9 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         DDP._set_params_and_buffers_to_ignore_for_model(model, quantiles)
         forward = DDP(model)
     forward = torch.compile(forward) if compile else forward
-    t_forward = teacher and (torch.compile(teacher) if compile else teacher)
-    h_forward = hyper_teacher and (torch.compile(hyper_teacher) if compile else hyper_teacher)
+    targets = [teacher and TeacherTargets(teacher, hyper=config.w_hyper > 0 and hyper_teacher is None),
+               hyper_teacher and TeacherTargets(hyper_teacher, hyper=True)]
+    t_forward, h_forward = [t and (torch.compile(t) if compile else t) for t in targets]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     aux_params = aux_optimizer.param_groups[0]["params"]
 
@@ -283,7 +301,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     while step < end:
         x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
         x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), autocast:  # the teachers run once per batch, never in backward
+        with torch.no_grad():  # teachers: float32 targets (never autocast), once per batch, never in backward
             t_out = t_forward(x) if teacher is not None else None
             h_out = h_forward(x) if hyper_teacher is not None else None
         with autocast:
@@ -407,6 +425,24 @@ def handed_over(earlier: str | Path) -> tuple[Any, int, float]:
     log, steps = pd.read_csv(CHECKPOINTS / f"{earlier}.log.csv"), manifest[earlier]["steps"]
     log = log[log.step <= steps]
     return log, steps, float(log.wall_s.iloc[-1])
+
+
+def record(run: str | Path, name: str, folder: str | Path) -> dict[str, Any]:
+    """Keep what a run leaves when its weights are not released: ``<folder>/<name>.log.csv`` and an
+    entry in ``<folder>/manifest.json`` (config, its hash, the best weights' sha256, steps, hours)."""
+    run, folder = Path(run), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    best, last = read_checkpoint(run / "best.pth.tar")["meta"], read_checkpoint(run / "last.pth.tar")["meta"]
+    (folder / f"{name}.log.csv").write_bytes((run / "log.csv").read_bytes())
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = {"config": best["config"], "config_hash": Config(**best["config"]).hash(),
+                      "sha256": data.sha256sum(run / "best.pth.tar"), "steps": best["steps"],
+                      "steps_run": last["steps"], "wall_h": round(last["wall_s"] / 3600, 2),
+                      "machine": f"{cpu_model()}, {os.cpu_count()} cores; {last['threads']} thread(s), "
+                                 f"device {last.get('device', 'cpu')}", "commit": best.get("commit")}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest[name]
 
 
 def release(run: str | Path, name: str, recipe: str = "",

@@ -161,3 +161,56 @@ def test_tensorboard_scalars_when_installed(photo_folder, tmp_path, monkeypatch)
     assert [e for e in events if e[0] == "open"] == [("open", folder, 1), ("open", folder, 3)]  # resume purges later events
     assert [e[2] for e in events if e[0] == "bpp_loss"] == [1, 2, 3, 4]
     assert {e[0] for e in events} >= {"loss", "val_psnr", "lr", "close"}
+
+
+def first_passes(folder, tmp_path, monkeypatch, **kw):
+    """The student's training forward passes of a run: (weights at the first, inputs, RNG states)."""
+    seen = {"weights": None, "x": [], "rng": []}
+    real = training.Hyperprior.forward
+
+    def spy(self, x):
+        if self.training:
+            if seen["weights"] is None:
+                seen["weights"] = {k: v.clone() for k, v in self.state_dict().items()}
+            seen["x"].append(x.clone())
+            seen["rng"].append(torch.get_rng_state())  # decides the quantisation noise drawn next
+        return real(self, x)
+
+    monkeypatch.setattr(training.Hyperprior, "forward", spy)
+    train(config(folder, **kw), runs=tmp_path, progress=False)
+    monkeypatch.setattr(training.Hyperprior, "forward", real)
+    return seen
+
+
+def test_kd_run_and_its_scratch_twin_are_paired(photo_folder, tmp_path, monkeypatch):
+    """Same step-0 weights, same crops in the same order, same noise draws: only the loss differs."""
+    teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
+    kd = first_passes(photo_folder, tmp_path, monkeypatch, name="kd", teacher=str(teacher))
+    scratch = first_passes(photo_folder, tmp_path, monkeypatch, name="scratch")
+    assert len(kd["x"]) == len(scratch["x"]) == 4
+    for key, value in kd["weights"].items():
+        assert torch.equal(value, scratch["weights"][key]), key
+    for a, b in zip(kd["x"] + kd["rng"], scratch["x"] + scratch["rng"]):
+        assert torch.equal(a, b)
+
+
+def test_teacher_targets_are_float32_under_bf16(photo_folder, tmp_path, monkeypatch):
+    teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
+    seen = []
+    real = training.TeacherTargets.forward
+
+    def spy(self, x):
+        out = real(self, x)
+        seen.append((torch.is_autocast_enabled("cpu"), out["y_hat"].dtype, out["x_hat"].dtype))
+        return out
+
+    monkeypatch.setattr(training.TeacherTargets, "forward", spy)
+    train(config(photo_folder, name="kd", teacher=str(teacher), precision="bf16"), runs=tmp_path, progress=False)
+    assert seen and all(s == (False, torch.float32, torch.float32) for s in seen)
+
+
+def test_teacher_targets_equal_the_full_forward(small_model):
+    x = torch.rand(2, 3, 64, 64)
+    full, short = small_model(x), training.TeacherTargets(small_model)(x)
+    assert torch.equal(full["y_hat"], short["y_hat"]) and torch.allclose(full["x_hat"], short["x_hat"], atol=1e-6)
+    assert torch.equal(training.TeacherTargets(small_model, hyper=True)(x)["z_hat"], full["z_hat"])

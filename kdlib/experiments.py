@@ -1,0 +1,283 @@
+"""The paper's experiment grid, declared once, and the runner that makes its results.
+
+Every run of experiments 1 to 5 is a :class:`Run` in :data:`RUNS`; :data:`EXPERIMENTS` says which
+runs each experiment reads (a run shared by two experiments, e.g. the N = 64 KD student at
+lambda = 0.025, is declared and trained once). ``kdlib experiment N``, ``kdlib reproduce`` and the
+notebooks all read this module.
+
+A KD run and its scratch twin differ only in the loss: same seed, hence same initial weights,
+crops and their order, noise draws and validation crops (``kdlib.train`` builds the student
+before the teachers), same budget and schedule.
+
+:func:`run_experiment` evaluates each run on Kodak with real bitstreams into
+``<results>/experiments/<run>.json``, training first what has neither a finished run folder
+nor released weights (cached by config hash, resumable after a kill), and records each
+finished run's log and manifest entry (config hash, weights sha256) under ``checkpoints/runs/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from kdlib import data
+from kdlib.losses import KD_PRESETS
+from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model
+from kdlib.train import Config, record, release, run_dir, train
+
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
+SIZES = (16, 32, 64, 96, 112)
+
+# Training budgets of the experiment runs (the teachers have their own, see kdlib.train.SCALES).
+# "cpu": 10000 steps of 128x128 x 8 crops, bf16 autocast for the student (teachers fp32), chosen
+# from measured steps/s so that experiment 1 (18 runs) takes about 8 hours of a 2-core machine,
+# two runs at a time on one thread each (README, "Experiment budgets").
+BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(scale="smoke", steps=4, val_every=2),
+    "cpu": dict(scale="cpu", steps=10_000, precision="bf16"),
+    "paper": dict(scale="paper"),
+}
+# Measured steps/s at one thread per run, two runs at a time, bf16 + compile (for time estimates):
+# {(kd?, N): steps/s}; other sizes are interpolated.
+STEPS_PER_S = {(True, 16): 3.5, (True, 64): 2.2, (True, 112): 1.5, (False, 16): 15.0, (False, 64): 6.1, (False, 112): 4.0}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid. ``kd`` names a preset of :data:`kdlib.losses.KD_PRESETS`
+    (ignored without a teacher); ``release`` is the checkpoint name it is published under."""
+
+    name: str
+    N: int
+    lmbda: float = 0.025
+    teacher: str | None = "T5"
+    hyper_teacher: str | None = None
+    Z: int | None = None
+    kd: str = "authors"
+    weights: tuple[float, float, float, float] | None = None  # (w_latent, w_hyper, w_recon, w_rd), over kd
+    latent: str = "mse"
+    seed: int = 0
+    release: str | None = None
+
+    @property
+    def arm(self) -> str:
+        return "scratch" if self.teacher is None else "kd"
+
+    def config(self, budget: str = "cpu") -> Config:
+        fields: dict[str, Any] = dict(name=self.name, N=self.N, Z=self.Z, lmbda=self.lmbda, seed=self.seed,
+                                      **BUDGETS[budget])
+        if self.teacher is not None:
+            weights = dict(zip(("w_latent", "w_hyper", "w_recon", "w_rd"), self.weights)) if self.weights \
+                else KD_PRESETS[self.kd]
+            fields.update(teacher=self.teacher, hyper_teacher=self.hyper_teacher, latent=self.latent, **weights)
+        return Config(**fields)
+
+
+def _grid() -> dict[str, Run]:
+    runs: list[Run] = []
+    for N in SIZES:  # experiment 1: size; 3 seeds at N = 16 and 64
+        for seed in (0, 1, 2) if N in (16, 64) else (0,):
+            runs.append(Run(f"e1-kd-N{N}-s{seed}", N, seed=seed, release=f"S{N}" if seed == 0 else None))
+            runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, teacher=None, seed=seed))
+    for lmbda in LAMBDAS[:-1]:  # experiment 2: rate; lambda = 0.025 with T5 and scratch are experiment 1's
+        runs += [Run(f"e2-kdT5-l{lmbda}", 64, lmbda), Run(f"e2-scratch-l{lmbda}", 64, lmbda, teacher=None)]
+    runs += [Run(f"e2-kdT1-l{lmbda}", 64, lmbda, teacher="T1") for lmbda in LAMBDAS]
+    for w in ((0.1, 0.1, 0.8), (0.2, 0.2, 0.4), (0.3, 0.3, 0.4), (0.4, 0.4, 0.2)):  # experiment 3: weights
+        runs.append(Run("e3-w" + "-".join(map(str, w)), 64, weights=(w[0], 0.0, w[1], w[2])))
+    for N in (16, 64, 112):  # experiment 4: entropy model shrunk to N, z kept at the teacher's 128
+        runs += [Run(f"e4-l2-N{N}", N, Z=128, kd="authors-l2"),
+                 Run(f"e4-l1-N{N}", N, Z=128, weights=(0.3, 0.0, 0.3, 0.4)),
+                 Run(f"e4-scratch-N{N}", N, Z=128, teacher=None)]
+    for lmbda in (0.013, 0.025):  # hybrid KD: T5 for y_hat and x_hat, T1 for z_hat
+        runs.append(Run(f"e4-hybrid-l{lmbda}", 64, lmbda, Z=128, hyper_teacher="T1", kd="authors-l2"))
+    runs.append(Run("e4-scratch-N64-l0.013", 64, 0.013, Z=128, teacher=None))
+    for N in (16, 64, 112):  # experiment 5: KLD latent term at the authors' scale; per-position KL as ablation
+        runs.append(Run(f"e5-kld-N{N}", N, latent="kld-mean"))
+    runs.append(Run("e5-kldsum-N64", 64, latent="kld"))
+    return {r.name: r for r in runs}
+
+
+RUNS: dict[str, Run] = _grid()
+EXPERIMENTS: dict[int, list[str]] = {
+    1: [n for n in RUNS if n.startswith("e1-")],
+    2: [n for n in RUNS if n.startswith("e2-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
+    3: [n for n in RUNS if n.startswith("e3-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
+    4: [n for n in RUNS if n.startswith("e4-")],
+    5: [n for n in RUNS if n.startswith("e5-")] + [f"e1-{a}-N{N}-s0" for N in (16, 64, 112) for a in ("kd", "scratch")],
+}
+# Training order: experiment 1's seed-0 pairs first (N = 64, the paper's recommended student, then
+# 16, the smallest), KD before its scratch twin, then the other experiments, then more seeds.
+ORDER = sorted(RUNS, key=lambda n: (RUNS[n].seed, not n.startswith("e1-"),
+                                    (64, 16, 32, 112, 96).index(RUNS[n].N) if n.startswith("e1-") else 0,
+                                    RUNS[n].teacher is None))
+
+
+def folders(budget: str) -> tuple[Path, Path]:
+    """(results folder, records folder) of a budget: ``cpu`` results are the published ones."""
+    results = Path("results") if budget == "cpu" else Path("results") / budget
+    records = CHECKPOINTS / "runs" if budget == "cpu" else CHECKPOINTS / "runs" / budget
+    return results / "experiments", (records if budget != "smoke" else results / "records")
+
+
+def released_weights(run: Run, config: Config) -> Path | None:
+    """The released checkpoint of ``run`` when its config hash is this config's."""
+    manifest = CHECKPOINTS / "manifest.json"
+    entry = json.loads(manifest.read_text()).get(run.release or "") if manifest.exists() else None
+    return CHECKPOINTS / entry["file"] if entry and entry["config_hash"] == config.hash() else None
+
+
+def estimate_s(run: Run, config: Config) -> float:
+    """Estimated training seconds (one thread, two runs at a time) from :data:`STEPS_PER_S`."""
+    kd = run.teacher is not None
+    sizes = sorted(n for k, n in STEPS_PER_S if k == kd)
+    low = max([n for n in sizes if n <= run.N], default=sizes[0])
+    high = min([n for n in sizes if n >= run.N], default=sizes[-1])
+    a, b = STEPS_PER_S[(kd, low)], STEPS_PER_S[(kd, high)]
+    rate = a if low == high else a + (b - a) * (run.N - low) / (high - low)
+    return config.steps / rate
+
+
+def status(names: Iterable[str], budget: str, runs: Path) -> dict[str, str]:
+    """Per run: "cached" (result up to date), "evaluate" (weights here), or "train"."""
+    out, _ = folders(budget)
+    states = {}
+    for name in names:
+        config = RUNS[name].config(budget)
+        result = out / f"{name}.json"
+        if result.exists() and json.loads(result.read_text())["model"].get("config_hash") == config.hash():
+            states[name] = "cached"
+        elif (run_dir(config, runs) / "done.json").exists() or released_weights(RUNS[name], config):
+            states[name] = "evaluate"
+        else:
+            states[name] = "train"
+    return states
+
+
+def _train_one(name: str, budget: str, runs: str, threads: int, compile: bool) -> str:
+    torch.set_num_threads(threads)
+    train(RUNS[name].config(budget), runs=runs, threads=threads, progress=False, compile=compile)
+    return name
+
+
+def last_step(folder: Path) -> int:
+    """The step a run folder's log has reached (0 if none)."""
+    log = folder / "log.csv"
+    if not log.exists():
+        return 0
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - 4096))
+        lines = f.read().decode(errors="ignore").strip().splitlines()
+    try:
+        return int(lines[-1].split(",", 1)[0])
+    except (ValueError, IndexError):
+        return 0
+
+
+def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: bool,
+              on_done=lambda name: None) -> None:
+    """Train ``names`` ``jobs`` at a time (one process each, cores split between them), with one
+    progress bar over every run's steps; ``on_done(name)`` as each finishes."""
+    if not names:
+        return
+    threads = max(1, torch.get_num_threads() // jobs)
+    configs = {n: RUNS[n].config(budget) for n in names}
+    total = sum(c.steps for c in configs.values())
+    bar = tqdm(total=total, desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(_train_one, n, budget, str(runs), threads, compile): n for n in names}
+        while pending:
+            time.sleep(2)
+            bar.n = sum(last_step(run_dir(c, runs)) for c in configs.values())
+            bar.set_postfix_str(", ".join(pending[f] for f in pending if f.running()))
+            bar.refresh()
+            for future in [f for f in pending if f.done()]:
+                name = pending.pop(future)
+                future.result()  # a failed run stops the experiment with its error
+                on_done(name)
+    bar.close()
+
+
+def finish(name: str, budget: str, runs: Path, images: list[Path]) -> Path:
+    """Release or record a trained run, then evaluate it with real bitstreams into its result JSON."""
+    from kdlib.evaluate import evaluate, write_json
+
+    run, config = RUNS[name], RUNS[name].config(budget)
+    out, records = folders(budget)
+    weights = released_weights(run, config)
+    folder = run_dir(config, runs)
+    if weights is None:
+        if run.release and budget == "cpu":
+            release(folder, run.release, recipe=recipe(config))
+            weights = released_weights(run, config)
+        else:
+            record(folder, name, records)
+            weights = folder / "best.pth.tar"
+    model = load_model(weights)
+    result = evaluate(model, images, name, progress=False, keep={"kodim14.png": out / "kodim14" / f"{name}.png"})
+    result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
+                           arm=run.arm, budget=budget)
+    return write_json(result, out / f"{name}.json")
+
+
+def recipe(config: Config) -> str:
+    return (f"experiment budget: {config.steps} steps of {config.crop}x{config.crop} x {config.batch} crops of "
+            f"train/, Adam lr {config.lr} halved after {config.patience} validations without improvement, "
+            f"aux Adam {config.aux_lr}, clip {config.clip}, {config.precision} autocast for the student "
+            f"(teacher fp32), seed {config.seed}")
+
+
+def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", jobs: int = 2,
+                   compile: bool = True, dry_run: bool = False, only: list[str] | None = None) -> dict[str, str]:
+    """Make every result of experiment ``number``: evaluate what has weights, train what has not
+    (saying which runs and the estimated time first). Returns each run's state before the call."""
+    if number not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, not {number}")
+    names = [n for n in ORDER if n in EXPERIMENTS[number] and (not only or n in only)]
+    runs = Path(runs)
+    states = status(names, budget, runs)
+    images = data.kodak_paths()[:2] if budget == "smoke" else data.kodak_paths()
+    to_train = [n for n in names if states[n] == "train"]
+    to_evaluate = [n for n in names if states[n] == "evaluate"]
+    print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate)} cached, "
+          f"{len(to_evaluate)} to evaluate, {len(to_train)} to train")
+    if to_train:
+        hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget)) for n in to_train) / 3600 / jobs
+        print(f"to train (about {hours:.1f} h at {jobs} runs at a time on this machine's estimate):")
+        for n in to_train:
+            print(f"  {n}: {run_dir(RUNS[n].config(budget), runs)}")
+    if dry_run:
+        return states
+    for n in to_evaluate:
+        print(f"{n}: evaluated -> {finish(n, budget, runs, images)}")
+    train_all(to_train, budget, runs, jobs, compile and budget != "smoke",
+              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images)}"))
+    return states
+
+
+def results(number: int, budget: str = "cpu") -> "Any":
+    """The experiment's result JSONs as a DataFrame: one row per run (means), with its Run fields."""
+    import pandas as pd
+
+    out, _ = folders(budget)
+    rows = []
+    for name in EXPERIMENTS[number]:
+        path = out / f"{name}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        run = RUNS[name]
+        rows.append({**dataclasses.asdict(run), "arm": run.arm, "path": str(path),
+                     **{k: v[0] for k, v in result["results"].items()}})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["BUDGETS", "EXPERIMENTS", "RUNS", "Run", "run_experiment", "results", "REPO_ROOT"]
