@@ -18,7 +18,7 @@ from kdlib import resources as res
 from kdlib.codecs import evaluate_codec
 from kdlib.evaluate import write_json
 from kdlib.losses import KDLoss
-from kdlib.models import Hyperprior, from_spec, save_checkpoint, spec_name
+from kdlib.models import Hyperprior, from_spec, resolve, save_checkpoint, spec_name
 from kdlib.train import Config, optimizers, run_dir, train
 
 
@@ -28,6 +28,8 @@ def resources(specs: list[str], images: list[Path], passes: int, thread_counts: 
     rows, notes, threads_before = [], set(), torch.get_num_threads()
     for spec in specs:
         model, name = from_spec(spec), spec_name(spec)
+        if not spec.startswith(("untrained:", "zoo:")):  # a checkpoint: its content names the result
+            model.meta = {**getattr(model, "meta", {}), "sha256": data.sha256sum(resolve(spec))}
         result = {"name": name, "model": {**getattr(model, "meta", {}), **model.config}, **res.size(model),
                   **res.flops(model), **res.peak_memory(model, images[0]), "throughput": []}
         for threads in thread_counts:

@@ -65,9 +65,25 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     missing = [c for c in CODECS if not (out / "codecs" / f"{c}.json").exists()]
     if missing:
         bench.codecs(missing, paths, out, settings=3 if args.scale == "smoke" else None)
+    from kdlib.experiments import EXPERIMENTS, run_experiment
+
+    for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
+        run_experiment(number, args.scale, args.runs, train=args.train)
+    # Resources: the teacher and the released students (experiment 6), by weights' sha256; the
+    # architectures of sizes without a released student, untrained (size and FLOPs only mean something).
     specs = [f"untrained:{n}" for n in (128, 112, 96, 64, 32, 16)]
-    if not all((out / "resources" / f"{spec_name(s)}.json").exists() for s in specs):
-        bench.resources(specs, paths, 1, [1, torch.get_num_threads()], out)
+    specs += [name for name in ["T5"] + [f"S{n}" for n in (16, 32, 64, 96, 112)] if (CHECKPOINTS / f"{name}.pth.tar").exists()]
+    stale = [s for s in specs if not resource_cached(out / "resources" / f"{spec_name(s)}.json", s)]
+    if stale:
+        bench.resources(stale, paths, 1, [1, torch.get_num_threads()], out)
+
+
+def resource_cached(path: Path, spec: str) -> bool:
+    """A resource result exists, for these weights when ``spec`` is a checkpoint."""
+    if not path.exists():
+        return False
+    return spec.startswith("untrained:") or json.loads(path.read_text())["model"].get("sha256") == \
+        data.sha256sum(CHECKPOINTS / f"{spec}.pth.tar")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
@@ -160,6 +176,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="evaluate the released checkpoints (cached) for the notebooks")
     r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
     r.add_argument("--out", default=str(RESULTS))
+    r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
+    r.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
     r.set_defaults(func=cmd_reproduce)
 
     b = sub.add_parser("bench", help="benchmarks: resources of codecs, classical codecs")

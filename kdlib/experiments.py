@@ -31,11 +31,12 @@ from tqdm import tqdm
 
 from kdlib import data
 from kdlib.losses import KD_PRESETS
-from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model
+from kdlib.models import CHECKPOINTS, load_model
 from kdlib.train import Config, record, release, run_dir, train
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
 SIZES = (16, 32, 64, 96, 112)
+KODIM14 = "kodim14.png"  # the image the paper shows reconstructed
 
 # Training budgets of the experiment runs (the teachers have their own, see kdlib.train.SCALES).
 # "cpu": 10000 steps of 128x128 x 8 crops, bf16 autocast for the student (teachers fp32), chosen
@@ -162,10 +163,9 @@ def status(names: Iterable[str], budget: str, runs: Path) -> dict[str, str]:
     return states
 
 
-def _train_one(name: str, budget: str, runs: str, threads: int, compile: bool) -> str:
+def _train_one(config: Config, runs: str, threads: int, compile: bool) -> None:
     torch.set_num_threads(threads)
-    train(RUNS[name].config(budget), runs=runs, threads=threads, progress=False, compile=compile)
-    return name
+    train(config, runs=runs, threads=threads, progress=False, compile=compile)
 
 
 def last_step(folder: Path) -> int:
@@ -193,12 +193,15 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     total = sum(c.steps for c in configs.values())
     bar = tqdm(total=total, desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_train_one, n, budget, str(runs), threads, compile): n for n in names}
+        pending = {pool.submit(_train_one, c, str(runs), threads, compile): n for n, c in configs.items()}
+        steps = {n: 0 for n in names}
         while pending:
             time.sleep(2)
-            bar.n = sum(last_step(run_dir(c, runs)) for c in configs.values())
-            bar.set_postfix_str(", ".join(pending[f] for f in pending if f.running()))
+            now = {n: last_step(run_dir(c, runs)) for n, c in configs.items()}
+            bar.n = sum(now.values())
+            bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
             bar.refresh()
+            steps = now
             for future in [f for f in pending if f.done()]:
                 name = pending.pop(future)
                 future.result()  # a failed run stops the experiment with its error
@@ -222,7 +225,7 @@ def finish(name: str, budget: str, runs: Path, images: list[Path]) -> Path:
             record(folder, name, records)
             weights = folder / "best.pth.tar"
     model = load_model(weights)
-    result = evaluate(model, images, name, progress=False, keep={"kodim14.png": out / "kodim14" / f"{name}.png"})
+    result = evaluate(model, images, name, progress=False, keep={KODIM14: out / "kodim14" / f"{name}.png"})
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
                            arm=run.arm, budget=budget)
     return write_json(result, out / f"{name}.json")
@@ -236,9 +239,11 @@ def recipe(config: Config) -> str:
 
 
 def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", jobs: int = 2,
-                   compile: bool = True, dry_run: bool = False, only: list[str] | None = None) -> dict[str, str]:
+                   compile: bool = True, dry_run: bool = False, only: list[str] | None = None,
+                   train: bool = True) -> dict[str, str]:
     """Make every result of experiment ``number``: evaluate what has weights, train what has not
-    (saying which runs and the estimated time first). Returns each run's state before the call."""
+    (saying which runs and the estimated time first; ``train=False`` only says it). ``dry_run``
+    does nothing but say. Returns each run's state before the call."""
     if number not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, not {number}")
     names = [n for n in ORDER if n in EXPERIMENTS[number] and (not only or n in only)]
@@ -256,28 +261,42 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
             print(f"  {n}: {run_dir(RUNS[n].config(budget), runs)}")
     if dry_run:
         return states
+    save_teacher_reconstructions(names, images, folders(budget)[0])
     for n in to_evaluate:
         print(f"{n}: evaluated -> {finish(n, budget, runs, images)}")
+    if not train:
+        if to_train:
+            print(f"not trained here: run `kdlib experiment {number} --scale {budget}` to train them")
+        return states
     train_all(to_train, budget, runs, jobs, compile and budget != "smoke",
               on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images)}"))
     return states
 
 
-def results(number: int, budget: str = "cpu") -> "Any":
-    """The experiment's result JSONs as a DataFrame: one row per run (means), with its Run fields."""
+def results(number: int, folder: str | Path) -> "Any":
+    """Experiment ``number``'s runs as a DataFrame, one row per run: its :class:`Run` fields,
+    ``arm``, ``path`` of its result JSON in ``folder`` and the JSON's means (NaN where missing)."""
     import pandas as pd
 
-    out, _ = folders(budget)
     rows = []
     for name in EXPERIMENTS[number]:
-        path = out / f"{name}.json"
-        if not path.exists():
-            continue
-        result = json.loads(path.read_text())
-        run = RUNS[name]
-        rows.append({**dataclasses.asdict(run), "arm": run.arm, "path": str(path),
-                     **{k: v[0] for k, v in result["results"].items()}})
+        run, path = RUNS[name], Path(folder) / f"{name}.json"
+        row = {**dataclasses.asdict(run), "arm": run.arm, "path": str(path), "done": path.exists()}
+        if path.exists():
+            row.update({k: v[0] for k, v in json.loads(path.read_text())["results"].items()})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-__all__ = ["BUDGETS", "EXPERIMENTS", "RUNS", "Run", "run_experiment", "results", "REPO_ROOT"]
+def save_teacher_reconstructions(names: Iterable[str], images: list[Path], out: Path) -> None:
+    """``<out>/kodim14/<teacher>.png``: each teacher's decoded kodim14 (real bitstream), for the
+    figures that show students beside their teacher."""
+    from kdlib.evaluate import evaluate
+
+    image = next((p for p in images if p.name == KODIM14), None)
+    for teacher in {RUNS[n].teacher for n in names} - {None}:
+        target = out / "kodim14" / f"{teacher}.png"
+        if image is not None and not target.exists():
+            evaluate(load_model(teacher), [image], teacher, progress=False, keep={KODIM14: target})
+
+

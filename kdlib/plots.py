@@ -98,6 +98,90 @@ def codec_speed_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "") -> plt.Figure:
+    """The paper's student figures: PSNR and MS-SSIM (dB) against bpp for labelled points over a
+    dashed reference curve (``curve``: bpp, psnr, ms-ssim-db, label). ``points``: label, bpp,
+    psnr, ms-ssim-db, ``kind`` ("teacher", "kd" or "scratch"; scratch points are hollow in
+    their KD twin's colour) and ``color_key`` (the size or lambda that pairs a KD point with
+    its twin). Repeated labels (seeds) are drawn each time, named once."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    keys = list(dict.fromkeys(points.loc[points.kind != "teacher", "color_key"]))
+    colors = dict(zip(keys, sns.color_palette("tab10", len(keys))))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms-ssim-db", "MS-SSIM (dB)")]:
+        ax.plot(curve.bpp, curve[metric], "o--", color="tab:blue", lw=1, ms=4, label=curve.label.iloc[0])
+        named = set()
+        for _, row in points.iterrows():
+            color = "tab:orange" if row.kind == "teacher" else colors[row.color_key]
+            style = dict(marker="s" if row.kind == "teacher" else "o", ms=8, ls="none", color=color,
+                         mfc="none" if row.kind == "scratch" else color, mew=1.5)
+            ax.plot(row.bpp, row[metric], label=None if row.label in named else row.label, **style)
+            named.add(row.label)
+        ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
+    axes[0].legend(fontsize="small", ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.DataFrame | None = None,
+                    note: str = "") -> plt.Figure:
+    """PSNR and bit rate against one resource (the paper's ``kd_lic_parameters`` .. ``_energy``).
+
+    ``points``: label, kind ("teacher" or a student arm), ``resource``, psnr, bpp. ``curve``:
+    CompressAI's q1-q5 (psnr, bpp), drawn at the teacher's resource (one architecture). With no
+    finite resource value (e.g. energy without a meter) the panels say ``note`` instead."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    finite = points[np.isfinite(points[resource].astype(float))]
+    colors = dict(zip(finite.label, sns.color_palette("tab10", len(finite))))
+    for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "bpp", "bit rate (bpp)")]:
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        if finite.empty:
+            ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=ax.transAxes)
+            continue
+        teacher = finite[finite.kind == "teacher"]
+        if curve is not None and len(teacher):
+            ax.plot([teacher[resource].iloc[0]] * len(curve), curve[metric], "o--", color="tab:blue", lw=1, ms=4,
+                    label="CompressAI q1-q5")
+        for _, row in finite.iterrows():
+            teacher_row = row.kind == "teacher"
+            ax.plot(row[resource], row[metric], "s" if teacher_row else "o", ms=8,
+                    color="tab:orange" if teacher_row else colors[row.label], label=row.label)
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def mse_figure(table: pd.DataFrame, teacher_mse: float, x: str = "N", title: str = "") -> plt.Figure:
+    """Kodak MSE (images in [0, 1]) against ``x`` for each ``arm`` (mean and, where there are
+    several seeds, each seed), with the teacher's as a square: the paper's ``kd_lic_mse``."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (arm, group), color in zip(table.groupby("arm", sort=False), ("tab:red", "tab:gray", "tab:green")):
+        means = group.groupby(x)["mse"].mean()
+        ax.plot(means.index, means.values, "o--", color=color, label=f"{arm} (mean over seeds)")
+        ax.plot(group[x], group["mse"], ".", color=color, alpha=0.5)
+    ax.plot([128], [teacher_mse], "s", color="tab:orange", ms=8, label="teacher T5 (N=128)")
+    ax.set(xlabel="number of channels N", ylabel="MSE", title=title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def reconstructions_figure(panels: list[tuple[str, np.ndarray]], columns: int = 3) -> plt.Figure:
+    """A grid of image crops, each with its title (the paper's ``kd_lic_kodak_14``)."""
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, image) in zip(axes.flat, panels):
+        ax.imshow(image)
+        ax.set_title(title, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<name>.png`` (and .pdf); default folder: :data:`FIGURES`."""
     folder = Path(folder or FIGURES)

@@ -38,3 +38,13 @@ def test_train_continue(photo_folder, tmp_path, capsys):
     assert main(["train", "--name", "ignored", "--continue", first, "--steps", "3", "--runs", str(tmp_path), "--quiet"]) == 0
     second = capsys.readouterr().out.strip().splitlines()[-1]
     assert second != first and second.endswith("best.pth.tar")
+
+
+def test_train_kd_preset_sets_weights_and_explicit_flags_win(monkeypatch):
+    from kdlib import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "train", lambda config, **kw: seen.setdefault("config", config))
+    cli.main(["train", "--name", "x", "--kd", "authors", "--w-latent", "0.3", "--scale", "smoke"])
+    config = seen["config"]
+    assert (config.w_latent, config.w_recon, config.w_rd) == (0.3, 0.2, 0.6)

@@ -42,3 +42,19 @@ def test_kld():
     assert latent_kld(a, torch.randn(2, 8, 3, 3)).item() > 0
     with pytest.raises(ValueError):
         KDLoss(0.025, latent="l2")
+
+
+def test_kld_at_the_authors_scale_is_per_position_over_channels():
+    s, t = torch.randn(2, 192, 4, 4), torch.randn(2, 192, 4, 4)
+    assert torch.allclose(latent_kld(s, t, per_position=False) * 192, latent_kld(s, t))
+    loss = KDLoss(0.025, latent="kld-mean")
+    with pytest.raises(ValueError, match="latent must be one of"):
+        KDLoss(0.025, latent="kl")
+    assert loss.latent == "kld-mean"
+
+
+def test_presets_name_the_authors_weights():
+    from kdlib.losses import KD_PRESETS
+
+    assert KD_PRESETS["authors"] == dict(w_latent=0.2, w_hyper=0.0, w_recon=0.2, w_rd=0.6)
+    assert KD_PRESETS["paper-text"]["w_rd"] == 0.4

@@ -1,0 +1,116 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from kdlib import analysis, experiments
+from kdlib.experiments import EXPERIMENTS, RUNS, Run, run_experiment, status
+from kdlib.models import read_checkpoint
+from kdlib.train import Config, run_dir, train
+
+
+def test_grid_is_declared_once_and_paired():
+    for number, names in EXPERIMENTS.items():
+        assert names and all(n in RUNS for n in names), number
+    e1 = EXPERIMENTS[1]
+    assert len(e1) == 18 and sum(RUNS[n].seed > 0 for n in e1) == 8
+    for name in (n for n in e1 if RUNS[n].arm == "kd"):
+        kd, twin = RUNS[name].config(), RUNS[name.replace("-kd-", "-scratch-")].config()
+        differ = {k for k, v in vars(kd).items() if getattr(twin, k) != v}
+        assert differ <= {"name", "teacher", "w_rd"}, differ  # only the loss (scratch: RD alone)
+        assert kd.w_rd == 0.6 and kd.w_latent == kd.w_recon == 0.2  # the authors' weights
+    assert {RUNS[n].release for n in e1 if RUNS[n].release} == {"S16", "S32", "S64", "S96", "S112"}
+
+
+def tiny_grid(monkeypatch, folder):
+    runs = {"k": Run("k", 8, teacher="T5"), "s": Run("s", 8, teacher=None)}
+    monkeypatch.setattr(experiments, "RUNS", runs)
+    monkeypatch.setattr(experiments, "ORDER", list(runs))
+    monkeypatch.setattr(experiments, "EXPERIMENTS", {1: list(runs)})
+    monkeypatch.setitem(experiments.BUDGETS, "smoke", dict(scale="smoke", steps=2, val_every=2, data=str(folder)))
+    return runs
+
+
+def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_path, monkeypatch, capsys):
+    tiny_grid(monkeypatch, photo_folder)
+    monkeypatch.chdir(tmp_path)
+    assert set(run_experiment(1, "smoke", tmp_path / "runs", jobs=1).values()) == {"train"}
+    out, records = experiments.folders("smoke")
+    for name in ("k", "s"):
+        result = json.loads((out / f"{name}.json").read_text())
+        assert len(result["per_image"]) == 2 and result["model"]["config_hash"] == RUNS_hash(name)
+        assert json.loads((records / "manifest.json").read_text())[name]["config_hash"] == RUNS_hash(name)
+    assert set(run_experiment(1, "smoke", tmp_path / "runs").values()) == {"cached"}
+    (out / "k.json").unlink()  # results lost, run folder kept: evaluate again, train nothing
+    assert status(["k", "s"], "smoke", tmp_path / "runs") == {"k": "evaluate", "s": "cached"}
+    capsys.readouterr()
+    run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
+    assert "1 cached, 1 to evaluate, 0 to train" in capsys.readouterr().out
+
+
+def RUNS_hash(name):
+    return experiments.RUNS[name].config("smoke").hash()
+
+
+def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folder, tmp_path, capsys):
+    tiny_grid(monkeypatch, photo_folder)
+    monkeypatch.chdir(tmp_path)
+    run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
+    out = capsys.readouterr().out
+    assert "2 to train" in out and " h at 1 runs" not in out and "k: " in out and "s: " in out
+    assert not (tmp_path / "runs").exists()
+
+
+KILLED = """
+import sys
+from kdlib.train import Config, train
+train(Config(name="kill", N=8, M=16, scale="smoke", data=sys.argv[1], crop=64, steps=40, val_every=5),
+      runs=sys.argv[2], progress=False)
+"""
+
+
+def test_a_run_killed_anywhere_loses_at_most_one_checkpoint_interval(photo_folder, tmp_path):
+    config = Config(name="kill", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=40, val_every=5)
+    folder = run_dir(config, tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(photo_folder), str(tmp_path / "killed")])
+    deadline = time.time() + 120
+    while experiments.last_step(folder) < 17 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reached = experiments.last_step(folder)
+    assert 17 <= reached < 40
+    saved = read_checkpoint(folder / "last.pth.tar")["meta"]["steps"]
+    assert reached - saved < config.val_every
+    resumed = train(config, runs=tmp_path / "killed", progress=False)
+    whole = train(config, runs=tmp_path / "whole", progress=False)
+    for key, value in read_checkpoint(whole)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(resumed)["state_dict"][key]), key
+
+
+def test_paired_bootstrap_and_kd_gain(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(28, 34, 24)
+
+    def result(path, shift, bpp):
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": p + shift, "ms-ssim-rgb": 0.98, "bpp": bpp,
+                      "bpp-estimated": bpp} for i, p in enumerate(base)]
+        path.write_text(json.dumps({"per_image": per_image}))
+        return path
+
+    kd = [result(tmp_path / f"kd{s}.json", 0.3 + 0.01 * s, 0.5) for s in range(3)]
+    scratch = [result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
+    gain = analysis.kd_gain(kd, scratch, 0.025)
+    assert gain["d_psnr-rgb"] == pytest.approx(0.31) and gain["d_bpp"] == 0
+    assert gain["d_psnr-rgb_low"] == pytest.approx(0.31) and gain["d_psnr-rgb_seed_sd"] == pytest.approx(0.01)
+    assert gain["d_rd_cost"] < 0  # better PSNR at the same rate: lower RD cost
+    noisy = analysis.paired_bootstrap(rng.normal(0, 1, 24), np.zeros(24))
+    assert noisy["low"] < noisy["mean"] < noisy["high"] and noisy["high"] - noisy["low"] > 0.3
+    with pytest.raises(ValueError, match="same seeds"):
+        analysis.kd_gain(kd, scratch[:2], 0.025)
