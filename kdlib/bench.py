@@ -157,6 +157,29 @@ def train_throughput(steps: int = 20, compile_too: bool = True, warmup: int = 5,
     return table
 
 
+@torch.no_grad()
+def teacher_targets(repeats: int = 20, crop: int = 128, batch: int = 8) -> pd.DataFrame:
+    """The teacher's share of a KD step: its full forward (what the loss used to get) against
+    :class:`kdlib.train.TeacherTargets` (``g_a``, round, ``g_s``: what the loss reads), fp32, same
+    batches, interleaved, one run; median seconds per batch and the ratio."""
+    from kdlib.train import TeacherTargets
+
+    torch.manual_seed(0)
+    teacher = Hyperprior(128, 192).eval()
+    x = torch.rand(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
+    paths = {"full forward": teacher, "TeacherTargets": TeacherTargets(teacher)}
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(repeats + 2):  # the first two passes warm up
+        for name, module in paths.items():
+            times[name].append(_seconds(lambda: module(x)))
+    seconds = {name: float(np.median(t[2:])) for name, t in times.items()}
+    table = pd.DataFrame([{"teacher pass": name, "s_per_batch": s, "speed-up": seconds["full forward"] / s}
+                          for name, s in seconds.items()])
+    print(f"threads={torch.get_num_threads()}, N=128 teacher, {batch}x{crop}x{crop}, median of {repeats}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return table
+
+
 def _closest_setting(codec: str, bpp: float, results: Path) -> int:
     """The sweep setting of ``codec`` whose mean Kodak bpp is closest to ``bpp``."""
     import json

@@ -12,8 +12,8 @@ import torch
 from kdlib import data
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
-from kdlib.models import CHECKPOINTS, ModelError, from_spec, load_model, spec_name
-from kdlib.train import Config, TrainingError, train
+from kdlib.models import CHECKPOINTS, ModelError, SpecError, from_spec, load_model, spec_name
+from kdlib.train import SCALES, Config, TrainingError, train
 
 RESULTS = Path("results")
 
@@ -110,13 +110,15 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from kdlib import bench
 
-    paths = data.kodak_paths()[: args.images] if args.bench != "train" else None
+    paths = data.kodak_paths()[: args.images] if args.bench not in ("train", "teacher") else None
     if args.bench == "resources":
         bench.resources(args.models, paths, args.passes, args.thread_counts, Path(args.out))
     elif args.bench == "codecs":
-        bench.codecs(args.codecs, paths, Path(args.out))
+        bench.codecs(args.codecs or ["jpeg", "webp", "jpeg2000", "avif"], paths, Path(args.out))
     elif args.bench == "codec":
         bench.codec_speed(args.models, paths, Path(args.out), args.repeats)
+    elif args.bench == "teacher":
+        bench.teacher_targets(args.repeats)
     else:
         bench.train_throughput(args.steps, args.compile_too)
 
@@ -143,6 +145,15 @@ def cmd_experiment(args: argparse.Namespace) -> None:
 
     run_experiment(args.number, args.scale, args.runs, args.jobs, compile=not args.no_compile,
                    dry_run=args.dry_run, only=args.only)
+
+
+def codec_name(name: str) -> str:
+    """An argparse type: one of the classical codecs (``choices`` fails on an empty ``nargs="*"``)."""
+    from kdlib.codecs import CODECS
+
+    if name not in CODECS:
+        raise argparse.ArgumentTypeError(f"invalid codec {name!r} (choose from {', '.join(CODECS)})")
+    return name
 
 
 def parser() -> argparse.ArgumentParser:
@@ -192,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--out", default=str(RESULTS))
     br.set_defaults(func=cmd_bench)
     bc = bsub.add_parser("codecs", help="RD curves and speed of JPEG, WebP, JPEG 2000, AVIF on Kodak")
-    bc.add_argument("codecs", nargs="*", default=["jpeg", "webp", "jpeg2000", "avif"])
+    bc.add_argument("codecs", nargs="*", type=codec_name, help="jpeg, webp, jpeg2000 or avif (default: all)")
     bc.add_argument("--images", type=int, default=24, help="first K Kodak images")
     bc.add_argument("--out", default=str(RESULTS))
     bc.set_defaults(func=cmd_bench)
@@ -202,6 +213,9 @@ def parser() -> argparse.ArgumentParser:
     bk.add_argument("--repeats", type=int, default=5, help="passes per path; each timing is the best")
     bk.add_argument("--out", default=str(RESULTS))
     bk.set_defaults(func=cmd_bench)
+    bte = bsub.add_parser("teacher", help="a KD step's teacher pass: full forward vs the targets the loss reads")
+    bte.add_argument("--repeats", type=int, default=20, help="timed batches per path (median)")
+    bte.set_defaults(func=cmd_bench)
     bt = bsub.add_parser("train", help="training steps/s: our trainer against a plain CompressAI-style loop")
     bt.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after warm-up)")
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
@@ -218,25 +232,39 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--no-compile", action="store_true", help="no torch.compile (slower; for debugging)")
     x.set_defaults(func=cmd_experiment)
 
-    t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher")
-    t.add_argument("--name", required=True)
+    t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher",
+                       description="Train a scale-hyperprior codec (kdlib.train). Flags left unset take the "
+                                   "scale's recipe (kdlib.train.SCALES) or kdlib.train.Config's default.")
+    t.add_argument("--name", required=True, help="run name (the run folder is <runs>/<name>-<config hash>)")
     t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
-                   help="continue a released checkpoint's training (its config; Adam restarts)")
-    t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
-    t.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
-    t.add_argument("--stop-after", type=int, help="stop after this many steps (resumable)")
-    for name, kind in [("N", int), ("M", int), ("Z", int), ("lmbda", float), ("teacher", str),
-                       ("hyper_teacher", str), ("w_latent", float), ("w_hyper", float), ("w_recon", float),
-                       ("w_rd", float), ("crop", int), ("batch", int), ("steps", int), ("lr", float),
-                       ("val_every", int), ("seed", int), ("data", str)]:
-        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+                   help="continue a released checkpoint's training: its config, Adam restarts (default: a new run)")
+    t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="recipe (kdlib.train.SCALES; default: cpu)")
+    t.add_argument("--runs", default="runs", help="folder of run directories, a cache by config hash (default: runs)")
+    t.add_argument("--stop-after", type=int, help="stop after this many steps, resumable (default: run to --steps)")
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    flags = [("N", int, "channels of the transforms"), ("M", int, "channels of the latent y"),
+             ("Z", int, "channels of the hyper-latent z (None: N)"), ("lmbda", float, "RD trade-off lambda"),
+             ("teacher", str, "teacher checkpoint name or path (None: from scratch)"),
+             ("hyper_teacher", str, "second teacher for the z_hat term (hybrid KD)"),
+             ("w_latent", float, "weight of the latent KD term"), ("w_hyper", float, "weight of the z_hat KD term"),
+             ("w_recon", float, "weight of the reconstruction KD term"), ("w_rd", float, "weight of the RD term"),
+             ("crop", int, "training crop side (multiple of 64)"), ("batch", int, "crops per step"),
+             ("steps", int, "training steps"), ("lr", float, "Adam learning rate"),
+             ("val_every", int, "steps between validations and checkpoints"), ("seed", int, "random seed"),
+             ("data", str, "folder of training images (None: $KDLIB_DATA/train)")]
+    for name, kind, text in flags:
+        default = defaults[name]
+        where = "the scale's recipe" if default is None and name in SCALES["cpu"] else default
+        t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f"{text} (default: {where})")
     t.add_argument("--kd", choices=["paper-text", "authors", "best", "authors-l2"],
-                   help="named KD weights (kdlib.losses.KD_PRESETS); explicit --w-* flags win")
-    t.add_argument("--latent", choices=["mse", "kld", "kld-mean"])
-    t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: transforms under bfloat16 autocast")
-    t.add_argument("--compile", action="store_true", help="torch.compile the forward passes")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--dataset", choices=["folder", "vimeo90k"])
+                   help="named KD weights (kdlib.losses.KD_PRESETS); explicit --w-* flags win (default: none)")
+    t.add_argument("--latent", choices=["mse", "kld", "kld-mean"],
+                   help="latent KD distance: MSE, KL per position, or KL at the authors' scale (default: mse)")
+    t.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: the student's transforms under bfloat16 autocast (default: fp32)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the forward passes (default: off)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (default: a progress bar)")
+    t.add_argument("--dataset", choices=["folder", "vimeo90k"], help="training set layout (default: folder)")
     t.set_defaults(func=cmd_train)
     return p
 
@@ -249,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--name takes one model only")
     try:
         args.func(args)
+    except SpecError as err:  # bad usage, as argparse's own errors
+        print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, FileExistsError,
             FileNotFoundError, IsADirectoryError) as err:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)

@@ -189,19 +189,28 @@ def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None
     return model.eval()
 
 
+class SpecError(ModelError):
+    """A model spec is malformed (bad usage rather than a bad file)."""
+
+
 def from_spec(spec: str) -> Hyperprior:
     """``NAME`` or ``PATH`` (our checkpoint or a CompressAI state dict), ``zoo:Q[=FILE]`` for
     CompressAI's pretrained, or ``untrained:N[,M]`` (seeded random weights, for
     architecture-only measurements)."""
     if spec.startswith("untrained:"):
         torch.manual_seed(0)
-        N, M = (list(map(int, spec[10:].split(","))) + [192])[:2]
+        try:
+            N, M = (list(map(int, spec[10:].split(","))) + [192])[:2]
+        except ValueError:
+            raise SpecError(f"{spec!r}: expected untrained:N or untrained:N,M with integers") from None
         model = Hyperprior(N, M).eval()
         model.update()
         model.meta = {"trained": False}
         return model
     if spec.startswith("zoo:"):
         quality, _, path = spec[4:].partition("=")
+        if not quality.isdigit():
+            raise SpecError(f"{spec!r}: expected zoo:Q or zoo:Q=FILE with a quality Q in 1..8")
         return pretrained(int(quality), path=path or None)
     return load_model(spec)
 

@@ -121,3 +121,17 @@ def test_gpu_transforms_files_decode_anywhere(small_model):
     for decoded in (on_cpu, back):
         assert decoded.size == image.size
     assert np.abs(np.asarray(on_cpu, np.int16) - np.asarray(decompress(on_gpu, small_model, device="cuda"), np.int16)).max() <= 1
+
+
+def test_decoded_pixels_are_the_models_own_crop(small_model):
+    """Pixel-exact: the decoded image is the model's reconstruction of the padded image, cropped back
+    at the padding offsets (77x100 pads unevenly: left 14, top 25)."""
+    from kdlib import entropy
+    from kdlib.data import crop, pad, to_tensor
+
+    image = photo(77, 100)
+    padded, unpadding = pad(to_tensor(image)[None])
+    with torch.no_grad():
+        x_hat = entropy.synthesize(small_model, torch.round(entropy.analyze(small_model, padded)))
+    expected = crop(x_hat, unpadding)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(decompress(compress(image, small_model), small_model)), expected)

@@ -1,4 +1,7 @@
 import json
+import re
+
+import pytest
 
 import torch
 from compressai.models import ScaleHyperprior
@@ -48,3 +51,26 @@ def test_train_kd_preset_sets_weights_and_explicit_flags_win(monkeypatch):
     cli.main(["train", "--name", "x", "--kd", "authors", "--w-latent", "0.3", "--scale", "smoke"])
     config = seen["config"]
     assert (config.w_latent, config.w_recon, config.w_rd) == (0.3, 0.2, 0.6)
+
+
+@pytest.mark.parametrize("argv", [["eval", "untrained:abc", "--images", "IMAGES"], ["eval", "zoo:abc", "--images", "IMAGES"],
+                                  ["bench", "codecs", "foo"]])
+def test_bad_arguments_are_one_line_usage_errors(argv, photo_folder, capsys):
+    argv = [str(photo_folder) if a == "IMAGES" else a for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own usage errors
+        code = exit.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()[-1]) > 10
+
+
+def test_every_train_flag_has_help_and_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    options = capsys.readouterr().out.split("options:")[1]
+    entries = [e for e in re.split(r"\n  (?=-)", options) if e.strip().startswith("--")]
+    assert len(entries) >= 25
+    for entry in entries:
+        text = " ".join(entry.split())
+        assert "--name" in text or "default" in text, text
