@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: reproduce test notebooks kernel clean-venv
+.PHONY: reproduce test notebooks kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,21 @@ reproduce: $(VENV)/.installed
 	$(MAKE) notebooks
 
 RESULTS_DIR := $(if $(filter smoke,$(SCALE)),../results/smoke,../results)
+EXECUTED := $(patsubst notebooks/%,build/notebooks/$(SCALE)/%,$(NOTEBOOKS))
 
-notebooks: $(VENV)/.installed
-	@for nb in $(NOTEBOOKS); do \
-		echo "== $$nb (scale=$(SCALE))"; \
-		$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) -p results_dir $(RESULTS_DIR) $$nb $$nb || exit 1; \
-	done
+# Executed copies go to build/notebooks/<scale>/ (one rule per notebook: make -j2 works); a cpu
+# run then copies them over the sources, which so carry the published outputs. A smoke run
+# never modifies a committed file.
+notebooks: $(EXECUTED)
+ifeq ($(SCALE),cpu)
+	cp $(EXECUTED) notebooks/
+endif
+
+build/notebooks/$(SCALE)/%.ipynb: notebooks/%.ipynb FORCE | $(VENV)/.installed
+	@mkdir -p $(@D)
+	$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) -p results_dir $(RESULTS_DIR) $< $@
+
+FORCE:
 
 test: $(VENV)/.installed
 	KDLIB_SCALE=smoke $(BIN)/pytest -q tests notebooks --nbval-lax --nbval-current-env \

@@ -160,14 +160,20 @@ def train_throughput(steps: int = 20, compile_too: bool = True, warmup: int = 5,
 @torch.no_grad()
 def teacher_targets(repeats: int = 20, crop: int = 128, batch: int = 8) -> pd.DataFrame:
     """The teacher's share of a KD step: its full forward (what the loss used to get) against
-    :class:`kdlib.train.TeacherTargets` (``g_a``, round, ``g_s``: what the loss reads), fp32, same
-    batches, interleaved, one run; median seconds per batch and the ratio."""
-    from kdlib.train import TeacherTargets
+    :class:`kdlib.teachers.TeacherTargets` (``g_a``, round, ``g_s``: what the loss reads) and a
+    :class:`kdlib.teachers.TargetCache` hit (CRC of the batch, ``g_s`` of the stored ``y_hat``;
+    the file read excluded), fp32, same batch, interleaved, one run; median seconds and ratios."""
+    from kdlib.teachers import TargetCache, TeacherTargets, batch_crc
 
     torch.manual_seed(0)
     teacher = Hyperprior(128, 192).eval()
     x = torch.rand(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
-    paths = {"full forward": teacher, "TeacherTargets": TeacherTargets(teacher)}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = TargetCache(tmp, {"bench": 1}, TeacherTargets(teacher), teacher.g_s)
+        cache(0, x)  # computed once (CHUNK steps would be written); then served from memory below
+        cache.loaded = (0, {"crc": torch.tensor([batch_crc(x)]), "y_hat": torch.round(teacher.g_a(x))[None].to(torch.int16)})
+    paths = {"full forward": teacher, "TeacherTargets": TeacherTargets(teacher),
+             "TargetCache hit (CRC + g_s)": lambda x: cache(0, x)}
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(repeats + 2):  # the first two passes warm up
         for name, module in paths.items():

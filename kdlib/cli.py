@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from kdlib.models import CHECKPOINTS, ModelError, SpecError, from_spec, load_mod
 from kdlib.train import SCALES, Config, TrainingError, train
 
 RESULTS = Path("results")
+RUNS = os.environ.get("KDLIB_RUNS", "runs")  # run folders; a path outside the clone outlives it
 
 
 def image_list(images: str) -> list[Path]:
@@ -65,6 +67,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     missing = [c for c in CODECS if not (out / "codecs" / f"{c}.json").exists()]
     if missing:
         bench.codecs(missing, paths, out, settings=3 if args.scale == "smoke" else None)
+    if not (out / "codec_speed" / "codec_speed.csv").exists():  # notebook 07's speed figure
+        bench.codec_speed(["T5"], paths, out, repeats=1 if args.scale == "smoke" else 3)
     from kdlib.experiments import EXPERIMENTS, run_experiment
 
     for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
@@ -136,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         config = Config(**given)
     best = train(config, runs=args.runs, threads=args.threads, stop_after=args.stop_after,
-                 compile=args.compile, progress=not args.quiet)
+                 compile=args.compile, progress=not args.quiet, teacher_cache=args.teacher_cache)
     print(best)
 
 
@@ -188,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
     r.add_argument("--out", default=str(RESULTS))
     r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
-    r.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
+    r.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     r.set_defaults(func=cmd_reproduce)
 
     b = sub.add_parser("bench", help="benchmarks: resources of codecs, classical codecs")
@@ -225,7 +229,7 @@ def parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="experiment number (the paper's order)")
     x.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="training budget")
-    x.add_argument("--runs", default="runs", help="folder of run directories (cache by config hash)")
+    x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash ($KDLIB_RUNS or runs)")
     x.add_argument("--jobs", type=int, default=2, help="runs trained at a time (cores are split between them)")
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
     x.add_argument("--dry-run", action="store_true", help="say what would be evaluated and trained, do nothing")
@@ -239,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
                    help="continue a released checkpoint's training: its config, Adam restarts (default: a new run)")
     t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="recipe (kdlib.train.SCALES; default: cpu)")
-    t.add_argument("--runs", default="runs", help="folder of run directories, a cache by config hash (default: runs)")
+    t.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     t.add_argument("--stop-after", type=int, help="stop after this many steps, resumable (default: run to --steps)")
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
     flags = [("N", int, "channels of the transforms"), ("M", int, "channels of the latent y"),
@@ -262,6 +266,8 @@ def parser() -> argparse.ArgumentParser:
                    help="latent KD distance: MSE, KL per position, or KL at the authors' scale (default: mse)")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: the student's transforms under bfloat16 autocast (default: fp32)")
+    t.add_argument("--teacher-cache", metavar="DIR", help="keep the teacher's y_hat per batch there, for later runs "
+                   "drawing the same crops (kdlib experiment: ~/.cache/kdlib/teacher-targets) (default: none)")
     t.add_argument("--compile", action="store_true", help="torch.compile the forward passes (default: off)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: a progress bar)")
     t.add_argument("--dataset", choices=["folder", "vimeo90k"], help="training set layout (default: folder)")

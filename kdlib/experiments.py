@@ -163,9 +163,9 @@ def status(names: Iterable[str], budget: str, runs: Path) -> dict[str, str]:
     return states
 
 
-def _train_one(config: Config, runs: str, threads: int, compile: bool) -> None:
+def _train_one(config: Config, runs: str, threads: int, compile: bool, cache: Path | None) -> None:
     torch.set_num_threads(threads)
-    train(config, runs=runs, threads=threads, progress=False, compile=compile)
+    train(config, runs=runs, threads=threads, progress=False, compile=compile, teacher_cache=cache)
 
 
 def last_step(folder: Path) -> int:
@@ -183,21 +183,23 @@ def last_step(folder: Path) -> int:
 
 
 def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: bool,
-              on_done=lambda name: None) -> None:
+              on_done=lambda name: None, teacher_cache: Path | None = None) -> None:
     """Train ``names`` ``jobs`` at a time (one process each, cores split between them), with one
-    progress bar over every run's steps; ``on_done(name)`` as each finishes."""
+    progress bar over every run's steps; ``on_done(name)`` as each finishes. ``teacher_cache``:
+    see :func:`kdlib.train.train`."""
     if not names:
         return
     threads = max(1, torch.get_num_threads() // jobs)
     configs = {n: RUNS[n].config(budget) for n in names}
+    folders = {n: run_dir(c, runs) for n, c in configs.items()}  # once: a KD run's hash reads its teacher
     total = sum(c.steps for c in configs.values())
     bar = tqdm(total=total, desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_train_one, c, str(runs), threads, compile): n for n, c in configs.items()}
+        pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache): n for n, c in configs.items()}
         steps = {n: 0 for n in names}
         while pending:
             time.sleep(2)
-            now = {n: last_step(run_dir(c, runs)) for n, c in configs.items()}
+            now = {n: last_step(folders[n]) for n in names}
             bar.n = sum(now.values())
             bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
             bar.refresh()
@@ -269,7 +271,8 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
             print(f"not trained here: run `kdlib experiment {number} --scale {budget}` to train them")
         return states
     train_all(to_train, budget, runs, jobs, compile and budget != "smoke",
-              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images)}"))
+              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images)}"),
+              teacher_cache=None if budget == "smoke" else data.cache_root() / "teacher-targets")
     return states
 
 

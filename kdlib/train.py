@@ -28,6 +28,7 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, load_model, read_checkpoint, resolve, save_checkpoint
+from kdlib.teachers import CHUNK, TargetCache, TeacherTargets
 
 # Per-scale recipe. "cpu" was chosen from measurements on a 2-core machine (see README);
 # "paper" is the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
@@ -166,21 +167,6 @@ def load_teacher(name: str | None, device: torch.device) -> Hyperprior | None:
     return teacher.eval()
 
 
-class TeacherTargets(torch.nn.Module):
-    """What the KD loss reads from a teacher in eval mode, and nothing more: ``y_hat = round(g_a(x))``
-    and ``x_hat = g_s(y_hat)`` (equal to its full forward's), plus ``z_hat`` when ``hyper``."""
-
-    def __init__(self, teacher: Hyperprior, hyper: bool = False):
-        super().__init__()
-        self.teacher, self.hyper = teacher.to(memory_format=torch.channels_last), hyper
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.hyper:
-            return self.teacher(x)
-        y_hat = torch.round(self.teacher.g_a(x))
-        return {"y_hat": y_hat, "x_hat": self.teacher.g_s(y_hat)}
-
-
 @torch.no_grad()
 def validate(model: Hyperprior, dataset: torch.utils.data.Dataset, criterion: KDLoss, batch: int,
              device: torch.device = torch.device("cpu")) -> dict[str, float]:
@@ -209,12 +195,15 @@ def distributed() -> tuple[int, int, bool]:
 
 
 def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
-          progress: bool = True, stop_after: int | None = None, compile: bool = False) -> Path:
+          progress: bool = True, stop_after: int | None = None, compile: bool = False,
+          teacher_cache: str | Path | None = None) -> Path:
     """Train (or resume, or return the cached result of) ``config``; returns the best checkpoint.
 
     ``stop_after`` ends this call after that many steps (the run stays resumable).
     ``compile`` runs the forward passes through ``torch.compile`` (same numbers up to float
-    reassociation; pays after a few hundred steps on CPU). Under ``torchrun`` each process
+    reassociation; pays after a few hundred steps on CPU). ``teacher_cache``: a folder where the
+    teacher's ``y_hat`` of each batch is kept for later runs that draw the same crops
+    (:class:`kdlib.teachers.TargetCache`; the same targets, not part of the config). Under ``torchrun`` each process
     trains on its own batches of ``config.batch`` with DDP (gloo on CPU, NCCL on GPUs); rank 0
     validates and writes.
     """
@@ -223,14 +212,14 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
         return out / "best.pth.tar"
     rank, world, joined = distributed()
     try:
-        return _train(config, out, rank, world, threads, progress, stop_after, compile)
+        return _train(config, out, rank, world, threads, progress, stop_after, compile, teacher_cache)
     finally:
         if joined:  # leaving gloo's threads to interpreter exit aborts the process
             dist.destroy_process_group()
 
 
 def _train(config: Config, out: Path, rank: int, world: int, threads: int | None, progress: bool,
-           stop_after: int | None, compile: bool) -> Path:
+           stop_after: int | None, compile: bool, teacher_cache: str | Path | None) -> Path:
     """The training loop of :func:`train`, for one process."""
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if rank == 0:
@@ -276,6 +265,12 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     targets = [teacher and TeacherTargets(teacher, hyper=config.w_hyper > 0 and hyper_teacher is None),
                hyper_teacher and TeacherTargets(hyper_teacher, hyper=True)]
     t_forward, h_forward = [t and (torch.compile(t) if compile else t) for t in targets]
+    cache = None
+    if teacher_cache and teacher is not None and not targets[0].hyper:  # y_hat of the same crops, shared by runs
+        key = {"teacher": data.sha256sum(resolve(config.teacher)), "seed": config.seed, "rank": rank,
+               "crop": config.crop, "batch": config.batch, "data": str(config.data or data.train_root()),
+               "dataset": config.dataset, "chunk": CHUNK}
+        cache = TargetCache(teacher_cache, key, t_forward, torch.compile(teacher.g_s) if compile else teacher.g_s)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     aux_params = aux_optimizer.param_groups[0]["params"]
 
@@ -302,7 +297,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():  # teachers: float32 targets (never autocast), once per batch, never in backward
-            t_out = t_forward(x) if teacher is not None else None
+            t_out = (cache(step, x) if cache else t_forward(x)) if teacher is not None else None
             h_out = h_forward(x) if hyper_teacher is not None else None
         with autocast:
             out_s = forward(x)

@@ -1,0 +1,48 @@
+import torch
+
+from kdlib import teachers
+from kdlib.models import read_checkpoint
+from kdlib.train import Config, train
+
+
+def config(folder, **kw):
+    return Config(**{"name": "t", "N": 8, "M": 16, "scale": "smoke", "data": str(folder), "crop": 64,
+                     "steps": 6, "val_every": 3, **kw})
+
+
+def test_cached_targets_are_the_teachers_and_are_used(photo_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(teachers, "CHUNK", 2)
+    teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
+    calls = {"n": 0}
+    real = teachers.TeacherTargets.forward
+
+    def counted(self, x):
+        calls["n"] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(teachers.TeacherTargets, "forward", counted)
+    plain = train(config(photo_folder, name="plain", teacher=str(teacher)), runs=tmp_path / "a", progress=False)
+    assert calls["n"] == 6
+    kw = dict(teacher=str(teacher), N=4)  # another size, same crops: shares the targets
+    first = train(config(photo_folder, name="first", **kw), runs=tmp_path / "b", progress=False, teacher_cache=tmp_path / "c")
+    assert calls["n"] == 12 and len(list((tmp_path / "c").rglob("*.pt"))) == 3
+    again = train(config(photo_folder, name="again", **kw), runs=tmp_path / "d", progress=False, teacher_cache=tmp_path / "c")
+    assert calls["n"] == 12  # every step from the cache
+    for key, value in read_checkpoint(first)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(again)["state_dict"][key]), key
+    assert read_checkpoint(plain)["meta"]["steps"] == 6
+    other_seed = train(config(photo_folder, name="seed", seed=1, **kw), runs=tmp_path / "e", progress=False,
+                       teacher_cache=tmp_path / "c")
+    assert calls["n"] == 18 and other_seed.exists()  # other crops: nothing shared
+
+
+def test_a_batch_that_differs_from_the_cached_one_is_recomputed(tmp_path, small_model, monkeypatch):
+    monkeypatch.setattr(teachers, "CHUNK", 1)
+    targets = teachers.TeacherTargets(small_model)
+    cache = teachers.TargetCache(tmp_path, {"k": 1}, targets, small_model.g_s)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        first = cache(0, x)
+        assert cache.misses == 1 and torch.equal(cache(0, x)["y_hat"], first["y_hat"]) and cache.hits == 1
+        cache(0, x + 0.01)
+    assert cache.misses == 2
