@@ -193,10 +193,10 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     configs = {n: RUNS[n].config(budget) for n in names}
     folders = {n: run_dir(c, runs) for n, c in configs.items()}  # once: a KD run's hash reads its teacher
     total = sum(c.steps for c in configs.values())
-    bar = tqdm(total=total, desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
+    steps = {n: last_step(folders[n]) for n in names}  # resumed runs start there
+    bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache): n for n, c in configs.items()}
-        steps = {n: 0 for n in names}
         while pending:
             time.sleep(2)
             now = {n: last_step(folders[n]) for n in names}
@@ -284,7 +284,8 @@ def results(number: int, folder: str | Path) -> "Any":
     rows = []
     for name in EXPERIMENTS[number]:
         run, path = RUNS[name], Path(folder) / f"{name}.json"
-        row = {**dataclasses.asdict(run), "arm": run.arm, "path": str(path), "done": path.exists()}
+        row = {**dataclasses.asdict(run), "arm": run.arm, "path": str(path), "done": path.exists(),
+               **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}
         if path.exists():
             row.update({k: v[0] for k, v in json.loads(path.read_text())["results"].items()})
         rows.append(row)
