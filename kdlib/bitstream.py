@@ -19,7 +19,9 @@ transparent images are refused.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import struct
 import tempfile
 import zlib
@@ -41,6 +43,8 @@ _FIXED = struct.Struct(">4sBBB")  # magic, version, flags, name length
 _REST = struct.Struct(">8sIIHHHHHHIII")  # id, h, w, padding x4, z shape x2, index crc, z len, y len
 _CRC = struct.Struct(">I")
 MAX_SIDE = 1 << 15
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb limit, by default
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a released model's name
 
 
 class BitstreamError(ValueError):
@@ -175,6 +179,8 @@ def read_header(blob: bytes) -> tuple[Header, bytes]:
     name = blob[_FIXED.size:_FIXED.size + name_length].decode(errors="replace")
     mid, h, w, *rest = _REST.unpack_from(blob, _FIXED.size + name_length)
     header = Header(flags, name, mid, h, w, tuple(rest[:4]), tuple(rest[4:6]), *rest[6:])
+    if flags & ~GRAYSCALE:
+        raise BitstreamError(f"Unknown flags {flags:#04x} in the header: a newer or foreign .kdl file")
     _check_geometry(header)
     expected = header_end + _CRC.size + header.z_length + header.y_length + _CRC.size
     if len(blob) != expected:
@@ -196,10 +202,27 @@ def _check_geometry(header: Header) -> None:
                              f"padding {header.padding}, latent {header.z_shape}")
 
 
-def decompress(blob: bytes, model: str | Path | Hyperprior | None = None, device: str | None = None) -> Image.Image:
+def released_model(name: str) -> Hyperprior:
+    """The released checkpoint a file names (``checkpoints/manifest.json``), and nothing else: the
+    name in a file never reaches a path, a download or an architecture builder."""
+    from kdlib.models import CHECKPOINTS, load_model
+
+    manifest = CHECKPOINTS / "manifest.json"
+    names = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if name not in names or not NAME.fullmatch(name):
+        raise BitstreamError(f"File needs model {name!r}, which is not a released model here "
+                             f"({', '.join(sorted(names)) or 'none'}); pass the model explicitly (--model).")
+    model = load_model(CHECKPOINTS / names[name]["file"])
+    model.name = name
+    return model
+
+
+def decompress(blob: bytes, model: str | Path | Hyperprior | None = None, device: str | None = None,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode a .kdl file to a PIL image; ``model`` defaults to the released model named in the
-    file; ``device``: see :func:`use_device`."""
-    return decompress_batch([blob], model, device)[0]
+    file; ``device``: see :func:`use_device`; a file announcing more than ``max_pixels`` pixels
+    is refused before anything is allocated."""
+    return decompress_batch([blob], model, device, max_pixels)[0]
 
 
 def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Image:
@@ -217,19 +240,20 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
 
 
 def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None,
-                     device: str | None = None) -> list[Image.Image]:
-    """Decode several .kdl files, loading each model once, several at a time (one at a time on a GPU)."""
+                     device: str | None = None, max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
+    """Decode several .kdl files, loading each model once, several at a time (one at a time on a GPU);
+    ``max_pixels`` as in :func:`decompress`."""
     given = use_device(_model(model)[0], device) if model is not None else None
     released: dict[str, Hyperprior] = {}
     jobs = []
     for blob in blobs:  # check every file and find its model first
         header, payload = read_header(blob)
+        if header.width * header.height > max_pixels:
+            raise BitstreamError(f"File announces a {header.width}x{header.height} image, over the budget of "
+                                 f"{max_pixels} pixels (a decompression bomb?); raise it with max_pixels= "
+                                 "(CLI: --max-pixels) if you trust the file")
         if given is None and header.model_name not in released:
-            try:
-                released[header.model_name] = use_device(_model(header.model_name)[0], device)
-            except Exception as err:
-                raise BitstreamError(f"File needs model {header.model_name!r}, which is not available here "
-                                     f"({err}); pass the model explicitly.") from None
+            released[header.model_name] = use_device(released_model(header.model_name), device)
         decoder = given or released[header.model_name]
         if model_id(decoder) != header.model_id:
             raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "

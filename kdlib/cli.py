@@ -104,7 +104,8 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 
     from kdlib import bitstream
 
-    image = bitstream.decompress(Path(args.input).read_bytes(), args.model, args.device)
+    image = bitstream.decompress(Path(args.input).read_bytes(), args.model, args.device,
+                                 args.max_pixels or bitstream.MAX_PIXELS)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     bitstream.write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
@@ -185,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="the PNG to write")
     d.add_argument("--model", help="checkpoint name or path (default: the released model named in the file)")
     d.add_argument("--force", action="store_true", help="replace an existing output")
+    d.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: Pillow's "
+                   "decompression-bomb limit, 89478485)")
     d.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     d.set_defaults(func=cmd_decompress)
 

@@ -186,6 +186,20 @@ def _crc(indexes: torch.Tensor) -> int:
     return zlib.crc32(indexes.to(torch.int32).cpu().contiguous().numpy().astype("<i4", copy=False))
 
 
+MAX_SYMBOL = 1 << 15  # |round(y)| beyond this is no image a trained codec makes (the coder would spin)
+
+
+def check_latent(y: torch.Tensor) -> None:
+    """Refuse a latent the coder cannot take: non-finite values (NaN weights, overflow) or values so
+    large that CompressAI's bypass coding runs for minutes (e.g. weights scaled by 1e9)."""
+    if not torch.isfinite(y).all():
+        raise RoundTripError("The model's latent has NaN or infinite values: its weights are damaged")
+    peak = y.abs().max().item() if y.numel() else 0.0
+    if peak > MAX_SYMBOL:
+        raise RoundTripError(f"The model's latent reaches {peak:.3g}, beyond {MAX_SYMBOL}: its weights are damaged "
+                             "(a trained codec's latents are small integers)")
+
+
 @torch.no_grad()
 def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> dict:
     """Compress a padded batch ``x``: ``{"strings": [y, z], "shape", "y_hat", "index_crc"}``.
@@ -199,6 +213,7 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
+    check_latent(y)
     symbols = torch.round(y).int()
     coder = RansEncoder()
     y_strings = [coder.encode_with_indexes(s.reshape(-1).tolist(), i.reshape(-1).tolist(), *_used_tables(model, i))
@@ -220,8 +235,9 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
     if index_crc is not None:
         for i, (expected, idx) in enumerate(zip(index_crc, indexes)):
             if _crc(idx) != expected:
-                raise RoundTripError(f"Image {i}: this decoder's scale indexes differ from the encoder's "
-                                     "(floating-point results differ between the two machines); cannot decode exactly")
+                raise RoundTripError(f"Image {i}: the scale indexes decoded from the hyper-latent differ from the "
+                                     "encoder's: the file's streams were altered or mixed from another file, or this "
+                                     "machine's floating point differs from the encoder's; cannot decode exactly")
     coder, offsets, rows = RansDecoder(), model.gaussian_conditional._offset.reshape(-1).float(), []
     for string, i in zip(strings[0], indexes):
         cdfs, lengths, _ = _used_tables(model, i)  # decoded without offsets; added in one tensor op

@@ -152,6 +152,10 @@ def load_model(name_or_path: str | Path) -> Hyperprior:
     state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state_dict, dict):
         raise ModelError(f"{name_or_path} holds no state dict")
+    bad = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"{name_or_path}: non-finite weights (NaN or infinity) in {', '.join(bad[:3])}"
+                         f"{' and more' if len(bad) > 3 else ''}; the checkpoint is damaged")
     model = Hyperprior.from_state_dict(state_dict)
     model.meta = payload.get("meta", {})
     model.update()

@@ -51,7 +51,7 @@ def test_wrong_model_is_named(small_model):
     other.update(force=True)
     with pytest.raises(BitstreamError, match="encoded with model"):
         decompress(blob, other)
-    with pytest.raises(BitstreamError, match="not available here"):
+    with pytest.raises(BitstreamError, match="not a released model"):
         decompress(blob)  # the file names a model that is not released
 
 
@@ -135,3 +135,88 @@ def test_decoded_pixels_are_the_models_own_crop(small_model):
         x_hat = entropy.synthesize(small_model, torch.round(entropy.analyze(small_model, padded)))
     expected = crop(x_hat, unpadding)[0].mul(255).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(decompress(compress(image, small_model), small_model)), expected)
+
+
+def reheader(blob: bytes, **changes) -> bytes:
+    """The file with header fields changed and its header CRC recomputed (the payload kept)."""
+    header, payload = bitstream.read_header(blob)
+    for key, value in changes.items():
+        setattr(header, key, value)
+    return header.pack() + payload + blob[-4:]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "zoo:1", "untrained:1024", "../checkpoints/T5", "T5.pth.tar"])
+def test_the_file_never_chooses_what_is_loaded(small_model, name, monkeypatch):
+    import kdlib.models
+
+    def never(*args, **kw):
+        raise AssertionError("the file's name reached a loader")
+
+    blob = reheader(compress(photo(), small_model), model_name=name)
+    monkeypatch.setattr(kdlib.models, "from_spec", never)
+    monkeypatch.setattr(bitstream, "from_spec", never)
+    with pytest.raises(BitstreamError, match="not a released model"):
+        decompress(blob)
+
+
+def test_unknown_flags_are_refused(small_model):
+    with pytest.raises(BitstreamError, match="Unknown flags"):
+        decompress(reheader(compress(photo(), small_model), flags=0x80), small_model)
+
+
+def damaged(small_model, tmp_path, edit, key="g_a.0.weight"):
+    from kdlib.models import save_checkpoint
+
+    state = small_model.state_dict()
+    edit(state[key])
+    model = Hyperprior(16, 24)
+    model.load_state_dict(state, strict=False)
+    save_checkpoint(tmp_path / "bad.pth.tar", model, {})
+    return str(tmp_path / "bad.pth.tar")
+
+
+def test_nan_weights_are_refused_at_load(small_model, tmp_path):
+    from kdlib.models import ModelError
+
+    path = damaged(small_model, tmp_path, lambda w: w.view(-1)[0].fill_(float("nan")))
+    with pytest.raises(ModelError, match="non-finite weights"):
+        compress(photo(), path)
+
+
+HUGE = """
+import sys, time
+from kdlib.bitstream import compress
+from kdlib.entropy import RoundTripError
+start = time.perf_counter()
+try:
+    compress(sys.argv[1], sys.argv[2])
+except RoundTripError as err:
+    print(f"refused in {time.perf_counter() - start:.2f} s: {err}")
+"""
+
+
+def test_huge_weights_are_refused_not_a_hang(small_model, tmp_path):
+    """A weight scaled by 1e9 made CompressAI's encoder spin for ever; now one error, well within a second
+    of work (the watchdog is the subprocess timeout)."""
+    import subprocess
+    import sys
+
+    path = damaged(small_model, tmp_path, lambda w: w.mul_(1e9), key="g_a.6.weight")  # the last layer: no GDN after it
+    photo().save(tmp_path / "photo.png")
+    out = subprocess.run([sys.executable, "-c", HUGE, str(tmp_path / "photo.png"), path], capture_output=True,
+                         text=True, timeout=60)
+    assert "refused in" in out.stdout and "weights are damaged" in out.stdout, out.stderr[-2000:]
+    assert float(out.stdout.split("refused in ")[1].split(" s")[0]) < 1.0
+
+
+def test_a_pixel_budget_is_checked_before_anything_is_allocated(small_model):
+    import time
+
+    blob = reheader(compress(photo(64, 64), small_model), height=16384, width=16384, z_shape=(256, 256))
+    start = time.perf_counter()
+    with pytest.raises(BitstreamError, match="over the budget"):
+        decompress(blob, small_model)
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(BitstreamError, match="over the budget of 4095"):
+        decompress(compress(photo(64, 64), small_model), small_model, max_pixels=4095)
+    assert decompress(compress(photo(64, 64), small_model), small_model, max_pixels=4096).size == (64, 64)
