@@ -256,7 +256,7 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     to_evaluate = [n for n in names if states[n] == "evaluate"]
     print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate)} cached, "
           f"{len(to_evaluate)} to evaluate, {len(to_train)} to train")
-    if to_train:
+    if to_train and (train or dry_run):
         hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget)) for n in to_train) / 3600 / jobs
         print(f"to train (about {hours:.1f} h at {jobs} runs at a time on this machine's estimate):")
         for n in to_train:

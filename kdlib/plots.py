@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -106,7 +107,7 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
     its twin). Repeated labels (seeds) are drawn each time, named once."""
     sns.set_theme(style="whitegrid", context="notebook")
     keys = list(dict.fromkeys(points.loc[points.kind != "teacher", "color_key"]))
-    colors = dict(zip(keys, sns.color_palette("tab10", len(keys))))
+    colors = dict(zip(keys, sns.color_palette("tab10", 10)[2:] * 2))  # blue and orange: curve and teacher
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms-ssim-db", "MS-SSIM (dB)")]:
         ax.plot(curve.bpp, curve[metric], "o--", color="tab:blue", lw=1, ms=4, label=curve.label.iloc[0])
@@ -134,11 +135,11 @@ def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     finite = points[np.isfinite(points[resource].astype(float))]
-    colors = dict(zip(finite.label, sns.color_palette("tab10", len(finite))))
+    colors = dict(zip(finite.label, sns.color_palette("tab10", 10)[2:] * 2))
     for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "bpp", "bit rate (bpp)")]:
         ax.set(xlabel=xlabel, ylabel=ylabel)
         if finite.empty:
-            ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True, transform=ax.transAxes)
+            ax.text(0.5, 0.5, textwrap.fill(note, 45), ha="center", va="center", fontsize="small", transform=ax.transAxes)
             continue
         teacher = finite[finite.kind == "teacher"]
         if curve is not None and len(teacher):
@@ -148,7 +149,8 @@ def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.
             teacher_row = row.kind == "teacher"
             ax.plot(row[resource], row[metric], "s" if teacher_row else "o", ms=8,
                     color="tab:orange" if teacher_row else colors[row.label], label=row.label)
-    axes[0].legend(fontsize="small")
+    if not finite.empty:
+        axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
 
