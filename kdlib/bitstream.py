@@ -109,6 +109,12 @@ def use_device(model: Hyperprior, device: str | torch.device | None) -> Hyperpri
     device encoded them, and any machine decodes them. Decoded pixels on a GPU may differ from
     the CPU's by float rounding."""
     if device is not None:
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise DataError(f"Unknown device {device!r} (e.g. cpu, cuda, cuda:1)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise DataError(f"Device {device} asked for, but torch sees no CUDA GPU here; leave --device out to use the CPU")
         model.cpu()
         model.g_a.to(device)
         model.g_s.to(device)
@@ -269,6 +275,8 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Cannot write {path}: folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, FileExistsError,
-            FileNotFoundError, IsADirectoryError) as err:
+            FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -1,9 +1,12 @@
 import json
+import os
 import re
 
 import pytest
 
+import numpy as np
 import torch
+from PIL import Image
 from compressai.models import ScaleHyperprior
 
 from kdlib.cli import main
@@ -74,3 +77,25 @@ def test_every_train_flag_has_help_and_default(capsys):
     for entry in entries:
         text = " ".join(entry.split())
         assert "--name" in text or "default" in text, text
+
+
+def test_output_and_device_errors_are_one_line(small_model, tmp_path, capsys):
+    from kdlib.models import save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pth.tar", small_model, {})
+    image = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(image)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [(["compress", str(image), str(tmp_path / "nowhere" / "x.kdl"), "--model", str(tmp_path / "m.pth.tar")], "does not exist"),
+             (["compress", str(image), str(tmp_path / "x.kdl"), "--model", str(tmp_path / "m.pth.tar"), "--device", "foo"], "Unknown device"),
+             (["compress", str(image), str(tmp_path / "x.kdl"), "--model", str(tmp_path / "m.pth.tar"), "--device", "cuda"], "CUDA")]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((["compress", str(image), str(locked / "x.kdl"), "--model", str(tmp_path / "m.pth.tar")], "ermission"))
+    for argv, message in cases:
+        if "cuda" in argv and torch.cuda.is_available():
+            continue
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
