@@ -41,15 +41,16 @@ KODIM14 = "kodim14.png"  # the image the paper shows reconstructed
 # Training budgets of the experiment runs (the teachers have their own, see kdlib.train.SCALES).
 # "cpu": 10000 steps of 128x128 x 8 crops, bf16 autocast for the student (teachers fp32), chosen
 # from measured steps/s so that experiment 1 (18 runs) takes about 8 hours of a 2-core machine,
-# two runs at a time on one thread each (README, "Experiment budgets").
+# two runs at a time on one thread each (README, "The paper's experiments").
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(scale="smoke", steps=4, val_every=2),
     "cpu": dict(scale="cpu", steps=10_000, precision="bf16"),
     "paper": dict(scale="paper"),
 }
-# Measured steps/s at one thread per run, two runs at a time, bf16 + compile (for time estimates):
-# {(kd?, N): steps/s}; other sizes are interpolated.
-STEPS_PER_S = {(True, 16): 3.5, (True, 64): 2.2, (True, 112): 1.5, (False, 16): 15.0, (False, 64): 6.1, (False, 112): 4.0}
+# Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (README):
+# {(kd?, N): steps/s}, measured for N = 16 and 64 (KD: teacher targets computed or cached, on
+# average), N = 112 extrapolated; other sizes are interpolated.
+STEPS_PER_S = {(True, 16): 3.6, (True, 64): 2.0, (True, 112): 1.8, (False, 16): 18.9, (False, 64): 4.7, (False, 112): 3.0}
 
 
 @dataclass(frozen=True)
