@@ -174,7 +174,7 @@ def mse_figure(table: pd.DataFrame, teacher_mse: float, x: str = "N", title: str
 def reconstructions_figure(panels: list[tuple[str, np.ndarray]], columns: int = 3) -> plt.Figure:
     """A grid of image crops, each with its title (the paper's ``kd_lic_kodak_14``)."""
     rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.7 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (title, image) in zip(axes.flat, panels):
