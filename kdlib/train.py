@@ -423,12 +423,14 @@ def handed_over(earlier: str | Path) -> tuple[Any, int, float]:
 
 
 def record(run: str | Path, name: str, folder: str | Path) -> dict[str, Any]:
-    """Keep what a run leaves when its weights are not released: ``<folder>/<name>.log.csv`` and an
+    """Keep what a run leaves when its weights are not released: ``<folder>/<name>.log.csv.gz`` and an
     entry in ``<folder>/manifest.json`` (config, its hash, the best weights' sha256, steps, hours)."""
+    import gzip
+
     run, folder = Path(run), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     best, last = read_checkpoint(run / "best.pth.tar")["meta"], read_checkpoint(run / "last.pth.tar")["meta"]
-    (folder / f"{name}.log.csv").write_bytes((run / "log.csv").read_bytes())
+    (folder / f"{name}.log.csv.gz").write_bytes(gzip.compress((run / "log.csv").read_bytes(), mtime=0))
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[name] = {"config": best["config"], "config_hash": Config(**best["config"]).hash(),

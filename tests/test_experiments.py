@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -46,6 +47,7 @@ def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_pat
         result = json.loads((out / f"{name}.json").read_text())
         assert len(result["per_image"]) == 2 and result["model"]["config_hash"] == RUNS_hash(name)
         assert json.loads((records / "manifest.json").read_text())[name]["config_hash"] == RUNS_hash(name)
+        assert list(pd.read_csv(records / f"{name}.log.csv.gz").step) == [1, 2]
     assert set(run_experiment(1, "smoke", tmp_path / "runs").values()) == {"cached"}
     (out / "k.json").unlink()  # results lost, run folder kept: evaluate again, train nothing
     assert status(["k", "s"], "smoke", tmp_path / "runs") == {"k": "evaluate", "s": "cached"}
