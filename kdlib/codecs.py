@@ -76,14 +76,17 @@ def evaluate_codec(codec: str, images: list[Path], settings: list[int] | None = 
             "settings": settings, "per_setting": per_setting}
 
 
-def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]]) -> dict[str, float]:
+def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]], method: str = "akima",
+               rate: str = "bpp") -> dict[str, float]:
     """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` (eval_model ``results``).
 
-    Akima interpolation (``bjontegaard`` package), integrated over the range the two curves
-    share, however small (``min_overlap=0``); ``overlap_pct`` says how much that is.
+    ``bjontegaard`` package, integrated over the range the two curves share, however small
+    (``min_overlap=0``); ``overlap_pct`` says how much that is. ``method="akima"`` (default) or
+    ``"cubic"`` (Bjontegaard's cubic polynomial fit, the authors' way); ``rate="bpp-estimated"`` for the
+    likelihood rate the paper reports.
     """
-    args = (anchor["bpp"], anchor["psnr-rgb"], test["bpp"], test["psnr-rgb"])
-    options = {"method": "akima", "require_matching_points": False, "min_overlap": 0}
+    args = (anchor[rate], anchor["psnr-rgb"], test[rate], test["psnr-rgb"])
+    options = {"method": method, "require_matching_points": False, "min_overlap": 0}
     lo, hi = max(min(anchor["psnr-rgb"]), min(test["psnr-rgb"])), min(max(anchor["psnr-rgb"]), max(test["psnr-rgb"]))
     span = max(max(anchor["psnr-rgb"]), max(test["psnr-rgb"])) - min(min(anchor["psnr-rgb"]), min(test["psnr-rgb"]))
     return {"bd_rate_pct": float(bjontegaard.bd_rate(*args, **options)),

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from kdlib import plots
 
@@ -15,3 +16,13 @@ def test_gap_to_curve():
     assert math.isclose(worse["psnr_gap_db"], -3) and math.isclose(worse["rate_excess_pct"], 100)
     outside = plots.gap_to_curve(curve, 0.3, 28.0)
     assert math.isnan(outside["rate_excess_pct"]) and outside["psnr_gap_db"] < -3
+
+
+@pytest.mark.parametrize("method, rate", [("akima", "bpp"), ("cubic", "bpp-estimated")])
+def test_bd_of_a_curve_needing_ten_percent_more_rate(method, rate):
+    from kdlib.codecs import bd_metrics
+
+    anchor = {"bpp": [0.1, 0.2, 0.4, 0.8], "bpp-estimated": [0.1, 0.2, 0.4, 0.8], "psnr-rgb": [27, 29, 31, 33]}
+    test = {**anchor, rate: [1.1 * v for v in anchor[rate]]}
+    bd = bd_metrics(anchor, test, method, rate)
+    assert bd["bd_rate_pct"] == pytest.approx(10.0) and bd["bd_psnr_db"] < 0 and bd["overlap_pct"] == 100
