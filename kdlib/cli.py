@@ -119,7 +119,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.bench == "resources":
         bench.resources(args.models, paths, args.passes, args.thread_counts, Path(args.out))
     elif args.bench == "codecs":
-        bench.codecs(args.codecs or ["jpeg", "webp", "jpeg2000", "avif"], paths, Path(args.out))
+        from kdlib.codecs import CODECS
+
+        bench.codecs(args.codecs or list(CODECS), paths, Path(args.out))
     elif args.bench == "codec":
         bench.codec_speed(args.models, paths, Path(args.out), args.repeats)
     elif args.bench == "teacher":

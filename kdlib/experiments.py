@@ -192,15 +192,15 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
         return
     threads = max(1, torch.get_num_threads() // jobs)
     configs = {n: RUNS[n].config(budget) for n in names}
-    folders = {n: run_dir(c, runs) for n, c in configs.items()}  # once: a KD run's hash reads its teacher
+    dirs = {n: run_dir(c, runs) for n, c in configs.items()}
     total = sum(c.steps for c in configs.values())
-    steps = {n: last_step(folders[n]) for n in names}  # resumed runs start there
+    steps = {n: last_step(dirs[n]) for n in names}  # resumed runs start there
     bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache): n for n, c in configs.items()}
         while pending:
             time.sleep(2)
-            now = {n: last_step(folders[n]) for n in names}
+            now = {n: last_step(dirs[n]) for n in names}
             bar.n = sum(now.values())
             bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
             bar.refresh()

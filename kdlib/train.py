@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -104,8 +105,20 @@ class Config:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "name"}
         for key in ("teacher", "hyper_teacher"):
             if key in fields:
-                fields[key] = f"sha256:{data.sha256sum(resolve(fields[key]))}"
+                fields[key] = f"sha256:{file_digest(resolve(fields[key]))}"
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, computed once per content state (path, size, modification time): a grid
+    of runs hashes its teachers' configs many times."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return data.sha256sum(path)
 
 
 def run_dir(config: Config, runs: str | Path = "runs") -> Path:
@@ -267,7 +280,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     t_forward, h_forward = [t and (torch.compile(t) if compile else t) for t in targets]
     cache = None
     if teacher_cache and teacher is not None and not targets[0].hyper:  # y_hat of the same crops, shared by runs
-        key = {"teacher": data.sha256sum(resolve(config.teacher)), "seed": config.seed, "rank": rank,
+        key = {"teacher": file_digest(resolve(config.teacher)), "seed": config.seed, "rank": rank,
                "crop": config.crop, "batch": config.batch, "data": str(config.data or data.train_root()),
                "dataset": config.dataset, "chunk": CHUNK}
         cache = TargetCache(teacher_cache, key, t_forward, torch.compile(teacher.g_s) if compile else teacher.g_s)
