@@ -7,6 +7,7 @@ a second spread: the same difference measured on independently trained pairs.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,40 @@ def family_bd(rows: pd.DataFrame, anchor: str, test: str, by: str = "arm") -> di
     if min(len(c["bpp"]) for c in curves.values()) < 2:
         return {"bd_rate_pct": float("nan"), "bd_psnr_db": float("nan"), "overlap_pct": 0.0}
     return bd_metrics(curves[anchor], curves[test])
+
+
+def compare(done: pd.DataFrame, test: str, anchor: str) -> dict[str, float]:
+    """Run ``test`` minus run ``anchor`` (names in ``done``'s ``name`` column, both at the same
+    lambda), image by image: the :func:`kd_gain` columns for one seed. NaN where either run has
+    no result yet."""
+    rows = done.set_index("name")
+    if test not in rows.index or anchor not in rows.index:
+        return {f"d_{m}{s}": float("nan") for m in ("psnr-rgb", "bpp", "rd_cost") for s in ("", "_low", "_high")}
+    if rows.loc[test, "lmbda"] != rows.loc[anchor, "lmbda"]:
+        raise ValueError(f"{test} and {anchor} are trained at different lambdas; their RD costs do not compare")
+    gain = kd_gain([rows.loc[test, "path"]], [rows.loc[anchor, "path"]], rows.loc[test, "lmbda"])
+    return {k: v for k, v in gain.items() if k != "seeds" and not k.endswith("_seed_sd")}
+
+
+def family_curve(rows: pd.DataFrame) -> dict[str, list[float]]:
+    """A family of runs (or of published points) as eval_model ``results``, sorted by real bpp."""
+    points = rows.sort_values("bpp")
+    return {k: list(points[k]) for k in ("bpp", "bpp-estimated", "psnr-rgb") if k in points}
+
+
+def bd_two_ways(anchor: dict[str, list[float]], test: dict[str, list[float]]) -> dict[str, float]:
+    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` two ways: the authors' (cubic
+    polynomial fit on the estimated bpp; an anchor without estimates, like CompressAI's published
+    curve, keeps its bpp) and the ``bjontegaard`` package's recommended Akima on real bpp. NaN
+    where a curve has fewer than two points."""
+    keys = ("authors_bd_rate_pct", "authors_bd_psnr_db", "akima_bd_rate_pct", "akima_bd_psnr_db", "overlap_pct")
+    if min(len(anchor.get("bpp", [])), len(test.get("bpp", []))) < 2:
+        return dict.fromkeys(keys, float("nan"))
+    def estimated(c):
+        return {"bpp": c.get("bpp-estimated", c["bpp"]), "psnr-rgb": c["psnr-rgb"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy's RankWarning: a cubic through 2-3 points
+        authors = bd_metrics(estimated(anchor), estimated(test), method="cubic")
+    akima = bd_metrics(anchor, test, method="akima")
+    values = (authors["bd_rate_pct"], authors["bd_psnr_db"], akima["bd_rate_pct"], akima["bd_psnr_db"], akima["overlap_pct"])
+    return dict(zip(keys, values))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -74,6 +75,13 @@ class Run:
     def arm(self) -> str:
         return "scratch" if self.teacher is None else "kd"
 
+    @property
+    def loss_weights(self) -> tuple[float, float, float, float] | None:
+        """(w_latent, w_hyper, w_recon, w_rd) of a KD run, None from scratch."""
+        if self.teacher is None:
+            return None
+        return self.weights or tuple(KD_PRESETS[self.kd][k] for k in ("w_latent", "w_hyper", "w_recon", "w_rd"))
+
     def config(self, budget: str = "cpu") -> Config:
         fields: dict[str, Any] = dict(name=self.name, N=self.N, Z=self.Z, lmbda=self.lmbda, seed=self.seed,
                                       **BUDGETS[budget])
@@ -113,7 +121,7 @@ EXPERIMENTS: dict[int, list[str]] = {
     1: [n for n in RUNS if n.startswith("e1-")],
     2: [n for n in RUNS if n.startswith("e2-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
     3: [n for n in RUNS if n.startswith("e3-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
-    4: [n for n in RUNS if n.startswith("e4-")],
+    4: [n for n in RUNS if n.startswith("e4-")] + [f"e1-kd-N{N}-s0" for N in (16, 64, 112)],
     5: [n for n in RUNS if n.startswith("e5-")] + [f"e1-{a}-N{N}-s0" for N in (16, 64, 112) for a in ("kd", "scratch")],
 }
 # Training order: experiment 1's seed-0 pairs first (N = 64, the paper's recommended student, then
@@ -279,16 +287,18 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
 
 def results(number: int, folder: str | Path) -> "Any":
     """Experiment ``number``'s runs as a DataFrame, one row per run: its :class:`Run` fields,
-    ``arm``, ``path`` of its result JSON in ``folder`` and the JSON's means (NaN where missing)."""
+    ``arm``, ``path`` of its result JSON in ``folder``, ``done`` and the JSON's means, MS-SSIM in dB
+    too (NaN where missing)."""
     import pandas as pd
 
     rows = []
     for name in EXPERIMENTS[number]:
         run, path = RUNS[name], Path(folder) / f"{name}.json"
-        row = {**dataclasses.asdict(run), "arm": run.arm, "path": str(path), "done": path.exists(),
+        row = {**dataclasses.asdict(run), "arm": run.arm, "loss_weights": run.loss_weights, "path": str(path), "done": path.exists(),
                **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}
         if path.exists():
             row.update({k: v[0] for k, v in json.loads(path.read_text())["results"].items()})
+        row["ms-ssim-db"] = -10 * math.log10(1 - row["ms-ssim-rgb"]) if path.exists() else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 

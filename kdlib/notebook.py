@@ -21,3 +21,49 @@ def setup(scale: str, results_dir: str | Path, data_dir: str | Path | None = Non
         plots.FIGURES, plots.TABLES = results / "smoke-figures", results / "smoke-tables"
     print(f"scale={scale}")
     return scale, results
+
+
+def points(rows: "pd.DataFrame", family: str, tag: str = "", kind: str = "student") -> "pd.DataFrame":
+    """Rows of :func:`kdlib.experiments.results` (done runs) as :func:`kdlib.plots.families_figure`
+    points of one ``family``; ``tag`` is a format string over a row's fields, e.g. ``"N={N}"``."""
+    import pandas as pd
+
+    rows = rows[rows.done]
+    return pd.DataFrame({"family": family, "kind": kind, "bpp": rows.bpp, "psnr": rows["psnr-rgb"],
+                         "ms-ssim-db": rows["ms-ssim-db"], "tag": [tag.format(**r) for r in rows.to_dict("records")]})
+
+
+def teacher_point(path: str | Path, label: str) -> "pd.DataFrame":
+    """A teacher's result JSON as one ``kind == "teacher"`` point."""
+    import pandas as pd
+
+    r = plots.read_result(path)["results"]
+    return pd.DataFrame([{"family": label, "kind": "teacher", "bpp": r["bpp"][0], "psnr": r["psnr-rgb"][0],
+                          "ms-ssim-db": plots.msssim_db(r["ms-ssim-rgb"][0]), "tag": ""}])
+
+
+def kodim14_panel(results: Path, name: str, title: str, result_path: str | Path,
+                  box: tuple[int, int, int, int] = (416, 176, 736, 496)) -> tuple[str, "np.ndarray"] | None:
+    """``(title with PSNR and bpp, crop)`` of a model's decoded kodim14 saved by the experiment
+    runner (``<results>/experiments/kodim14/<name>.png``), None where it is not there."""
+    import numpy as np
+    from PIL import Image
+
+    path = results / "experiments" / "kodim14" / f"{name}.png"
+    if not path.exists() or not Path(result_path).exists():
+        return None
+    image = next(r for r in plots.read_result(result_path)["per_image"] if r["image"] == "kodim14.png")
+    return f"{title}\n{image['psnr-rgb']:.2f} dB, {image['bpp']:.3f} bpp", np.asarray(Image.open(path).crop(box))
+
+
+def check_results(done: "pd.DataFrame", scale: str) -> None:
+    """Every landed result: 24 Kodak images, made by the run's declared config (at ``cpu``),
+    and a real bit rate within 5 % of the estimate."""
+    from kdlib import experiments
+
+    for r in done.itertuples():
+        result = plots.read_result(r.path)
+        assert len(result["per_image"]) == 24 or scale == "smoke", r.name
+        assert result["model"]["config_hash"] == experiments.RUNS[r.name].config("cpu").hash() or scale != "cpu", r.name
+        assert abs(result["results"]["bpp"][0] / result["results"]["bpp-estimated"][0] - 1) < 0.05, r.name
+    print(f"checks passed ({len(done)} results)")

@@ -125,6 +125,34 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
     return fig
 
 
+def families_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "") -> plt.Figure:
+    """The paper's RD figures of experiments 2-5: PSNR and MS-SSIM (dB) against bpp, each
+    ``family`` of points (a lambda sweep, a size sweep, or one variant) joined by a dashed line
+    in its own colour, teachers (``kind == "teacher"``) as squares, over the dashed reference
+    ``curve`` (bpp, psnr, ms-ssim-db, label). ``points``: family, kind, bpp, psnr, ms-ssim-db and
+    an optional ``tag`` written beside each point (e.g. its N or lambda)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    families = list(dict.fromkeys(points.loc[points.kind != "teacher", "family"]))
+    colors = dict(zip(families, sns.color_palette("tab10", 10)[2:] + sns.color_palette("Dark2", 8)))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms-ssim-db", "MS-SSIM (dB)")]:
+        ax.plot(curve.bpp, curve[metric], "o--", color="tab:blue", lw=1, ms=4, label=curve.label.iloc[0])
+        for family in families:
+            rows = points[(points.family == family) & (points.kind != "teacher")].sort_values("bpp")
+            ax.plot(rows.bpp, rows[metric], "o--", lw=1, ms=7, color=colors[family], label=family)
+            for _, row in rows.iterrows() if "tag" in rows else ():
+                ax.annotate(row.tag, (row.bpp, row[metric]), xytext=(4, -10), textcoords="offset points",
+                            fontsize="x-small", color=colors[family])
+        teachers = points[points.kind == "teacher"]
+        for (label, row), color in zip(teachers.set_index("family").iterrows(), ("tab:orange", "tab:brown", "tab:pink")):
+            ax.plot(row.bpp, row[metric], "s", ms=8, color=color, label=label)
+        ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.DataFrame | None = None,
                     note: str = "") -> plt.Figure:
     """PSNR and bit rate against one resource (the paper's ``kd_lic_parameters`` .. ``_energy``).

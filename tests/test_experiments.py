@@ -116,3 +116,19 @@ def test_paired_bootstrap_and_kd_gain(tmp_path):
     assert noisy["low"] < noisy["mean"] < noisy["high"] and noisy["high"] - noisy["low"] > 0.3
     with pytest.raises(ValueError, match="same seeds"):
         analysis.kd_gain(kd, scratch[:2], 0.025)
+
+
+def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
+    def result(name, psnr):
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
+                      "bpp-estimated": 0.5} for i in range(24)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
+        return {"name": name, "path": str(tmp_path / f"{name}.json")}
+
+    done = pd.DataFrame([{**result("a", 30.2), "lmbda": 0.025}, {**result("b", 30.0), "lmbda": 0.025},
+                         {**result("c", 30.0), "lmbda": 0.013}])
+    d = analysis.compare(done, "a", "b")
+    assert d["d_psnr-rgb"] == pytest.approx(0.2) and d["d_rd_cost"] < 0 and d["d_rd_cost_high"] < 0
+    assert np.isnan(analysis.compare(done, "a", "missing")["d_rd_cost"])
+    with pytest.raises(ValueError, match="different lambdas"):
+        analysis.compare(done, "a", "c")

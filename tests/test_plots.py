@@ -26,3 +26,28 @@ def test_bd_of_a_curve_needing_ten_percent_more_rate(method, rate):
     test = {**anchor, rate: [1.1 * v for v in anchor[rate]]}
     bd = bd_metrics(anchor, test, method, rate)
     assert bd["bd_rate_pct"] == pytest.approx(10.0) and bd["bd_psnr_db"] < 0 and bd["overlap_pct"] == 100
+
+
+def test_bd_two_ways_reads_estimated_rate_for_the_authors_and_real_rate_for_akima():
+    from kdlib.analysis import bd_two_ways
+
+    anchor = {"bpp": [0.1, 0.2, 0.4, 0.8], "psnr-rgb": [27, 29, 31, 33]}  # published: no estimate
+    test = {"bpp": [0.12, 0.24, 0.48, 0.96], "bpp-estimated": [0.11, 0.22, 0.44, 0.88], "psnr-rgb": [27, 29, 31, 33]}
+    bd = bd_two_ways(anchor, test)
+    assert bd["authors_bd_rate_pct"] == pytest.approx(10.0, abs=0.05)  # estimated rate, 10 % above
+    assert bd["akima_bd_rate_pct"] == pytest.approx(20.0, abs=0.05)  # real rate, 20 % above
+    assert bd["authors_bd_psnr_db"] < 0 and bd["akima_bd_psnr_db"] < bd["authors_bd_psnr_db"]
+    assert all(math.isnan(v) for v in bd_two_ways(anchor, {k: v[:1] for k, v in test.items()}).values())
+
+
+def test_families_figure_draws_each_family_once_and_teachers_as_squares():
+    points = pd.DataFrame({"family": ["KD", "KD", "scratch", "teacher T5"], "kind": ["student"] * 3 + ["teacher"],
+                           "bpp": [0.3, 0.6, 0.7, 0.8], "psnr": [29, 31, 30, 34], "ms-ssim-db": [13, 15, 14, 18],
+                           "tag": ["a", "b", "c", ""]})
+    curve = pd.DataFrame({"label": "ref", "bpp": [0.2, 0.8], "psnr": [28, 34], "ms-ssim-db": [12, 18]})
+    fig = plots.families_figure(points, curve)
+    labels = [h.get_label() for h in fig.axes[0].get_lines()]
+    assert labels == ["ref", "KD", "scratch", "teacher T5"]
+    assert list(fig.axes[0].get_lines()[1].get_xdata()) == [0.3, 0.6]  # a family is one line
+    assert fig.axes[0].get_lines()[3].get_marker() == "s"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["a", "b", "c"]
