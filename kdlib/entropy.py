@@ -24,6 +24,7 @@ across .5 differently), with these differences:
 """
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -222,15 +223,105 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
             "index_crc": [_crc(i) for i in indexes]}
 
 
+# Memory safety. CompressAI's rANS decoder has no end-of-stream check: on a cut or crafted stream it
+# reads past its buffer. :func:`decode_symbols` pads every stream with zeros, enough for any input
+# (the bound below), so that such reads stay inside our buffer, and checks afterwards that the
+# symbols did not need more bits than the stream holds. The bound, in bytes read: rANS64 reads a
+# 32-bit word whenever its state falls under 2^31 and keeps it under 2^63, so R reads cost 32 R - 32
+# bits of state at most; a symbol costs at most 16 bits (precision 16); a bypass-coded (escape)
+# value reads 4-bit groups while they are 0xF, at most 9 from the state and 8 per all-ones word of
+# the stream (zero padding stops them), then up to 15 per group read: at most 160 groups per escape
+# plus 32 per stream byte in all. Hence at most 12 + 2 n + 80 e + 16 L bytes for n symbols, e of them
+# escapes, from an L-byte stream. Escapes are counted chunk by chunk, so the padding stays small.
+ESCAPE_BYTES = 80
+CHUNK = 32768  # symbols per coder call; the padding holds a chunk of escapes
+
+
+def _bits_table(cdfs: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per CDF table: its escape symbol (``length - 2``), and the bits each symbol costs
+    (16 - log2 of its frequency), padded to the widest table."""
+    bits = torch.zeros(len(cdfs), max(lengths) - 1, dtype=torch.float64)
+    for t, (cdf, n) in enumerate(zip(cdfs, lengths)):
+        bits[t, :n - 1] = 16 - torch.tensor(cdf[:n], dtype=torch.float64).diff().log2()
+    return torch.tensor(lengths, dtype=torch.int64) - 2, bits
+
+
+def decode_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: list,
+                   table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """CompressAI's rANS decoding of one stream (values without offsets: CDF positions), safe on any
+    bytes: the coder never reads outside our buffer, a stream with too many escapes is refused, and
+    so is one whose symbols need more bits than it holds (it ran out: cut or altered).
+    ``table``: :func:`_bits_table` of ``cdfs``; ``indexes``: the CDF index of each symbol."""
+    size, indexes = len(string), indexes.reshape(-1).long()
+    if size < 8 or size % 4:
+        raise RoundTripError(f"A latent stream of {size} bytes is no rANS stream (whole 32-bit words, two at least): "
+                             "the file was cut or altered")
+    escape_at, bits = table
+    decoder, flat, zeros = RansDecoder(), indexes.tolist(), [0] * len(cdfs)
+    decoder.set_stream(string + bytes(2 * len(flat) + 16 * size + ESCAPE_BYTES * CHUNK + 64))
+    parts, done, escapes = [], 0, 0
+    while done < len(flat):
+        stop = min(len(flat), done + CHUNK - escapes)
+        if stop <= done:
+            raise RoundTripError(f"A latent stream has {escapes} escape-coded values in {done} symbols: it was "
+                                 "altered (a trained codec's latents need few)")
+        values = _as_tensor(decoder.decode_stream(flat[done:stop], cdfs, lengths, zeros)).long()
+        escapes += int(((values < 0) | (values >= escape_at[indexes[done:stop]])).sum())
+        parts.append(values)
+        done = stop
+    values = torch.cat(parts) if parts else indexes.new_empty(0)
+    limit = escape_at[indexes]
+    at = indexes * bits.shape[1] + torch.where((values < 0) | (values >= limit), limit, values)
+    spent = bits.reshape(-1)[at].sum().item() + 4 * escapes  # bits the symbols took, at least
+    first = int.from_bytes(string[:8], "little")  # the state the decoder starts from
+    held = math.log2(max(first, 1)) + 32 * (size // 4 - 2) - 31  # bits a whole stream gives its symbols
+    slack = 32 + 1e-4 * len(flat)  # a word, and rANS's rounding (< 1e-4 bit per symbol)
+    if spent > held + slack:
+        raise RoundTripError(f"A latent stream ran out: its symbols need {spent:.0f} bits, it holds {held:.0f}; "
+                             "the file was cut or altered")
+    if not escapes and spent < held - slack:  # (escapes' bits are counted at least, not exactly)
+        raise RoundTripError(f"A latent stream holds {held:.0f} bits, its symbols use {spent:.0f}: "
+                             "the file was altered")
+    return values
+
+
+def _hyper_tables(model: Hyperprior) -> tuple[list, list, list, tuple]:
+    """The entropy bottleneck's CDF tables as lists (unpadded), offsets, and :func:`_bits_table`, once per model."""
+    eb = model.entropy_bottleneck
+    key = (eb._quantized_cdf.data_ptr(), eb._quantized_cdf._version)
+    if getattr(model, "_kdl_hyper_key", None) != key:
+        lengths = eb._cdf_length.reshape(-1).int().tolist()
+        cdfs = [row[:n] for row, n in zip(eb._quantized_cdf.tolist(), lengths)]
+        model._kdl_hyper = (cdfs, lengths, eb._offset.reshape(-1).int().tolist(), _bits_table(cdfs, lengths))
+        model._kdl_hyper_key = key
+    return model._kdl_hyper
+
+
+def decode_hyper(model: Hyperprior, strings: list[bytes], shape: tuple[int, int]) -> torch.Tensor:
+    """z_hat from its streams: CompressAI's ``EntropyBottleneck.decompress``, through :func:`decode_symbols`."""
+    eb = model.entropy_bottleneck
+    cdfs, lengths, offsets, table = _hyper_tables(model)
+    size = (len(strings), len(lengths), *shape)
+    indexes = eb._build_indexes(size).to(eb._quantized_cdf.device)
+    outputs = eb._quantized_cdf.new_empty(size)
+    offsets = torch.tensor(offsets, device=outputs.device)
+    for i, string in enumerate(strings):
+        values = decode_symbols(string, indexes[i], cdfs, lengths, table).to(outputs.device)
+        outputs[i] = (values + offsets[indexes[i].reshape(-1).long()]).reshape(outputs[i].shape)
+    medians = eb._extend_ndims(eb._get_medians().detach(), len(shape)).expand(len(strings), *([-1] * (len(shape) + 1)))
+    return eb.dequantize(outputs, medians, medians.dtype)
+
+
 @torch.no_grad()
 def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: list[int] | None = None,
            deterministic: bool = True) -> dict:
     """Decompress ``[y_strings, z_strings]``: ``{"x_hat", "y_hat"}``, ``x_hat`` in [0, 1], still padded.
 
     With ``index_crc`` (from :func:`encode`), raises :class:`RoundTripError` if the decoder's
-    scale indexes are not the encoder's. ``deterministic`` as in :func:`encode`.
+    scale indexes are not the encoder's. Any bytes are safe to decode (:func:`decode_symbols`):
+    a cut or altered stream raises :class:`RoundTripError`. ``deterministic`` as in :func:`encode`.
     """
-    z_hat = model.entropy_bottleneck.decompress(strings[1], shape)
+    z_hat = decode_hyper(model, strings[1], shape)
     indexes = scale_indexes(model, z_hat, deterministic)
     if index_crc is not None:
         for i, (expected, idx) in enumerate(zip(index_crc, indexes)):
@@ -238,13 +329,22 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
                 raise RoundTripError(f"Image {i}: the scale indexes decoded from the hyper-latent differ from the "
                                      "encoder's: the file's streams were altered or mixed from another file, or this "
                                      "machine's floating point differs from the encoder's; cannot decode exactly")
-    coder, offsets, rows = RansDecoder(), model.gaussian_conditional._offset.reshape(-1).float(), []
+    offsets, rows = model.gaussian_conditional._offset.reshape(-1).float(), []
     for string, i in zip(strings[0], indexes):
         cdfs, lengths, _ = _used_tables(model, i)  # decoded without offsets; added in one tensor op
-        values = coder.decode_with_indexes(string, i.reshape(-1).tolist(), cdfs, lengths, [0] * len(cdfs))
-        rows.append(offsets[i].add_(_as_tensor(values).reshape(i.shape).to(offsets.device)))
+        values = decode_symbols(string, i, cdfs, lengths, _bits(model, len(cdfs)))
+        rows.append(offsets[i].add_(values.reshape(i.shape).to(offsets.device)))
     y_hat = torch.stack(rows)
     return {"x_hat": synthesize(model, y_hat, deterministic), "y_hat": y_hat}
+
+
+def _bits(model: Hyperprior, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_bits_table` of the Gaussian conditional's first ``count`` tables, built once per model."""
+    cdfs, lengths, _, _ = _tables(model)
+    if getattr(model, "_kdl_bits_source", None) is not model._kdl_tables:
+        model._kdl_bits, model._kdl_bits_source = _bits_table(cdfs, lengths), model._kdl_tables
+    escape_at, bits = model._kdl_bits
+    return escape_at[:count], bits[:count]
 
 
 def pack(y_string: bytes, z_string: bytes, shape: tuple[int, int]) -> bytes:

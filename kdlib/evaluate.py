@@ -68,7 +68,7 @@ def evaluate_image(model: Hyperprior, decoder: Hyperprior, x: torch.Tensor,
 
     start = time.perf_counter()
     y_string, z_string, shape = unpack(blob)
-    dec = decode(decoder, [[y_string], [z_string]], shape, deterministic=False)
+    dec = decode(decoder, [[y_string], [z_string]], shape, enc["index_crc"], deterministic=False)
     dec_time = time.perf_counter() - start
     if not torch.equal(dec["y_hat"], enc["y_hat"]):
         wrong = (dec["y_hat"] != enc["y_hat"]).sum().item()

@@ -222,3 +222,121 @@ def test_a_pixel_budget_is_checked_before_anything_is_allocated(small_model, mon
     with pytest.raises(BitstreamError, match="over the budget of 4095"):
         decompress(compress(photo(64, 64), small_model), small_model, max_pixels=4095)
     assert decompress(compress(photo(64, 64), small_model), small_model, max_pixels=4096).size == (64, 64)
+
+
+@pytest.fixture(scope="module")
+def coding_model() -> Hyperprior:
+    """A trained model (the released S16): its streams are what real files hold (an untrained model's
+    y stream fits in 8 bytes, or is mostly escapes once its latents are scaled up)."""
+    from kdlib.models import load_model
+
+    return load_model(CODING_MODEL)
+
+
+CODING_MODEL = "S16"
+
+
+def forge(blob: bytes, z: bytes | None = None, y: bytes | None = None, **changes) -> bytes:
+    """A hostile file: ``blob`` with its streams and header fields replaced, every CRC made valid."""
+    import zlib
+
+    header, payload = bitstream.read_header(blob)
+    z = payload[:header.z_length] if z is None else z
+    y = payload[header.z_length:] if y is None else y
+    for key, value in {"z_length": len(z), "y_length": len(y), **changes}.items():
+        setattr(header, key, value)
+    return header.pack() + z + y + zlib.crc32(z + y).to_bytes(4, "big")
+
+
+def hostile_files(model) -> dict[str, bytes]:
+    """500 crafted files with valid CRCs: short, empty, cut, random, all-ones (escape-heavy),
+    swapped and oversized streams, on a small and a 1024x1024 image; extreme and inconsistent
+    geometry. Names starting with ``geometry`` must be refused."""
+    rng = np.random.default_rng(0)
+    small, other = compress(photo(), model), compress(photo(seed=1), model)
+    big = compress(photo(1024, 1024), model)
+    files = {}
+    for base_name, base in (("small", small), ("big", big)):
+        header, payload = bitstream.read_header(base)
+        z, y = payload[:header.z_length], payload[header.z_length:]
+        streams = {"y-empty": (z, b""), "z-empty": (b"", y), "both-empty": (b"", b""), "swapped": (y, z)}
+        for n in range(1, 9):
+            streams[f"y-first{n}"] = (z, y[:n])
+            streams[f"y-ones{n}"] = (z, b"\xff" * n)
+        for k in range(60):
+            cut = int(rng.integers(0, len(y)))
+            streams[f"y-cut{k}"] = (z, y[:cut])
+            streams[f"y-cutword{k}"] = (z, y[:cut - cut % 4])
+            streams[f"y-random{k}"] = (z, rng.bytes(int(rng.choice([8, 64, 1000, len(y), 4 * len(y)]))))
+            streams[f"z-cut{k}"] = (z[:int(rng.integers(0, len(z)))], y)
+        for n in (8, 1024, 65536):
+            streams[f"y-allones{n}"] = (z, b"\xff" * n)
+            streams[f"y-zeros{n}"] = (z, bytes(n))
+        streams["y-other"] = (z, bitstream.read_header(other)[1][bitstream.read_header(other)[0].z_length:])
+        streams["y-oversized"] = (z, y + rng.bytes(1 << 20))
+        for name, (zs, ys) in streams.items():
+            if base_name == "small" or not name.startswith(("y-random", "z-cut")) or name.endswith(("0", "1")):
+                files[f"{base_name}-{name}"] = forge(base, zs, ys)
+    for k, (h, w) in enumerate([(0, 100), (77, 0), (1 << 15, 1 << 15), (1 << 20, 7), (64, 64), (16384, 16384)]):
+        files[f"geometry-size{k}"] = forge(small, height=h, width=w)
+    for k in range(40):
+        header = bitstream.read_header(small)[0]
+        changes = {"padding": tuple(int(v) for v in rng.integers(0, 70, 4)),
+                   "z_shape": tuple(int(v) for v in rng.integers(0, 5, 2))}
+        if changes["padding"] != header.padding or changes["z_shape"] != header.z_shape:
+            files[f"geometry-random{k}"] = forge(small, **changes)
+    while len(files) < 500:  # random bytes in both streams
+        k = len(files)
+        files[f"random{k}"] = forge(small, rng.bytes(int(rng.integers(0, 64))), rng.bytes(int(rng.integers(0, 4096))))
+    return files
+
+
+def test_500_hostile_files_decode_cleanly_in_bounded_time_and_memory(coding_model, tmp_path):
+    """Each crafted file is one clean BitstreamError or a deterministic image; no crash (each worker is a
+    subprocess that decodes many files), no hang (the timeout), peak memory under 1 GB per worker."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    files = hostile_files(coding_model)
+    assert len(files) >= 500
+    folders = [tmp_path / f"worker{i}" for i in range(4)]
+    for i, (name, blob) in enumerate(sorted(files.items())):
+        folders[i % 4].mkdir(exist_ok=True)
+        (folders[i % 4] / f"{name}.kdl").write_bytes(blob)
+    worker = Path(__file__).with_name("kdl_fuzz_worker.py")
+    runs = [subprocess.Popen([sys.executable, str(worker), CODING_MODEL, str(f)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in folders]
+    outcomes, peaks = {}, []
+    for run, folder in zip(runs, folders):
+        out, err = run.communicate(timeout=150)
+        assert run.returncode == 0, f"{folder.name} crashed (exit {run.returncode}) after " \
+                                    f"{len(out.splitlines())} files: {err[-1500:]}"
+        lines = [json.loads(line) for line in out.splitlines()]
+        outcomes.update({r["file"][:-4]: r for r in lines[1:-1]})
+        peaks.append((lines[-1]["peak_rss_mb"], lines[0]["base_rss_mb"]))
+    assert sorted(outcomes) == sorted(files)
+    assert not [n for n, r in outcomes.items() if r["outcome"] == "nondeterministic"]
+    assert not [n for n, r in outcomes.items() if n.startswith("geometry") and r["outcome"] == "decoded"]
+    decoded = sorted(n for n, r in outcomes.items() if r["outcome"] == "decoded")
+    assert max(peak for peak, _ in peaks) < 1024, peaks
+    slowest = max(outcomes.values(), key=lambda r: r["s"])
+    print(f"{len(files)} files: {len(decoded)} decoded ({', '.join(decoded[:8])}...), the rest refused; "
+          f"slowest {slowest['file']} {slowest['s']:.2f} s; peak memory per worker {max(peaks)[0]:.0f} MB, "
+          f"of which {max(p - b for p, b in peaks):.0f} MB above the imports")
+
+
+def test_a_cut_or_padded_stream_is_refused_with_its_cause(coding_model):
+    small_model = coding_model
+    blob = compress(photo(), small_model)  # 0 escapes in its y stream
+    header, payload = bitstream.read_header(blob)
+    y = payload[header.z_length:]
+    half = len(y) // 2 - len(y) // 2 % 4
+    with pytest.raises(BitstreamError, match="ran out"):
+        decompress(forge(blob, y=y[:half]), small_model)
+    with pytest.raises(BitstreamError, match="no rANS stream"):
+        decompress(forge(blob, y=y[:5]), small_model)
+    with pytest.raises(BitstreamError, match="holds .* bits, its symbols use"):
+        decompress(forge(blob, y=y + bytes(64)), small_model)
+    assert decompress(forge(blob, y=y), small_model).tobytes() == decompress(blob, small_model).tobytes()
