@@ -234,55 +234,63 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
 # plus 32 per stream byte in all. Hence at most 12 + 2 n + 80 e + 16 L bytes for n symbols, e of them
 # escapes, from an L-byte stream. Escapes are counted chunk by chunk, so the padding stays small.
 ESCAPE_BYTES = 80
-CHUNK = 32768  # symbols per coder call; the padding holds a chunk of escapes
+CHUNK = 16_384  # symbols per coder call: the padding holds a chunk of escapes, and copying a larger
+# one into the coder costs more than the calls saved (measured with kdlib bench codec)
 
 
 def _bits_table(cdfs: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per CDF table: its escape symbol (``length - 2``), and the bits each symbol costs
-    (16 - log2 of its frequency), padded to the widest table."""
-    bits = torch.zeros(len(cdfs), max(lengths) - 1, dtype=torch.float64)
+    """Per CDF table and decoded value (a column; values beyond the last one fold into it): whether it
+    is an escape (the last symbol, ``length - 2``, or beyond), and the bits it costs: 16 - log2 of its
+    frequency, plus 4 for an escape (its first 4-bit group; it may read more)."""
+    width = max(lengths)
+    escape, bits = torch.ones(len(cdfs), width, dtype=torch.uint8), torch.zeros(len(cdfs), width, dtype=torch.float64)
     for t, (cdf, n) in enumerate(zip(cdfs, lengths)):
-        bits[t, :n - 1] = 16 - torch.tensor(cdf[:n], dtype=torch.float64).diff().log2()
-    return torch.tensor(lengths, dtype=torch.int64) - 2, bits
+        cost = 16 - torch.tensor(cdf[:n], dtype=torch.float64).diff().log2()
+        escape[t, :n - 2] = 0
+        bits[t, :n - 2], bits[t, n - 2:] = cost[:n - 2], cost[n - 2] + 4
+    return escape, bits
 
 
 def decode_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: list,
                    table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """CompressAI's rANS decoding of one stream (values without offsets: CDF positions), safe on any
     bytes: the coder never reads outside our buffer, a stream with too many escapes is refused, and
-    so is one whose symbols need more bits than it holds (it ran out: cut or altered).
-    ``table``: :func:`_bits_table` of ``cdfs``; ``indexes``: the CDF index of each symbol."""
-    size, indexes = len(string), indexes.reshape(-1).long()
+    so is one whose symbols need more bits than it holds (it ran out: cut or altered) or, without
+    escapes, fewer. ``table``: :func:`_bits_table` of ``cdfs``; ``indexes``: each symbol's CDF."""
+    size, indexes = len(string), indexes.reshape(-1)
     if size < 8 or size % 4:
         raise RoundTripError(f"A latent stream of {size} bytes is no rANS stream (whole 32-bit words, two at least): "
                              "the file was cut or altered")
-    escape_at, bits = table
+    escape, bits = (t.reshape(-1) for t in table)
+    width, n = table[0].shape[1], len(indexes)
     decoder, flat, zeros = RansDecoder(), indexes.tolist(), [0] * len(cdfs)
-    decoder.set_stream(string + bytes(2 * len(flat) + 16 * size + ESCAPE_BYTES * CHUNK + 64))
-    parts, done, escapes = [], 0, 0
-    while done < len(flat):
-        stop = min(len(flat), done + CHUNK - escapes)
+    decoder.set_stream(string + bytes(2 * n + 16 * size + ESCAPE_BYTES * CHUNK + 64))
+    rows = indexes.long() * width
+    parts, done, escapes, spent = [], 0, 0, 0.0
+    while done < n:
+        stop = min(n, done + CHUNK - escapes)
         if stop <= done:
             raise RoundTripError(f"A latent stream has {escapes} escape-coded values in {done} symbols: it was "
                                  "altered (a trained codec's latents need few)")
-        values = _as_tensor(decoder.decode_stream(flat[done:stop], cdfs, lengths, zeros)).long()
-        escapes += int(((values < 0) | (values >= escape_at[indexes[done:stop]])).sum())
+        values = _as_tensor(decoder.decode_stream(flat[done:stop], cdfs, lengths, zeros))
+        column = values.long().clamp_(max=width - 1)
+        if values.dtype != torch.uint8:  # negative values are escapes too
+            column[values < 0] = width - 1
+        at = column.add_(rows[done:stop])
+        escapes += int(escape[at].sum())
+        spent += bits[at].sum().item()
         parts.append(values)
         done = stop
-    values = torch.cat(parts) if parts else indexes.new_empty(0)
-    limit = escape_at[indexes]
-    at = indexes * bits.shape[1] + torch.where((values < 0) | (values >= limit), limit, values)
-    spent = bits.reshape(-1)[at].sum().item() + 4 * escapes  # bits the symbols took, at least
     first = int.from_bytes(string[:8], "little")  # the state the decoder starts from
     held = math.log2(max(first, 1)) + 32 * (size // 4 - 2) - 31  # bits a whole stream gives its symbols
-    slack = 32 + 1e-4 * len(flat)  # a word, and rANS's rounding (< 1e-4 bit per symbol)
+    slack = 32 + 1e-4 * n  # a word, and rANS's rounding (< 1e-4 bit per symbol)
     if spent > held + slack:
         raise RoundTripError(f"A latent stream ran out: its symbols need {spent:.0f} bits, it holds {held:.0f}; "
                              "the file was cut or altered")
-    if not escapes and spent < held - slack:  # (escapes' bits are counted at least, not exactly)
+    if not escapes and spent < held - slack:  # (an escape's bits are counted at least, not exactly)
         raise RoundTripError(f"A latent stream holds {held:.0f} bits, its symbols use {spent:.0f}: "
                              "the file was altered")
-    return values
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def _hyper_tables(model: Hyperprior) -> tuple[list, list, list, tuple]:
@@ -307,7 +315,7 @@ def decode_hyper(model: Hyperprior, strings: list[bytes], shape: tuple[int, int]
     offsets = torch.tensor(offsets, device=outputs.device)
     for i, string in enumerate(strings):
         values = decode_symbols(string, indexes[i], cdfs, lengths, table).to(outputs.device)
-        outputs[i] = (values + offsets[indexes[i].reshape(-1).long()]).reshape(outputs[i].shape)
+        outputs[i] = (values.long() + offsets[indexes[i].reshape(-1).long()]).reshape(outputs[i].shape)
     medians = eb._extend_ndims(eb._get_medians().detach(), len(shape)).expand(len(strings), *([-1] * (len(shape) + 1)))
     return eb.dequantize(outputs, medians, medians.dtype)
 
@@ -343,8 +351,8 @@ def _bits(model: Hyperprior, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     cdfs, lengths, _, _ = _tables(model)
     if getattr(model, "_kdl_bits_source", None) is not model._kdl_tables:
         model._kdl_bits, model._kdl_bits_source = _bits_table(cdfs, lengths), model._kdl_tables
-    escape_at, bits = model._kdl_bits
-    return escape_at[:count], bits[:count]
+    escape, bits = model._kdl_bits
+    return escape[:count], bits[:count]
 
 
 def pack(y_string: bytes, z_string: bytes, shape: tuple[int, int]) -> bytes:
