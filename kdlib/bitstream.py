@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from kdlib import entropy
-from kdlib.data import DataError, pad, to_rgb, to_tensor
+from kdlib.data import DataError, open_image, pad, to_rgb, to_tensor
 from kdlib.models import Hyperprior, current_umask, from_spec
 
 MAGIC, VERSION = b"KDLC", 1
@@ -94,9 +94,7 @@ def _model(model: str | Path | Hyperprior) -> tuple[Hyperprior, str]:
 def _image(image: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
     if isinstance(image, (str, Path)):
         try:
-            with Image.open(image) as opened:
-                opened.load()
-                return _image(opened)
+            return _image(open_image(image))
         except (OSError, Image.DecompressionBombError) as err:
             raise DataError(f"Cannot read image {image}: {err}") from err
     flags = GRAYSCALE if image.mode in ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1") else 0
@@ -135,7 +133,7 @@ def _encode_one(image, model: Hyperprior, name: str) -> bytes:
     x, flags = _image(image)
     if max(x.shape[-2:]) > MAX_SIDE:
         raise DataError(f"Image is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
-    padded, unpad = pad(x[None])
+    padded, unpad = pad(x[None], mode="replicate")  # edges repeated: a tiny image survives its padding
     enc = entropy.encode(model, padded)
     z, y = enc["strings"][1][0], enc["strings"][0][0]
     header = Header(flags, name, model_id(model), x.shape[-2], x.shape[-1], tuple(-p for p in unpad),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +150,81 @@ def split(files: list[Path], part: str) -> list[Path]:
     return [f for i, f in enumerate(files) if (i in held_out) == (part == "val")]
 
 
+def unfilter_png(data: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
+    """PNG scanlines (each a filter-type byte, then ``stride`` bytes) without their filters: (height, stride) uint8."""
+    out, prev, zero = np.zeros((height, stride), np.uint8), np.zeros(stride, np.int64), np.zeros(bpp, np.int64)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, row = data[start], np.frombuffer(data, np.uint8, stride, start + 1).astype(np.int64)
+        if kind == 0:
+            cur = row
+        elif kind == 1:  # Sub: a running sum per byte of the pixel
+            cur = np.cumsum(row.reshape(-1, bpp), axis=0).reshape(-1) & 255
+        elif kind == 2:  # Up
+            cur = (row + prev) & 255
+        elif kind in (3, 4):  # Average, Paeth: pixel by pixel (each needs the decoded one to its left)
+            cur = row.copy()
+            for x in range(0, stride, bpp):
+                left, up = (cur[x - bpp:x] if x else zero), prev[x:x + bpp]
+                if kind == 3:
+                    guess = (left + up) >> 1
+                else:
+                    corner = prev[x - bpp:x] if x else zero
+                    p = left + up - corner
+                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                    guess = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+                cur[x:x + bpp] = (cur[x:x + bpp] + guess) & 255
+        else:
+            raise DataError(f"PNG row {y} has an unknown filter type {kind}")
+        out[y], prev = cur, cur
+    return out
+
+
+def read_png16(path: str | Path) -> np.ndarray:
+    """A 16-bit RGB or RGBA PNG's samples, (H, W, channels) uint16: Pillow reads these as 8-bit by
+    dropping the low byte; kdlib rounds them instead. Non-interlaced files only."""
+    blob = Path(path).read_bytes()
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(blob):
+        length, kind = struct.unpack_from(">I4s", blob, pos)
+        body = blob[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        pos += 12 + length
+    if header is None or header[2] != 16 or header[3] not in (2, 6):
+        raise DataError(f"{path} is not a 16-bit RGB(A) PNG")
+    width, height, _, color, _, _, interlace = header
+    if interlace:
+        raise DataError(f"{path}: interlaced 16-bit PNGs are not read; save it non-interlaced")
+    channels = 3 if color == 2 else 4
+    try:
+        data = zlib.decompress(b"".join(idat))
+    except zlib.error as err:
+        raise DataError(f"Cannot read image {path}: {err}") from err
+    if len(data) != height * (1 + 2 * channels * width):
+        raise DataError(f"Cannot read image {path}: its pixel data is truncated")
+    rows = unfilter_png(data, height, 2 * channels * width, 2 * channels)
+    return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
+
+
+def _is_png16_rgb(image: Image.Image) -> bool:
+    return image.format == "PNG" and image.mode in ("RGB", "RGBA") and bool(image.tile) \
+        and str(image.tile[0].args).endswith(";16B")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """An image file, loaded; a 16-bit RGB(A) PNG comes as 8-bit with its samples rounded, as 16-bit
+    grayscale is by :func:`to_rgb` (Pillow would drop their low byte)."""
+    with Image.open(path) as image:
+        if _is_png16_rgb(image):
+            samples = np.round(read_png16(path) / 257.0).astype(np.uint8)
+            return Image.fromarray(samples, "RGBA" if samples.shape[2] == 4 else "RGB")
+        image.load()
+        return image
+
+
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     """Convert to 8-bit RGB with a documented rule for every mode.
 
@@ -174,9 +251,7 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
 def load_image(path: str | Path) -> torch.Tensor:
     """An image file as a float tensor (3, H, W) in [0, 1]."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = to_rgb(image, str(path))
+        rgb = to_rgb(open_image(path), str(path))
     except (OSError, Image.DecompressionBombError) as err:
         raise DataError(f"Cannot read image {path}: {err}") from err
     return to_tensor(rgb)
@@ -187,13 +262,15 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
 
 
-def pad(x: torch.Tensor, multiple: int = 64) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Zero-pad (N, C, H, W) to a multiple of ``multiple``, centred, exactly as CompressAI's eval.
+def pad(x: torch.Tensor, multiple: int = 64, mode: str = "constant") -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (N, C, H, W) to a multiple of ``multiple``, centred: with zeros by default, exactly as
+    CompressAI's eval (so results compare); ``mode="replicate"`` repeats the edge pixels, which
+    ``.kdl`` files use so that a tiny image is not swamped by its padding.
 
     Returns the padded tensor and the (negative) padding that :func:`crop` applies to undo it.
     """
     padding, unpadding = compute_padding(x.shape[-2], x.shape[-1], min_div=multiple)
-    return F.pad(x, padding, mode="constant", value=0), unpadding
+    return F.pad(x, padding, mode=mode), unpadding
 
 
 def crop(x: torch.Tensor, unpadding: tuple[int, int, int, int]) -> torch.Tensor:
@@ -220,8 +297,7 @@ class ImageCrops(Dataset):
     def _array(self, index: int) -> np.ndarray:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        with Image.open(self.files[index]) as image:
-            array = np.array(to_rgb(image, str(self.files[index])), dtype=np.uint8)
+        array = np.array(to_rgb(open_image(self.files[index]), str(self.files[index])), dtype=np.uint8)
         if self._cache is not None:
             self._cache[index] = array
         return array

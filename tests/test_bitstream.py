@@ -340,3 +340,10 @@ def test_a_cut_or_padded_stream_is_refused_with_its_cause(coding_model):
     with pytest.raises(BitstreamError, match="holds .* bits, its symbols use"):
         decompress(forge(blob, y=y + bytes(64)), small_model)
     assert decompress(forge(blob, y=y), small_model).tobytes() == decompress(blob, small_model).tobytes()
+
+
+def test_a_tiny_image_survives_its_padding(coding_model):
+    """A 1x1 image is padded to 64x64 by repeating its pixel, not with zeros that swamp it."""
+    pixel = Image.new("RGB", (1, 1), (116, 116, 88))
+    decoded = np.asarray(decompress(compress(pixel, coding_model), coding_model), np.int64)
+    assert np.abs(decoded[0, 0] - [116, 116, 88]).max() <= 8, decoded[0, 0]

@@ -81,3 +81,47 @@ def test_crops(photo_folder):
     assert torch.equal(val[2], val[2])
     with pytest.raises(data.DataError):
         data.image_files(photo_folder / "missing")
+
+
+def png16(path, samples: np.ndarray, filters=(0, 1, 2, 3, 4)):
+    """Write a 16-bit RGB(A) PNG by hand (Pillow cannot), each row with the next filter type."""
+    import struct
+    import zlib
+
+    h, w, c = samples.shape
+    bpp, rows, prev = 2 * c, [], np.zeros(2 * c * w, np.int64)
+    shift = lambda v: np.concatenate([np.zeros(bpp, np.int64), v[:-bpp]])  # noqa: E731  the pixel to the left
+    for y in range(h):
+        raw = np.frombuffer(samples[y].astype(">u2").tobytes(), np.uint8).astype(np.int64)
+        kind = filters[y % len(filters)]
+        left, corner = shift(raw), shift(prev)
+        p = left + prev - corner
+        paeth = np.where((abs(p - left) <= abs(p - prev)) & (abs(p - left) <= abs(p - corner)), left,
+                         np.where(abs(p - prev) <= abs(p - corner), prev, corner))
+        guess = [0, left, prev, (left + prev) >> 1, paeth][kind]
+        rows.append(bytes([kind]) + ((raw - guess) & 255).astype(np.uint8).tobytes())
+        prev = raw
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_16_bit_rgb_is_rounded_not_truncated(tmp_path):
+    from kdlib.data import DataError, load_image
+
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 65536, (10, 7, 3)).astype(np.uint16)
+    samples[0, 0] = 25855  # Pillow alone gives 100 (its high byte); rounded: 101
+    x = load_image(png16(tmp_path / "rgb16.png", samples))
+    expected = np.round(samples / 257.0).transpose(2, 0, 1) / 255
+    assert np.allclose(x.numpy(), expected, atol=1e-6) and round(x[0, 0, 0].item() * 255) == 101
+    alpha = np.concatenate([samples, np.full((10, 7, 1), 65535, np.uint16)], axis=2)
+    assert torch.equal(load_image(png16(tmp_path / "rgba16.png", alpha)), x)  # opaque alpha dropped
+    alpha[3, 3, 3] = 0
+    with pytest.raises(DataError, match="transparent"):
+        load_image(png16(tmp_path / "transparent16.png", alpha))
