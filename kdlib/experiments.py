@@ -202,7 +202,8 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     configs = {n: RUNS[n].config(budget) for n in names}
     dirs = {n: run_dir(c, runs) for n, c in configs.items()}
     total = sum(c.steps for c in configs.values())
-    steps = {n: last_step(dirs[n]) for n in names}  # resumed runs start there
+    steps = {n: last_step(dirs[n]) for n in names}
+    steps = {n: s - s % configs[n].val_every for n, s in steps.items()}  # a resumed run restarts at its checkpoint
     bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache): n for n, c in configs.items()}

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from kdlib import data
 from kdlib.losses import KDLoss
-from kdlib.models import Hyperprior, load_model, read_checkpoint, resolve, save_checkpoint
+from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
 from kdlib.teachers import CHUNK, TargetCache, TeacherTargets
 
 # Per-scale recipe. "cpu" was chosen from measurements on a 2-core machine (see README);
@@ -223,12 +224,40 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
     out = run_dir(config, runs)
     if (out / "done.json").exists():
         return out / "best.pth.tar"
+    if "RANK" not in os.environ and not (out / "last.pth.tar").exists():
+        extend_shorter(config, out)
     rank, world, joined = distributed()
     try:
         return _train(config, out, rank, world, threads, progress, stop_after, compile, teacher_cache)
     finally:
         if joined:  # leaving gloo's threads to interpreter exit aborts the process
             dist.destroy_process_group()
+
+
+def extend_shorter(config: Config, out: Path) -> Path | None:
+    """Start ``out`` from the furthest run of the same config with fewer steps (same name, every
+    field but ``steps`` equal), if any: more ``steps`` extends a run instead of starting over. The
+    shorter run's folder is left as it is (copies of its checkpoints and log are taken). The
+    extended run equals one trained to the new length from the start when the old length was a
+    multiple of ``val_every`` (a run validates at its last step too)."""
+    found = []
+    for folder in out.parent.glob(f"{config.name}-*"):
+        try:
+            other = Config(**json.loads((folder / "config.json").read_text()))
+        except (OSError, TypeError, ValueError):
+            continue
+        if (folder / "last.pth.tar").exists() and other.steps < config.steps \
+                and dataclasses.replace(other, steps=config.steps).hash() == config.hash():
+            found.append((other.steps, folder))
+    if not found:
+        return None
+    steps, folder = max(found)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("last.pth.tar", "best.pth.tar", "log.csv"):
+        if (folder / name).exists():
+            shutil.copy2(folder / name, out / name)
+    print(f"{config.name}: extending {folder} ({steps} steps) to {config.steps} steps in {out}")
+    return folder
 
 
 def _train(config: Config, out: Path, rank: int, world: int, threads: int | None, progress: bool,
@@ -258,7 +287,12 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     train_set, val_set = training_sets(config)
     step, best, wall = 0, math.inf, 0.0
     if (out / "last.pth.tar").exists():  # resume the same run exactly where it stopped
-        state = read_checkpoint(out / "last.pth.tar")
+        try:
+            state = read_checkpoint(out / "last.pth.tar")
+        except ModelError as err:
+            raise TrainingError(f"Cannot resume {out}: {err}. To recover, move {out / 'last.pth.tar'} aside and "
+                                "run again (the run restarts from step 0); best.pth.tar keeps the best weights "
+                                "so far, without the optimiser state a resume needs") from None
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])

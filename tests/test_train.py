@@ -214,3 +214,26 @@ def test_teacher_targets_equal_the_full_forward(small_model):
     full, short = small_model(x), training.TeacherTargets(small_model)(x)
     assert torch.equal(full["y_hat"], short["y_hat"]) and torch.allclose(full["x_hat"], short["x_hat"], atol=1e-6)
     assert torch.equal(training.TeacherTargets(small_model, hyper=True)(x)["z_hat"], full["z_hat"])
+
+
+def test_more_steps_extend_a_finished_run(photo_folder, tmp_path, capsys):
+    """--steps 6 after a 4-step run continues from step 4 (the 4-step folder untouched) and ends where
+    a 6-step run from scratch ends."""
+    whole = train(config(photo_folder, steps=6), runs=tmp_path / "a", progress=False)
+    short = train(config(photo_folder), runs=tmp_path / "b", progress=False)
+    before = short.read_bytes()
+    longer = train(config(photo_folder, steps=6), runs=tmp_path / "b", progress=False)
+    assert "extending" in capsys.readouterr().out and short.read_bytes() == before
+    for key, value in read_checkpoint(whole)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(longer)["state_dict"][key]), key
+    assert len((longer.parent / "log.csv").read_text().splitlines()) == 7  # header + 6 steps
+    other = train(config(photo_folder, steps=6, lmbda=0.01), runs=tmp_path / "b", progress=False)
+    assert read_checkpoint(other.parent / "last.pth.tar")["meta"]["steps"] == 6 and "extending" not in capsys.readouterr().out
+
+
+def test_a_corrupted_checkpoint_says_how_to_recover(photo_folder, tmp_path):
+    train(config(photo_folder), runs=tmp_path, progress=False, stop_after=2)
+    last = run_dir(config(photo_folder), tmp_path) / "last.pth.tar"
+    last.write_bytes(last.read_bytes()[:100])
+    with pytest.raises(TrainingError, match="move .*last.pth.tar aside and run again"):
+        train(config(photo_folder), runs=tmp_path, progress=False)
