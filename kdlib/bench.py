@@ -54,15 +54,19 @@ def resources(specs: list[str], images: list[Path], passes: int, thread_counts: 
     return table
 
 
+def chosen_settings(codec: str, settings: int | None = None) -> list[int]:
+    """A codec's sweep, or ``settings`` of its settings spread over it."""
+    from kdlib.codecs import CODECS
+
+    sweep = CODECS[codec][2]
+    return [sweep[round(i * (len(sweep) - 1) / (settings - 1))] for i in range(settings)] if settings else sweep
+
+
 def codecs(names: list[str], images: list[Path], out: Path, settings: int | None = None) -> None:
     """RD curves and speed of classical codecs: ``<out>/codecs/<codec>.json`` (``settings``: keep
     that many settings of each sweep, spread over it)."""
-    from kdlib.codecs import CODECS
-
     for codec in names:
-        sweep = CODECS[codec][2]
-        chosen = [sweep[round(i * (len(sweep) - 1) / (settings - 1))] for i in range(settings)] if settings else None
-        result = evaluate_codec(codec, images, chosen)
+        result = evaluate_codec(codec, images, chosen_settings(codec, settings))
         path = write_json(result, out / "codecs" / f"{codec}.json")
         r = result["results"]
         print(f"{result['name']}: {len(r['bpp'])} settings, bpp {min(r['bpp']):.3f}-{max(r['bpp']):.3f}, "

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from kdlib import data
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
-from kdlib.models import CHECKPOINTS, ModelError, SpecError, from_spec, load_model, spec_name
+from kdlib.models import ModelError, SpecError, from_spec, spec_name
 from kdlib.train import SCALES, Config, TrainingError, train
 
 RESULTS = Path("results")
@@ -47,47 +46,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    """Compute every result file the notebooks read that is missing or stale (cached otherwise).
+    """Make every result file the notebooks read that is missing or stale (:mod:`kdlib.reproduce`)."""
+    from kdlib.reproduce import reproduce
 
-    At ``smoke`` scale: 2 Kodak images, 3 codec settings, into ``<out>/smoke``.
-    """
-    from kdlib import bench
-    from kdlib.codecs import CODECS
-
-    paths, out = data.kodak_paths(), Path(args.out)
-    if args.scale == "smoke":
-        paths, out = paths[:2], out / "smoke"
-    for checkpoint in sorted(CHECKPOINTS.glob("*.pth.tar")):  # our released checkpoints, on Kodak
-        name, digest = checkpoint.name.removesuffix(".pth.tar"), data.sha256sum(checkpoint)
-        target = out / f"{name}.json"
-        if target.exists() and json.loads(target.read_text())["model"].get("sha256") == digest:
-            print(f"{name}: cached in {target}")
-            continue
-        evaluate_to_json(load_model(checkpoint), paths, name, out, sha256=digest)
-    missing = [c for c in CODECS if not (out / "codecs" / f"{c}.json").exists()]
-    if missing:
-        bench.codecs(missing, paths, out, settings=3 if args.scale == "smoke" else None)
-    if not (out / "codec_speed" / "codec_speed.csv").exists():  # notebook 07's speed figure
-        bench.codec_speed(["T5"], paths, out, repeats=1 if args.scale == "smoke" else 3)
-    from kdlib.experiments import EXPERIMENTS, run_experiment
-
-    for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
-        run_experiment(number, args.scale, args.runs, train=args.train)
-    # Resources: the teacher and the released students (experiment 6), by weights' sha256; the
-    # architectures of sizes without a released student, untrained (size and FLOPs only mean something).
-    specs = [f"untrained:{n}" for n in (128, 112, 96, 64, 32, 16)]
-    specs += [name for name in ["T5"] + [f"S{n}" for n in (16, 32, 64, 96, 112)] if (CHECKPOINTS / f"{name}.pth.tar").exists()]
-    stale = [s for s in specs if not resource_cached(out / "resources" / f"{spec_name(s)}.json", s)]
-    if stale:
-        bench.resources(stale, paths, 1, [1, torch.get_num_threads()], out)
-
-
-def resource_cached(path: Path, spec: str) -> bool:
-    """A resource result exists, for these weights when ``spec`` is a checkpoint."""
-    if not path.exists():
-        return False
-    return spec.startswith("untrained:") or json.loads(path.read_text())["model"].get("sha256") == \
-        data.sha256sum(CHECKPOINTS / f"{spec}.pth.tar")
+    reproduce(args.scale, args.out, args.runs, train=args.train)
 
 
 def cmd_compress(args: argparse.Namespace) -> None:

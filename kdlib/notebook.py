@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdlib import plots
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 SCALE_ENV = "KDLIB_SCALE"  # overrides the parameter: nbval (make test) cannot inject papermill parameters
 

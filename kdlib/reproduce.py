@@ -1,0 +1,147 @@
+"""What the notebooks read, declared once: every result file, what makes it, what it depends on.
+
+``kdlib reproduce`` (and ``make reproduce``) walks :func:`products`: a product whose recorded
+inputs (checkpoint sha256, settings, image count, code) differ from the current ones is stale
+and is made again; the others are kept. Each product records its inputs in itself (the
+``model.sha256`` of a result JSON, the settings of a codec sweep) or, where the file has no room
+for them (a CSV), in ``<file>.inputs.json`` beside it. Experiments keep their own record (the
+config hash in each run's result; :mod:`kdlib.experiments`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import PIL
+import torch
+from tqdm import tqdm
+
+from kdlib import data
+from kdlib.models import CHECKPOINTS, spec_name
+
+# Models whose decoding speed notebook 07 draws (the teacher and the paper's recommended student).
+SPEED_MODELS = ("T5", "S64")
+RESOURCE_MODELS = ("T5", "S16", "S32", "S64", "S96", "S112")
+UNTRAINED_SIZES = (128, 112, 96, 64, 32, 16)  # size and FLOPs of every architecture, trained or not
+
+
+@dataclass
+class Product:
+    """One result file (``path``, under the results folder), read by ``notebooks``."""
+
+    path: Path
+    notebooks: str
+    inputs: dict[str, Any]  # what it must have been made from
+    recorded: Callable[[Path], dict[str, Any] | None]  # what it was made from (None: unknown)
+    make: Callable[[], Any]
+
+    def stale(self, out: Path) -> bool:
+        return not (out / self.path).exists() or self.recorded(out / self.path) != self.inputs
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _sidecar(path: Path) -> dict[str, Any] | None:
+    side = path.with_name(path.name + ".inputs.json")
+    return _json(side) if side.exists() else None
+
+
+def code_digest(*modules: str) -> str:
+    """sha256 prefix of kdlib source files: a benchmark of the codec is stale when its code changes."""
+    root = Path(__file__).parent
+    return hashlib.sha256(b"".join((root / f"{m}.py").read_bytes() for m in modules)).hexdigest()[:16]
+
+
+def checkpoint_digest(name: str) -> str:
+    from kdlib.train import file_digest
+
+    return file_digest(CHECKPOINTS / f"{name}.pth.tar")
+
+
+def released() -> list[str]:
+    return sorted(p.name.removesuffix(".pth.tar") for p in CHECKPOINTS.glob("*.pth.tar"))
+
+
+def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
+    """Every result file the notebooks read, at ``scale``, into ``out`` (experiments apart)."""
+    from kdlib import bench
+    from kdlib.cli import evaluate_to_json
+    from kdlib.codecs import CODECS
+    from kdlib.models import load_model
+
+    n, settings = len(images), 3 if scale == "smoke" else None
+    items = []
+    for name in released():  # our checkpoints on Kodak: notebooks 01, 02, 06
+        items.append(Product(
+            Path(f"{name}.json"), "01_teachers, 02-05 (teachers), 06_resources",
+            {"sha256": data.sha256sum(CHECKPOINTS / f"{name}.pth.tar"), "images": n},
+            lambda p: {"sha256": _json(p)["model"].get("sha256"), "images": len(_json(p)["per_image"])},
+            lambda name=name: evaluate_to_json(load_model(CHECKPOINTS / f"{name}.pth.tar"), images, name, out,
+                                               sha256=data.sha256sum(CHECKPOINTS / f"{name}.pth.tar"))))
+    for codec in CODECS:  # classical codecs: notebooks 00, 07
+        chosen = bench.chosen_settings(codec, settings)
+        items.append(Product(
+            Path("codecs") / f"{codec}.json", "00_baselines, 07_codecs",
+            {"pillow": PIL.__version__, "settings": chosen, "images": n},
+            lambda p: {"pillow": _json(p)["description"].split("Pillow ")[1].split(",")[0],
+                       "settings": _json(p)["settings"], "images": len(_json(p)["per_setting"][0]["per_image"])},
+            lambda codec=codec: bench.codecs([codec], images, out, settings)))
+    speed = [m for m in SPEED_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
+    items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
+        Path("codec_speed") / "codec_speed.csv", "07_codecs",
+        {"models": {m: checkpoint_digest(m) for m in speed}, "code": code_digest("entropy", "bitstream"),
+         "images": n, "repeats": 1 if scale == "smoke" else 3},
+        _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=1 if scale == "smoke" else 3)))
+    specs = [f"untrained:{size}" for size in UNTRAINED_SIZES]
+    specs += [m for m in RESOURCE_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
+    threads = [1, torch.get_num_threads()]
+    for spec in specs:  # resources of experiment 6: notebook 06
+        trained = not spec.startswith("untrained:")
+        items.append(Product(
+            Path("resources") / f"{spec_name(spec)}.json", "06_resources",
+            {"sha256": checkpoint_digest(spec) if trained else None, "threads": threads},
+            lambda p: {"sha256": _json(p)["model"].get("sha256"),
+                       "threads": [t["threads"] for t in _json(p)["throughput"] if t["device"] == "cpu"]},
+            lambda spec=spec: bench.resources([spec], images, 1, threads, out)))
+    return items
+
+
+def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False) -> list[Path]:
+    """Make every stale product at ``scale`` (into ``out``, or ``out/smoke``) and every experiment's
+    results (training only with ``train``); returns the products made. ``paper`` needs a GPU and
+    Vimeo90K, and says which is missing."""
+    from kdlib.experiments import EXPERIMENTS, run_experiment
+
+    if scale == "paper":
+        missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                         ("Vimeo90K (KDLIB_DATA/vimeo_triplet)", vimeo_present())) if not ok]
+        if missing:
+            raise SystemExit(f"kdlib reproduce --scale paper runs the published protocol (millions of steps on "
+                             f"Vimeo90K); missing here: {' and '.join(missing)}. Use --scale cpu on this machine.")
+    images, out = data.kodak_paths(), Path(out)
+    if scale == "smoke":
+        images, out = images[:2], out / "smoke"
+    items = products(scale, out, images)
+    stale = [p for p in items if p.stale(out)]
+    print(f"reproduce ({scale}): {len(items) - len(stale)} of {len(items)} result files up to date, {len(stale)} to make")
+    for product in tqdm(stale, desc="result files", unit="file", dynamic_ncols=True):
+        product.make()
+        side = out / product.path.with_name(product.path.name + ".inputs.json")
+        if product.recorded is _sidecar:
+            side.write_text(json.dumps(product.inputs, indent=1) + "\n")
+        if product.stale(out):
+            raise RuntimeError(f"{product.path} was made but does not record its inputs {product.inputs}")
+    for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
+        run_experiment(number, scale, runs, train=train)
+    return [p.path for p in stale]
+
+
+def vimeo_present() -> bool:
+    root = data.mirror_root()
+    return root is not None and (Path(root) / "vimeo_triplet" / "tri_trainlist.txt").exists()

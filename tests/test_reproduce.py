@@ -1,0 +1,41 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from kdlib import reproduce as rep
+
+
+def test_a_product_is_made_once_then_again_when_its_inputs_change(tmp_path, monkeypatch, mirror):
+    made = []
+    inputs = {"sha256": "a", "images": 2}
+
+    def make():
+        made.append(1)
+        (tmp_path / "smoke" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "smoke" / "x" / "table.csv").write_text("a,b\n")
+
+    product = lambda: rep.Product(Path("x/table.csv"), "nb", dict(inputs), rep._sidecar, make)  # noqa: E731
+    monkeypatch.setattr(rep, "products", lambda scale, out, images: [product()])
+    monkeypatch.setattr("kdlib.experiments.run_experiment", lambda *a, **k: None)
+    assert rep.reproduce("smoke", tmp_path, tmp_path / "runs") == [Path("x/table.csv")]
+    assert json.loads((tmp_path / "smoke" / "x" / "table.csv.inputs.json").read_text()) == inputs
+    assert rep.reproduce("smoke", tmp_path, tmp_path / "runs") == [] and len(made) == 1
+    inputs["sha256"] = "b"  # e.g. a re-released checkpoint
+    assert rep.reproduce("smoke", tmp_path, tmp_path / "runs") == [Path("x/table.csv")] and len(made) == 2
+
+
+def test_every_committed_result_records_its_inputs():
+    """The committed cpu results are up to date with the committed checkpoints and code, except the
+    codec speed benchmark, remade by `make reproduce` when the codec's code changes."""
+    from kdlib import data
+
+    out = Path(__file__).resolve().parent.parent / "results"
+    stale = [str(p.path) for p in rep.products("cpu", out, data.kodak_paths()) if p.stale(out)]
+    assert set(stale) <= {"codec_speed/codec_speed.csv"}, stale
+
+
+def test_paper_scale_says_what_is_missing(monkeypatch):
+    monkeypatch.setattr(rep.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="missing here: a CUDA GPU"):
+        rep.reproduce("paper", "results", "runs")
