@@ -23,8 +23,8 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.models import CHECKPOINTS, spec_name
 
-# Models whose decoding speed notebook 07 draws (the teacher and the paper's recommended student).
-SPEED_MODELS = ("T5", "S64")
+# Models whose coding speed notebook 07 draws: the teacher, the recommended and the smallest student.
+SPEED_MODELS = ("T5", "S64", "S16")
 RESOURCE_MODELS = ("T5", "S16", "S32", "S64", "S96", "S112")
 UNTRAINED_SIZES = (128, 112, 96, 64, 32, 16)  # size and FLOPs of every architecture, trained or not
 
