@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
 
-.PHONY: reproduce test notebooks kernel clean-venv FORCE
+.PHONY: reproduce test notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,17 @@ build/notebooks/$(SCALE)/%.ipynb: notebooks/%.ipynb FORCE | $(VENV)/.installed
 
 FORCE:
 
-test: $(VENV)/.installed
+# The report test opens the HTML in a real headless browser: Debian's chromium, installed if missing.
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (for tests/test_report.py)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get install -y -q --no-install-recommends chromium \
+		|| { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; }; }
+
+# Static HTML of the executed notebooks (their committed cpu outputs) and paper/REPRODUCTION.md.
+report: $(VENV)/.installed
+	$(BIN)/kdlib report --notebooks notebooks --out build/report
+
+test: $(VENV)/.installed chromium
 	KDLIB_SCALE=smoke $(BIN)/pytest -q tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
 

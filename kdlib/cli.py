@@ -52,6 +52,17 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     reproduce(args.scale, args.out, args.runs, train=args.train)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from kdlib import plots
+    from kdlib.report import write_html
+
+    notebooks = sorted(Path(args.notebooks).glob("[0-9][0-9]*.ipynb"))
+    if not notebooks:
+        raise SystemExit(f"No executed notebooks in {args.notebooks}")
+    index = write_html(notebooks, args.out, plots.PAPER / "REPRODUCTION.md", plots.FIGURES)
+    print(f"{len(notebooks)} notebooks and REPRODUCTION.md -> {index}")
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     from kdlib import bitstream
 
@@ -155,12 +166,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     d.set_defaults(func=cmd_decompress)
 
-    r = sub.add_parser("reproduce", help="evaluate the released checkpoints (cached) for the notebooks")
+    r = sub.add_parser("reproduce", help="make every result file the notebooks read that is missing or stale")
     r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
     r.add_argument("--out", default=str(RESULTS))
     r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
     r.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     r.set_defaults(func=cmd_reproduce)
+    rp = sub.add_parser("report", help="static HTML of the executed notebooks and paper/REPRODUCTION.md")
+    rp.add_argument("--notebooks", default="notebooks", help="folder of executed notebooks (default: notebooks, "
+                                                              "which carry the last cpu run's outputs)")
+    rp.add_argument("--out", default="build/report", help="output folder (default: build/report)")
+    rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="benchmarks: resources of codecs, classical codecs")
     bsub = b.add_subparsers(dest="bench", required=True)
