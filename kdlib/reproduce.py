@@ -100,7 +100,7 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
         _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=1 if scale == "smoke" else 3)))
     specs = [f"untrained:{size}" for size in UNTRAINED_SIZES]
     specs += [m for m in RESOURCE_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
-    threads = [1, torch.get_num_threads()]
+    threads = [1] if scale == "smoke" else [1, torch.get_num_threads()]
     for spec in specs:  # resources of experiment 6: notebook 06
         trained = not spec.startswith("untrained:")
         items.append(Product(
