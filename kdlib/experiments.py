@@ -240,7 +240,20 @@ def finish(name: str, budget: str, runs: Path, images: list[Path]) -> Path:
     result = evaluate(model, images, name, progress=False, keep={KODIM14: out / "kodim14" / f"{name}.png"})
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
                            arm=run.arm, budget=budget)
-    return write_json(result, out / f"{name}.json")
+    path = write_json(result, out / f"{name}.json")
+    if run.release and budget == "cpu":
+        note_kodak(run.release, path)
+    return path
+
+
+def note_kodak(release: str, result: Path) -> None:
+    """Put a released student's Kodak means (real bitstreams) into its manifest entry."""
+    manifest_path = CHECKPOINTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    means = {k: round(v[0], 6) for k, v in json.loads(Path(result).read_text())["results"].items()
+             if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
+    manifest[release]["kodak"] = {**means, "images": 24, "result": Path(result).as_posix()}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def recipe(config: Config) -> str:
