@@ -57,14 +57,19 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
 
 def family_bd(rows: pd.DataFrame, anchor: str, test: str, by: str = "arm") -> dict[str, float]:
     """BD-rate and BD-PSNR of the curve of ``rows[by] == test`` against that of ``anchor`` (points
-    sorted by bpp; one point per size or lambda; seed 0)."""
+    sorted by bpp; one point per size or lambda; seed 0); NaN, with a ``note``, where a curve is
+    not monotonic."""
     curves = {}
     for arm in (anchor, test):
         points = rows[(rows[by] == arm) & (rows.seed == 0)].sort_values("bpp")
         curves[arm] = {"bpp": list(points.bpp), "psnr-rgb": list(points["psnr-rgb"])}
     if min(len(c["bpp"]) for c in curves.values()) < 2:
         return {"bd_rate_pct": float("nan"), "bd_psnr_db": float("nan"), "overlap_pct": 0.0}
-    return bd_metrics(curves[anchor], curves[test])
+    try:
+        return bd_metrics(curves[anchor], curves[test])
+    except ValueError as err:  # bjontegaard needs PSNR rising with rate along each curve
+        return {"bd_rate_pct": float("nan"), "bd_psnr_db": float("nan"), "overlap_pct": float("nan"),
+                "note": f"no BD metric: a curve is not monotonic (PSNR falls where the rate rises; {err})"}
 
 
 def compare(done: pd.DataFrame, test: str, anchor: str) -> dict[str, float]:
@@ -90,15 +95,18 @@ def bd_two_ways(anchor: dict[str, list[float]], test: dict[str, list[float]]) ->
     """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` two ways: the authors' (cubic
     polynomial fit on the estimated bpp; an anchor without estimates, like CompressAI's published
     curve, keeps its bpp) and the ``bjontegaard`` package's recommended Akima on real bpp. NaN
-    where a curve has fewer than two points."""
+    where a curve has fewer than two points or is not monotonic."""
     keys = ("authors_bd_rate_pct", "authors_bd_psnr_db", "akima_bd_rate_pct", "akima_bd_psnr_db", "overlap_pct")
     if min(len(anchor.get("bpp", [])), len(test.get("bpp", []))) < 2:
         return dict.fromkeys(keys, float("nan"))
     def estimated(c):
         return {"bpp": c.get("bpp-estimated", c["bpp"]), "psnr-rgb": c["psnr-rgb"]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numpy's RankWarning: a cubic through 2-3 points
-        authors = bd_metrics(estimated(anchor), estimated(test), method="cubic")
-    akima = bd_metrics(anchor, test, method="akima")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's RankWarning: a cubic through 2-3 points
+            authors = bd_metrics(estimated(anchor), estimated(test), method="cubic")
+        akima = bd_metrics(anchor, test, method="akima")
+    except ValueError:  # a curve whose PSNR falls where its rate rises has no BD metric
+        return dict.fromkeys(keys, float("nan"))
     values = (authors["bd_rate_pct"], authors["bd_psnr_db"], akima["bd_rate_pct"], akima["bd_psnr_db"], akima["overlap_pct"])
     return dict(zip(keys, values))

@@ -63,11 +63,13 @@ def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
     N = 64 if 64 in g.index else g.index[0]
     done, total = _runs_done(1, results)
     helped = [str(n) for n in g.index if str(g.loc[n, "verdict"]).startswith("KD better")]
+    hurt = [str(n) for n in g.index if str(g.loc[n, "verdict"]).startswith("scratch better")]
     return (f"N=64 {theirs.loc[64, 'psnr_db']:.2f} dB at {theirs.loc[64, 'bpp']:.2f} bpp, 0.4 dB under the teacher",
             f"N={N} KD {g.loc[N, 'kd_psnr']:.2f} dB at {g.loc[N, 'kd_bpp']:.3f} bpp, scratch "
             f"{g.loc[N, 'scratch_psnr']:.2f} dB at {g.loc[N, 'scratch_bpp']:.3f} bpp ({done} of {total} runs)",
             f"differs: 10k CPU steps, not millions on a GPU; KD beats its scratch twin at N = "
-            f"{', '.join(helped) or 'none'} (paired bootstrap; notebook 02)")
+            f"{', '.join(helped) or 'none'}, loses to it at N = {', '.join(hurt) or 'none'} (paired bootstrap, "
+            "seed 0; notebook 02)")
 
 
 def _bd(tables: Path, results: Path) -> dict[str, tuple[str, str, str]]:

@@ -51,3 +51,14 @@ def test_families_figure_draws_each_family_once_and_teachers_as_squares():
     assert list(fig.axes[0].get_lines()[1].get_xdata()) == [0.3, 0.6]  # a family is one line
     assert fig.axes[0].get_lines()[3].get_marker() == "s"
     assert [t.get_text() for t in fig.axes[0].texts] == ["a", "b", "c"]
+
+
+def test_a_family_whose_psnr_falls_as_its_rate_rises_has_no_bd_metric():
+    from kdlib.analysis import bd_two_ways, family_bd
+
+    rows = pd.DataFrame({"arm": ["kd"] * 3 + ["scratch"] * 3, "seed": 0, "bpp": [0.5, 0.7, 0.9, 0.6, 0.8, 0.95],
+                         "psnr-rgb": [27, 29, 31, 27.5, 31, 30]})  # scratch: more rate, less PSNR at the top
+    bd = family_bd(rows, "scratch", "kd")
+    assert math.isnan(bd["bd_rate_pct"]) and "not monotonic" in bd["note"]
+    assert math.isnan(bd_two_ways({"bpp": [0.6, 0.8, 0.95], "psnr-rgb": [27.5, 31, 30]},
+                                  {"bpp": [0.5, 0.7, 0.9], "psnr-rgb": [27, 29, 31]})["akima_bd_rate_pct"])
