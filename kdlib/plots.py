@@ -119,7 +119,7 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
             ax.plot(row.bpp, row[metric], label=None if row.label in named else row.label, **style)
             named.add(row.label)
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
-    axes[0].legend(fontsize="small", ncol=2)
+    axes[0].legend(fontsize="small", ncol=2, loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
