@@ -276,9 +276,9 @@ def decode_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: li
         column = values.long().clamp_(max=width - 1)
         if values.dtype != torch.uint8:  # negative values are escapes too
             column[values < 0] = width - 1
-        at = column.add_(rows[done:stop])
-        escapes += int(escape[at].sum())
-        spent += bits[at].sum().item()
+        at = column.add_(rows[done:stop])  # (index_select: 5x faster than indexing here)
+        escapes += int(escape.index_select(0, at).sum())
+        spent += bits.index_select(0, at).sum().item()
         parts.append(values)
         done = stop
     first = int.from_bytes(string[:8], "little")  # the state the decoder starts from
@@ -293,14 +293,15 @@ def decode_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: li
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def _hyper_tables(model: Hyperprior) -> tuple[list, list, list, tuple]:
-    """The entropy bottleneck's CDF tables as lists (unpadded), offsets, and :func:`_bits_table`, once per model."""
+def _hyper_tables(model: Hyperprior) -> tuple[list, list, torch.Tensor, tuple]:
+    """The entropy bottleneck's CDF tables as lists (unpadded), offsets (a tensor), and :func:`_bits_table`,
+    once per model."""
     eb = model.entropy_bottleneck
     key = (eb._quantized_cdf.data_ptr(), eb._quantized_cdf._version)
     if getattr(model, "_kdl_hyper_key", None) != key:
         lengths = eb._cdf_length.reshape(-1).int().tolist()
         cdfs = [row[:n] for row, n in zip(eb._quantized_cdf.tolist(), lengths)]
-        model._kdl_hyper = (cdfs, lengths, eb._offset.reshape(-1).int().tolist(), _bits_table(cdfs, lengths))
+        model._kdl_hyper = (cdfs, lengths, eb._offset.reshape(-1).long(), _bits_table(cdfs, lengths))
         model._kdl_hyper_key = key
     return model._kdl_hyper
 
@@ -312,7 +313,7 @@ def decode_hyper(model: Hyperprior, strings: list[bytes], shape: tuple[int, int]
     size = (len(strings), len(lengths), *shape)
     indexes = eb._build_indexes(size).to(eb._quantized_cdf.device)
     outputs = eb._quantized_cdf.new_empty(size)
-    offsets = torch.tensor(offsets, device=outputs.device)
+    offsets = offsets.to(outputs.device)
     for i, string in enumerate(strings):
         values = decode_symbols(string, indexes[i], cdfs, lengths, table).to(outputs.device)
         outputs[i] = (values.long() + offsets[indexes[i].reshape(-1).long()]).reshape(outputs[i].shape)

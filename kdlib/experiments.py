@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -250,9 +249,10 @@ def note_kodak(release: str, result: Path) -> None:
     """Put a released student's Kodak means (real bitstreams) into its manifest entry."""
     manifest_path = CHECKPOINTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    means = {k: round(v[0], 6) for k, v in json.loads(Path(result).read_text())["results"].items()
+    evaluation = json.loads(Path(result).read_text())
+    means = {k: round(v[0], 6) for k, v in evaluation["results"].items()
              if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
-    manifest[release]["kodak"] = {**means, "images": 24, "result": Path(result).as_posix()}
+    manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]), "result": Path(result).as_posix()}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
@@ -305,6 +305,8 @@ def results(number: int, folder: str | Path) -> "Any":
     too (NaN where missing)."""
     import pandas as pd
 
+    from kdlib.plots import msssim_db
+
     rows = []
     for name in EXPERIMENTS[number]:
         run, path = RUNS[name], Path(folder) / f"{name}.json"
@@ -312,7 +314,7 @@ def results(number: int, folder: str | Path) -> "Any":
                **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}
         if path.exists():
             row.update({k: v[0] for k, v in json.loads(path.read_text())["results"].items()})
-        row["ms-ssim-db"] = -10 * math.log10(1 - row["ms-ssim-rgb"]) if path.exists() else float("nan")
+        row["ms-ssim-db"] = msssim_db(row["ms-ssim-rgb"]) if path.exists() else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 

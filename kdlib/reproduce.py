@@ -64,6 +64,23 @@ def checkpoint_digest(name: str) -> str:
     return file_digest(CHECKPOINTS / f"{name}.pth.tar")
 
 
+def _model_inputs(path: Path) -> dict[str, Any]:
+    result = _json(path)
+    return {"sha256": result["model"].get("sha256"), "images": len(result["per_image"])}
+
+
+def _codec_inputs(path: Path) -> dict[str, Any]:
+    result = _json(path)
+    return {"pillow": result["description"].split("Pillow ")[1].split(",")[0], "settings": result["settings"],
+            "images": len(result["per_setting"][0]["per_image"])}
+
+
+def _resource_inputs(path: Path) -> dict[str, Any]:
+    result = _json(path)
+    return {"sha256": result["model"].get("sha256"),
+            "threads": [t["threads"] for t in result["throughput"] if t["device"] == "cpu"]}
+
+
 def released() -> list[str]:
     return sorted(p.name.removesuffix(".pth.tar") for p in CHECKPOINTS.glob("*.pth.tar"))
 
@@ -80,17 +97,14 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     for name in released():  # our checkpoints on Kodak: notebooks 01, 02, 06
         items.append(Product(
             Path(f"{name}.json"), "01_teachers, 02-05 (teachers), 06_resources",
-            {"sha256": data.sha256sum(CHECKPOINTS / f"{name}.pth.tar"), "images": n},
-            lambda p: {"sha256": _json(p)["model"].get("sha256"), "images": len(_json(p)["per_image"])},
+            {"sha256": checkpoint_digest(name), "images": n}, _model_inputs,
             lambda name=name: evaluate_to_json(load_model(CHECKPOINTS / f"{name}.pth.tar"), images, name, out,
-                                               sha256=data.sha256sum(CHECKPOINTS / f"{name}.pth.tar"))))
+                                               sha256=checkpoint_digest(name))))
     for codec in CODECS:  # classical codecs: notebooks 00, 07
         chosen = bench.chosen_settings(codec, settings)
         items.append(Product(
             Path("codecs") / f"{codec}.json", "00_baselines, 07_codecs",
-            {"pillow": PIL.__version__, "settings": chosen, "images": n},
-            lambda p: {"pillow": _json(p)["description"].split("Pillow ")[1].split(",")[0],
-                       "settings": _json(p)["settings"], "images": len(_json(p)["per_setting"][0]["per_image"])},
+            {"pillow": PIL.__version__, "settings": chosen, "images": n}, _codec_inputs,
             lambda codec=codec: bench.codecs([codec], images, out, settings)))
     speed = [m for m in SPEED_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
     items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
@@ -105,9 +119,7 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
         trained = not spec.startswith("untrained:")
         items.append(Product(
             Path("resources") / f"{spec_name(spec)}.json", "06_resources",
-            {"sha256": checkpoint_digest(spec) if trained else None, "threads": threads},
-            lambda p: {"sha256": _json(p)["model"].get("sha256"),
-                       "threads": [t["threads"] for t in _json(p)["throughput"] if t["device"] == "cpu"]},
+            {"sha256": checkpoint_digest(spec) if trained else None, "threads": threads}, _resource_inputs,
             lambda spec=spec: bench.resources([spec], images, 1, threads, out)))
     return items
 
