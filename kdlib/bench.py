@@ -164,24 +164,28 @@ def train_throughput(steps: int = 20, compile_too: bool = True, warmup: int = 5,
 @torch.no_grad()
 def teacher_targets(repeats: int = 20, crop: int = 128, batch: int = 8) -> pd.DataFrame:
     """The teacher's share of a KD step: its full forward (what the loss used to get) against
-    :class:`kdlib.teachers.TeacherTargets` (``g_a``, round, ``g_s``: what the loss reads) and a
-    :class:`kdlib.teachers.TargetCache` hit (CRC of the batch, ``g_s`` of the stored ``y_hat``;
-    the file read excluded), fp32, same batch, interleaved, one run; median seconds and ratios."""
-    from kdlib.teachers import TargetCache, TeacherTargets, batch_crc
+    :class:`kdlib.teachers.TeacherTargets` (``g_a``, round, ``g_s``: what the loss reads) and
+    :class:`kdlib.teachers.TargetCache` hits, with ``y_hat`` only (CRC of the batch, the stored
+    ``y_hat``, ``g_s``) and with ``x_hat`` too (read through its memory map; the page cache holds
+    it here, as it does for two runs of a seed at once), fp32, same batch, interleaved, one run;
+    median seconds and ratios."""
+    from kdlib.teachers import TargetCache, TeacherTargets
 
     torch.manual_seed(0)
     teacher = Hyperprior(128, 192).eval()
     x = torch.rand(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = TargetCache(tmp, {"bench": 1}, TeacherTargets(teacher), teacher.g_s)
-        cache(0, x)  # computed once (CHUNK steps would be written); then served from memory below
-        cache.loaded = (0, {"crc": torch.tensor([batch_crc(x)]), "y_hat": torch.round(teacher.g_a(x))[None].to(torch.int16)})
-    paths = {"full forward": teacher, "TeacherTargets": TeacherTargets(teacher),
-             "TargetCache hit (CRC + g_s)": lambda x: cache(0, x)}
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats + 2):  # the first two passes warm up
-        for name, module in paths.items():
-            times[name].append(_seconds(lambda: module(x)))
+        y_only, with_x = [TargetCache(tmp, {"bench": keep}, TeacherTargets(teacher), teacher.g_s, chunk=1, keep_x=keep)
+                          for keep in (False, True)]
+        y_only(0, x), with_x(0, x)  # computed and written once; read back below
+        paths = {"full forward": teacher, "TeacherTargets": TeacherTargets(teacher),
+                 "TargetCache hit, y_hat (CRC + g_s)": lambda x: y_only(0, x),
+                 "TargetCache hit, y_hat and x_hat": lambda x: with_x(0, x)}
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(repeats + 2):  # the first two passes warm up
+            for name, module in paths.items():
+                times[name].append(_seconds(lambda: module(x)))
+        assert with_x.x_hits == repeats + 2 and torch.equal(with_x(0, x)["x_hat"], y_only(0, x)["x_hat"])
     seconds = {name: float(np.median(t[2:])) for name, t in times.items()}
     table = pd.DataFrame([{"teacher pass": name, "s_per_batch": s, "speed-up": seconds["full forward"] / s}
                           for name, s in seconds.items()])

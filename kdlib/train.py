@@ -382,6 +382,8 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         if log:
             log.write(row)
     bar.close()
+    if cache:
+        cache.close()
     if log:
         log.close()
     if world > 1:

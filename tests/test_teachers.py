@@ -25,7 +25,8 @@ def test_cached_targets_are_the_teachers_and_are_used(photo_folder, tmp_path, mo
     assert calls["n"] == 6
     kw = dict(teacher=str(teacher), N=4)  # another size, same crops: shares the targets
     first = train(config(photo_folder, name="first", **kw), runs=tmp_path / "b", progress=False, teacher_cache=tmp_path / "c")
-    assert calls["n"] == 12 and len(list((tmp_path / "c").rglob("*.pt"))) == 3
+    assert calls["n"] == 12 and len(list((tmp_path / "c").rglob("*.pt"))) == 6  # y_hat and x_hat of 3 chunks
+    assert len(list((tmp_path / "c").rglob("*.x.f32"))) == 3 and not list((tmp_path / "c").rglob("*.tmp"))
     again = train(config(photo_folder, name="again", **kw), runs=tmp_path / "d", progress=False, teacher_cache=tmp_path / "c")
     assert calls["n"] == 12  # every step from the cache
     for key, value in read_checkpoint(first)["state_dict"].items():
@@ -46,3 +47,41 @@ def test_a_batch_that_differs_from_the_cached_one_is_recomputed(tmp_path, small_
         assert cache.misses == 1 and torch.equal(cache(0, x)["y_hat"], first["y_hat"]) and cache.hits == 1
         cache(0, x + 0.01)
     assert cache.misses == 2
+
+
+def test_stored_x_hat_is_the_teachers_and_replaces_g_s(tmp_path, small_model, monkeypatch):
+    targets = teachers.TeacherTargets(small_model)
+    x = [torch.rand(2, 3, 64, 64) for _ in range(4)]
+    with torch.no_grad():
+        first = teachers.TargetCache(tmp_path, {"k": 1}, targets, small_model.g_s, chunk=2)
+        computed = [first(s, batch) for s, batch in enumerate(x)]
+        assert first.misses == 4 and len(list(tmp_path.rglob("*.x.f32"))) == 2
+
+        def fail(_):
+            raise AssertionError("g_s called although x_hat is stored")
+
+        again = teachers.TargetCache(tmp_path, {"k": 1}, fail, fail, chunk=2)
+        for s, batch in enumerate(x):
+            out = again(s, batch)
+            assert torch.equal(out["y_hat"], computed[s]["y_hat"]) and torch.equal(out["x_hat"], computed[s]["x_hat"])
+        assert again.x_hits == 4
+        small = teachers.TargetCache(tmp_path / "y", {"k": 1}, targets, small_model.g_s, chunk=2, keep_x=False)
+        for s, batch in enumerate(x):
+            small(s, batch)
+        assert not list((tmp_path / "y").rglob("*.x.*")) and len(list((tmp_path / "y").rglob("*.pt"))) == 2
+        # a damaged x_hat file is recomputed from y_hat (g_s) and replaced
+        raw = next(tmp_path.glob("*/0.x.f32"))
+        raw.write_bytes(raw.read_bytes()[:-4])
+        third = teachers.TargetCache(tmp_path, {"k": 1}, fail, small_model.g_s, chunk=2)
+        assert torch.equal(third(0, x[0])["x_hat"], computed[0]["x_hat"]) and third.x_hits == 0
+        third(1, x[1])
+        assert raw.stat().st_size == 4 * 2 * x[0].numel() and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_unfinished_chunk_leaves_no_file(tmp_path, small_model):
+    cache = teachers.TargetCache(tmp_path, {"k": 1}, teachers.TeacherTargets(small_model), small_model.g_s, chunk=3)
+    with torch.no_grad():
+        cache(0, torch.rand(2, 3, 64, 64))
+        assert len(list(tmp_path.rglob("*.tmp"))) == 1
+        cache.close()
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.pt"))
