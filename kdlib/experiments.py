@@ -32,7 +32,8 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.losses import KD_PRESETS
 from kdlib.models import CHECKPOINTS, load_model
-from kdlib.train import Config, record, release, run_dir, train
+from kdlib.teachers import stored
+from kdlib.train import Config, record, release, run_dir, teacher_cache_key, train
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
 SIZES = (16, 32, 64, 96, 112)
@@ -51,6 +52,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
 # {(kd?, N): steps/s}, measured for N = 16, 64 and 112 (KD: teacher targets computed or cached, on
 # average); other sizes are interpolated.
 STEPS_PER_S = {(True, 16): 3.6, (True, 64): 2.0, (True, 112): 1.5, (False, 16): 18.9, (False, 64): 4.7, (False, 112): 2.0}
+# A KD run whose x_hat targets are all stored runs at this times its scratch twin's rate (measured:
+# MEASURE).
+STORED_TARGETS = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,15 +148,24 @@ def released_weights(run: Run, config: Config) -> Path | None:
     return CHECKPOINTS / entry["file"] if entry and entry["config_hash"] == config.hash() else None
 
 
-def estimate_s(run: Run, config: Config) -> float:
-    """Estimated training seconds (one thread, two runs at a time) from :data:`STEPS_PER_S`."""
+def estimate_s(run: Run, config: Config, cache: Path | None = None) -> float:
+    """Estimated training seconds (one thread, two runs at a time) from :data:`STEPS_PER_S`. A KD run
+    whose teacher targets, ``x_hat`` included, are all stored in ``cache`` (a
+    :class:`kdlib.teachers.TargetCache` folder) runs at :data:`STORED_TARGETS` times its scratch twin's rate."""
     kd = run.teacher is not None
-    sizes = sorted(n for k, n in STEPS_PER_S if k == kd)
-    low = max([n for n in sizes if n <= run.N], default=sizes[0])
-    high = min([n for n in sizes if n >= run.N], default=sizes[-1])
+    if kd and cache and run.hyper_teacher is None and config.w_hyper == 0 \
+            and stored(cache, teacher_cache_key(config), config.steps) == "x_hat":
+        return config.steps / (STORED_TARGETS * _rate(False, run.N))
+    return config.steps / _rate(kd, run.N)
+
+
+def _rate(kd: bool, n: int) -> float:
+    """Steps/s of a KD (or scratch) student of size ``n``, interpolated in :data:`STEPS_PER_S`."""
+    sizes = sorted(m for k, m in STEPS_PER_S if k == kd)
+    low = max([m for m in sizes if m <= n], default=sizes[0])
+    high = min([m for m in sizes if m >= n], default=sizes[-1])
     a, b = STEPS_PER_S[(kd, low)], STEPS_PER_S[(kd, high)]
-    rate = a if low == high else a + (b - a) * (run.N - low) / (high - low)
-    return config.steps / rate
+    return a if low == high else a + (b - a) * (n - low) / (high - low)
 
 
 def status(names: Iterable[str], budget: str, runs: Path) -> dict[str, str]:
@@ -263,6 +276,11 @@ def recipe(config: Config) -> str:
             f"(teacher fp32), seed {config.seed}")
 
 
+def teacher_cache() -> Path:
+    """The folder of the teacher targets shared by the runs of a seed (:class:`kdlib.teachers.TargetCache`)."""
+    return data.cache_root() / "teacher-targets"
+
+
 def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", jobs: int = 2,
                    compile: bool = True, dry_run: bool = False, only: list[str] | None = None,
                    train: bool = True) -> dict[str, str]:
@@ -280,7 +298,7 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate)} cached, "
           f"{len(to_evaluate)} to evaluate, {len(to_train)} to train")
     if to_train and (train or dry_run):
-        hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget)) for n in to_train) / 3600 / jobs
+        hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / jobs
         print(f"to train (about {hours:.1f} h at {jobs} runs at a time on this machine's estimate):")
         for n in to_train:
             print(f"  {n}: {run_dir(RUNS[n].config(budget), runs)}")
@@ -295,7 +313,7 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
         return states
     train_all(to_train, budget, runs, jobs, compile and budget != "smoke",
               on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images)}"),
-              teacher_cache=None if budget == "smoke" else data.cache_root() / "teacher-targets")
+              teacher_cache=None if budget == "smoke" else teacher_cache())
     return states
 
 

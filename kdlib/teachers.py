@@ -46,6 +46,21 @@ class TeacherTargets(torch.nn.Module):
         return {"y_hat": y_hat, "x_hat": self.teacher.g_s(y_hat)}
 
 
+def key_folder(folder: str | Path, key: dict[str, Any]) -> Path:
+    """Where a :class:`TargetCache` in ``folder`` keeps the targets of ``key``."""
+    return Path(folder) / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stored(folder: str | Path, key: dict[str, Any], steps: int) -> str | None:
+    """What a :class:`TargetCache` in ``folder`` holds for every step of a ``steps``-step run
+    with this key: ``"x_hat"`` (both targets), ``"y_hat"``, or None."""
+    chunks = range(math.ceil(steps / key["chunk"]))
+    for kind, suffixes in (("x_hat", (".pt", ".x.pt", ".x.f32")), ("y_hat", (".pt",))):
+        if all((key_folder(folder, key) / f"{c}{s}").exists() for c in chunks for s in suffixes):
+            return kind
+    return None
+
+
 def batch_crc(x: torch.Tensor) -> int:
     """CRC32 of a batch's float32 values (C order)."""
     return zlib.crc32(x.detach().cpu().contiguous().numpy().tobytes())
@@ -62,8 +77,7 @@ class TargetCache:
 
     def __init__(self, folder: str | Path, key: dict[str, Any], compute: Callable, decode: Callable,
                  chunk: int | None = None, keep_x: bool = True):
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        self.folder = Path(folder) / digest
+        self.folder = key_folder(folder, key)
         self.compute, self.decode, self.chunk, self.keep_x = compute, decode, chunk or CHUNK, keep_x
         self.loaded: tuple[int, dict[str, torch.Tensor] | None] = (-1, None)
         self.loaded_x: tuple[int, tuple[torch.Tensor, np.memmap] | None] = (-1, None)

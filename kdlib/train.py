@@ -208,6 +208,13 @@ def distributed() -> tuple[int, int, bool]:
     return (dist.get_rank() if world > 1 else 0), world, joined
 
 
+def teacher_cache_key(config: Config, rank: int = 0) -> dict[str, Any]:
+    """What decides the crops a run's teacher sees at each step: the key of its :class:`TargetCache`."""
+    return {"teacher": file_digest(resolve(config.teacher)), "seed": config.seed, "rank": rank,
+            "crop": config.crop, "batch": config.batch, "data": str(config.data or data.train_root()),
+            "dataset": config.dataset, "chunk": CHUNK}
+
+
 def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
           progress: bool = True, stop_after: int | None = None, compile: bool = False,
           teacher_cache: str | Path | None = None) -> Path:
@@ -314,10 +321,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     t_forward, h_forward = [t and (torch.compile(t) if compile else t) for t in targets]
     cache = None
     if teacher_cache and teacher is not None and not targets[0].hyper:  # y_hat of the same crops, shared by runs
-        key = {"teacher": file_digest(resolve(config.teacher)), "seed": config.seed, "rank": rank,
-               "crop": config.crop, "batch": config.batch, "data": str(config.data or data.train_root()),
-               "dataset": config.dataset, "chunk": CHUNK}
-        cache = TargetCache(teacher_cache, key, t_forward, torch.compile(teacher.g_s) if compile else teacher.g_s)
+        cache = TargetCache(teacher_cache, teacher_cache_key(config, rank), t_forward, torch.compile(teacher.g_s) if compile else teacher.g_s)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     aux_params = aux_optimizer.param_groups[0]["params"]
 

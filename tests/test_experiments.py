@@ -132,3 +132,26 @@ def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
     assert np.isnan(analysis.compare(done, "a", "missing")["d_rd_cost"])
     with pytest.raises(ValueError, match="different lambdas"):
         analysis.compare(done, "a", "c")
+
+
+def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rate(tmp_path):
+    from kdlib import teachers
+    from kdlib.train import teacher_cache_key
+
+    run = RUNS["e1-kd-N64-s0"]
+    config = run.config("cpu")
+    scratch = experiments.estimate_s(RUNS["e1-scratch-N64-s0"], config)
+    computing = experiments.estimate_s(run, config, tmp_path)
+    folder = teachers.key_folder(tmp_path, teacher_cache_key(config))
+    folder.mkdir(parents=True)
+    for chunk in range(config.steps // teachers.CHUNK):
+        for suffix in (".pt", ".x.pt"):
+            (folder / f"{chunk}{suffix}").touch()
+    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == "y_hat"
+    assert experiments.estimate_s(run, config, tmp_path) == computing > scratch
+    (folder / "19.x.f32").touch()
+    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == "y_hat"  # 0..18 missing
+    for chunk in range(19):
+        (folder / f"{chunk}.x.f32").touch()
+    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == "x_hat"
+    assert experiments.estimate_s(run, config, tmp_path) == pytest.approx(scratch / experiments.STORED_TARGETS)
