@@ -185,7 +185,7 @@ def teacher_targets(repeats: int = 20, crop: int = 128, batch: int = 8) -> pd.Da
         for _ in range(repeats + 2):  # the first two passes warm up
             for name, module in paths.items():
                 times[name].append(_seconds(lambda: module(x)))
-        assert with_x.x_hits == repeats + 2 and torch.equal(with_x(0, x)["x_hat"], y_only(0, x)["x_hat"])
+        assert with_x.hits == repeats + 2 and not with_x.decoded and torch.equal(with_x(0, x)["x_hat"], y_only(0, x)["x_hat"])
     seconds = {name: float(np.median(t[2:])) for name, t in times.items()}
     table = pd.DataFrame([{"teacher pass": name, "s_per_batch": s, "speed-up": seconds["full forward"] / s}
                           for name, s in seconds.items()])

@@ -150,11 +150,11 @@ def released_weights(run: Run, config: Config) -> Path | None:
 
 def estimate_s(run: Run, config: Config, cache: Path | None = None) -> float:
     """Estimated training seconds (one thread, two runs at a time) from :data:`STEPS_PER_S`. A KD run
-    whose teacher targets, ``x_hat`` included, are all stored in ``cache`` (a
+    (not hybrid) whose teacher targets, ``x_hat`` included, are all stored in ``cache`` (a
     :class:`kdlib.teachers.TargetCache` folder) runs at :data:`STORED_TARGETS` times its scratch twin's rate."""
     kd = run.teacher is not None
-    if kd and cache and run.hyper_teacher is None and config.w_hyper == 0 \
-            and stored(cache, teacher_cache_key(config), config.steps) == "x_hat":
+    needed = {"y_hat", "x_hat"} | ({"z_hat"} if config.w_hyper else set())
+    if kd and cache and run.hyper_teacher is None and needed <= stored(cache, teacher_cache_key(config), config.steps):
         return config.steps / (STORED_TARGETS * _rate(False, run.N))
     return config.steps / _rate(kd, run.N)
 

@@ -3,10 +3,11 @@
 Every KD run with the same seed, crop, batch and data draws the same crops in the same order (so
 that a KD run and its scratch twin are paired), so the KD students of a seed, whatever their
 size, ask the teacher for the same targets. :class:`TargetCache` keeps them on disk per step:
-the teacher's ``y_hat`` (int16, about 2 GB per seed at the cpu budget) and, while the disk keeps
-:data:`KEEP_FREE` bytes free, its ``x_hat`` (float32, about 16 GB per seed). A later run checks
-each batch against the stored CRC32 and reads both, skipping the teacher altogether; with
-``y_hat`` alone it recomputes ``x_hat = g_s(y_hat)`` and skips ``g_a``.
+the teacher's ``y_hat`` (int16, about 2 GB per seed at the cpu budget), ``z_hat`` for hyper-latent
+KD (float32, 16 KB a step) and, while the disk keeps :data:`KEEP_FREE` bytes free, its ``x_hat``
+(float32, about 16 GB per seed). A later run checks each batch against the stored CRC32 and reads
+them, skipping the teacher altogether; with ``y_hat`` but no ``x_hat`` it recomputes
+``x_hat = g_s(y_hat)`` and skips ``g_a``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,31 @@ from kdlib.models import Hyperprior
 
 CHUNK = 500  # steps per cache file
 KEEP_FREE = 16 * 2**30  # x_hat is cached only while the disk keeps this much free after a chunk
+PARTS = ("y_hat", "x_hat")  # what the KD loss reads from a teacher; hyper-latent KD adds "z_hat"
+FILES = {"y_hat": "{}.pt", "x_hat": "{}.x.pt", "z_hat": "{}.z.pt"}  # x_hat's values: "{}.x.f32"
 
 
 class TeacherTargets(torch.nn.Module):
-    """What the KD loss reads from a teacher in eval mode, and nothing more: ``y_hat = round(g_a(x))``
-    and ``x_hat = g_s(y_hat)`` (equal to its full forward's), plus ``z_hat`` when ``hyper``."""
+    """What the KD loss reads from a teacher in eval mode, and nothing more: ``parts`` among
+    ``y_hat = round(g_a(x))``, ``x_hat = g_s(y_hat)`` and ``z_hat`` (the entropy bottleneck's
+    dequantised ``h_a(|g_a(x)|)``), each equal to the teacher's full forward's."""
 
-    def __init__(self, teacher: Hyperprior, hyper: bool = False):
+    def __init__(self, teacher: Hyperprior, parts: Iterable[str] = PARTS):
         super().__init__()
-        self.teacher, self.hyper = teacher.to(memory_format=torch.channels_last), hyper
+        self.teacher, self.parts = teacher.to(memory_format=torch.channels_last), tuple(parts)
+        if not self.parts or set(self.parts) - set(FILES):
+            raise ValueError(f"parts must be among {tuple(FILES)}, not {self.parts}")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.hyper:
-            return self.teacher(x)
-        y_hat = torch.round(self.teacher.g_a(x))
-        return {"y_hat": y_hat, "x_hat": self.teacher.g_s(y_hat)}
+        y = self.teacher.g_a(x)
+        out = {}
+        if "y_hat" in self.parts or "x_hat" in self.parts:
+            out["y_hat"] = torch.round(y)
+        if "x_hat" in self.parts:
+            out["x_hat"] = self.teacher.g_s(out["y_hat"])
+        if "z_hat" in self.parts:
+            out["z_hat"] = self.teacher.entropy_bottleneck(self.teacher.h_a(torch.abs(y)).float())[0]
+        return {k: out[k] for k in self.parts}
 
 
 def key_folder(folder: str | Path, key: dict[str, Any]) -> Path:
@@ -51,14 +62,13 @@ def key_folder(folder: str | Path, key: dict[str, Any]) -> Path:
     return Path(folder) / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def stored(folder: str | Path, key: dict[str, Any], steps: int) -> str | None:
-    """What a :class:`TargetCache` in ``folder`` holds for every step of a ``steps``-step run
-    with this key: ``"x_hat"`` (both targets), ``"y_hat"``, or None."""
+def stored(folder: str | Path, key: dict[str, Any], steps: int) -> set[str]:
+    """The parts a :class:`TargetCache` in ``folder`` holds for every step of a ``steps``-step run with this key."""
     chunks = range(math.ceil(steps / key["chunk"]))
-    for kind, suffixes in (("x_hat", (".pt", ".x.pt", ".x.f32")), ("y_hat", (".pt",))):
-        if all((key_folder(folder, key) / f"{c}{s}").exists() for c in chunks for s in suffixes):
-            return kind
-    return None
+    where = key_folder(folder, key)
+    names = {part: [name] + ([name.replace(".pt", ".f32")] if part == "x_hat" else []) for part, name in FILES.items()}
+    return {part for part, files in names.items()
+            if all((where / f.format(c)).exists() for c in chunks for f in files)}
 
 
 def batch_crc(x: torch.Tensor) -> int:
@@ -67,22 +77,23 @@ def batch_crc(x: torch.Tensor) -> int:
 
 
 class TargetCache:
-    """The targets of ``compute`` (a :class:`TeacherTargets`, maybe compiled) for step ``s`` of a
-    run, from ``<folder>/<key>/<s // chunk>.*`` when those files hold this very batch (CRC32),
-    else computed. ``decode`` is the teacher's ``g_s``. A chunk computed in one go (not a resumed
-    run's first) is written at its end, atomically (runs at the same seed may share the folder):
-    ``<c>.pt`` (CRC32s and int16 ``y_hat``), ``<c>.x.f32`` (raw float32 ``x_hat``, read through a
-    memory map) and ``<c>.x.pt`` (its CRC32s and batch shape, written last); ``keep_x=False``
-    keeps ``y_hat`` only."""
+    """The targets of ``compute`` (a :class:`TeacherTargets` giving ``parts``, maybe compiled) for
+    step ``s`` of a run, from ``<folder>/<key>/<s // chunk>.*`` when those files hold this very batch
+    (CRC32), else computed. ``decode`` is the teacher's ``g_s``. A chunk computed in one go (not a
+    resumed run's first) is written at its end, atomically (runs at the same seed may share the
+    folder): ``<c>.pt`` (CRC32s and int16 ``y_hat``), ``<c>.z.pt`` (CRC32s and ``z_hat``),
+    ``<c>.x.f32`` (raw float32 ``x_hat``, read through a memory map) and ``<c>.x.pt`` (its CRC32s and
+    batch shape, written last); ``keep_x=False`` keeps no ``x_hat``. ``hits``: steps served without
+    the teacher's ``g_a``; ``decoded``: those of them whose ``x_hat`` was recomputed."""
 
-    def __init__(self, folder: str | Path, key: dict[str, Any], compute: Callable, decode: Callable,
-                 chunk: int | None = None, keep_x: bool = True):
+    def __init__(self, folder: str | Path, key: dict[str, Any], compute: Callable, decode: Callable | None,
+                 parts: Iterable[str] = PARTS, chunk: int | None = None, keep_x: bool = True):
         self.folder = key_folder(folder, key)
-        self.compute, self.decode, self.chunk, self.keep_x = compute, decode, chunk or CHUNK, keep_x
-        self.loaded: tuple[int, dict[str, torch.Tensor] | None] = (-1, None)
-        self.loaded_x: tuple[int, tuple[torch.Tensor, np.memmap] | None] = (-1, None)
+        self.compute, self.decode, self.parts = compute, decode, tuple(parts)
+        self.chunk, self.keep_x = chunk or CHUNK, keep_x
+        self.loaded: dict[str, tuple[int, Any]] = {}
         self.pending: dict[str, Any] | None = None
-        self.hits = self.x_hits = self.misses = 0
+        self.hits = self.decoded = self.misses = 0
         for stale in self.folder.glob("*.tmp"):  # left by a killed run (a live one writes every step)
             if time.time() - stale.stat().st_mtime > 3600:
                 stale.unlink(missing_ok=True)
@@ -90,59 +101,58 @@ class TargetCache:
     def __call__(self, step: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
         chunk, i = divmod(step, self.chunk)
         crc = batch_crc(x)
-        stored, stored_x = self._chunk(chunk), self._x_chunk(chunk)
-        y_hit = stored is not None and int(stored["crc"][i]) == crc
-        x_hit = stored_x is not None and int(stored_x[0][i]) == crc
-        if y_hit:
+        found = {part: self._stored(part, chunk, i, crc, x.device) for part in self.parts}
+        missing = {part for part, value in found.items() if value is None}
+        if not missing or (missing == {"x_hat"} and found.get("y_hat") is not None and self.decode is not None):
             self.hits += 1
-            y_hat = stored["y_hat"][i].to(x.device, torch.float32).contiguous(memory_format=torch.channels_last)
-            if x_hit:
-                self.x_hits += 1
-                x_hat = torch.from_numpy(np.array(stored_x[1][i])).to(x.device)
-                out = {"y_hat": y_hat, "x_hat": x_hat.contiguous(memory_format=torch.channels_last)}
-            else:
-                out = {"y_hat": y_hat, "x_hat": self.decode(y_hat)}
+            out = found
+            if missing:
+                self.decoded += 1
+                out["x_hat"] = self.decode(out["y_hat"])
         else:
             self.misses += 1
             out = self.compute(x)
         if i == 0:
             self.close()
-            self.pending = self._start(chunk, out["x_hat"], keep_y=not y_hit, keep_x=not x_hit)
+            self.pending = self._start(chunk, out, missing)
         self._record(chunk, i, crc, out)
         return out
 
-    def _chunk(self, chunk: int) -> dict[str, torch.Tensor] | None:
-        if self.loaded[0] != chunk:
-            path = self.folder / f"{chunk}.pt"
+    def _load(self, part: str, chunk: int) -> tuple[torch.Tensor, Any] | None:
+        """(CRC32s, values) of ``part`` in chunk ``chunk``, None when absent or damaged (then recomputed)."""
+        if self.loaded.get(part, (-1, None))[0] != chunk:
+            value, index = None, self.folder / FILES[part].format(chunk)
             try:
-                self.loaded = (chunk, torch.load(path, weights_only=True) if path.exists() else None)
-            except Exception:  # a damaged file is recomputed and replaced
-                self.loaded = (chunk, None)
-        return self.loaded[1]
-
-    def _x_chunk(self, chunk: int) -> tuple[torch.Tensor, np.memmap] | None:
-        if self.loaded_x[0] != chunk:
-            index, raw = self.folder / f"{chunk}.x.pt", self.folder / f"{chunk}.x.f32"
-            self.loaded_x = (chunk, None)
-            try:
-                if index.exists() and raw.exists():
-                    meta = torch.load(index, weights_only=True)
-                    shape = (len(meta["crc"]), *meta["shape"].tolist())
-                    if raw.stat().st_size == 4 * math.prod(shape):  # else damaged: recomputed, replaced
-                        self.loaded_x = (chunk, (meta["crc"], np.memmap(raw, np.float32, "r", shape=shape)))
+                if index.exists():
+                    stored_ = torch.load(index, weights_only=True)
+                    if part != "x_hat":
+                        value = (stored_["crc"], stored_[part])
+                    else:
+                        raw, shape = self.folder / f"{chunk}.x.f32", (len(stored_["crc"]), *stored_["shape"].tolist())
+                        if raw.exists() and raw.stat().st_size == 4 * math.prod(shape):
+                            value = (stored_["crc"], np.memmap(raw, np.float32, "r", shape=shape))
             except Exception:
-                pass
-        return self.loaded_x[1]
+                value = None
+            self.loaded[part] = (chunk, value)
+        return self.loaded[part][1]
 
-    def _start(self, chunk: int, x_hat: torch.Tensor, keep_y: bool, keep_x: bool) -> dict[str, Any]:
-        """What this chunk will write: ``y_hat`` unless stored, ``x_hat`` unless stored or the disk is short."""
+    def _stored(self, part: str, chunk: int, i: int, crc: int, device: torch.device) -> torch.Tensor | None:
+        value = self._load(part, chunk)
+        if value is None or int(value[0][i]) != crc:
+            return None
+        target = torch.from_numpy(np.array(value[1][i])) if part == "x_hat" else value[1][i]
+        return target.to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+
+    def _start(self, chunk: int, out: dict[str, torch.Tensor], missing: set[str]) -> dict[str, Any]:
+        """What this chunk will write: its missing parts (``x_hat`` only if kept and the disk has room)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        x_file = None
-        if keep_x and self.keep_x and shutil.disk_usage(self.folder).free > self.chunk * 4 * x_hat.numel() + KEEP_FREE:
+        parts: dict[str, Any] = {part: [] for part in missing if part != "x_hat"}
+        room = shutil.disk_usage(self.folder).free > self.chunk * 4 * out["x_hat"].numel() + KEEP_FREE \
+            if "x_hat" in missing else False
+        if self.keep_x and room:
             fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-            x_file = (os.fdopen(fd, "wb"), tmp)
-        return {"chunk": chunk, "crc": [], "y_hat": [] if keep_y else None, "x_file": x_file,
-                "shape": list(x_hat.shape)}
+            parts["x_hat"] = (os.fdopen(fd, "wb"), tmp, list(out["x_hat"].shape))
+        return {"chunk": chunk, "crc": [], "parts": parts}
 
     def _record(self, chunk: int, i: int, crc: int, out: dict[str, torch.Tensor]) -> None:
         pending = self.pending
@@ -150,25 +160,26 @@ class TargetCache:
             self.close()  # started mid-chunk (a resumed run): not cached
             return
         pending["crc"].append(crc)
-        if pending["y_hat"] is not None:
-            if out["y_hat"].abs().max() > 32767:  # does not fit int16: not cached
-                pending["y_hat"] = None
+        parts = pending["parts"]
+        if "y_hat" in parts and out["y_hat"].abs().max() > 32767:  # does not fit int16: not cached
+            del parts["y_hat"]
+        for part, values in parts.items():
+            if part == "x_hat":
+                values[0].write(out["x_hat"].detach().cpu().float().contiguous().numpy().tobytes())
             else:
-                pending["y_hat"].append(out["y_hat"].detach().cpu().to(torch.int16))
-        if pending["x_file"] is not None:
-            pending["x_file"][0].write(out["x_hat"].detach().cpu().float().contiguous().numpy().tobytes())
+                values.append(out[part].detach().cpu().to(torch.int16 if part == "y_hat" else torch.float32).contiguous())
         if len(pending["crc"]) < self.chunk:
             return
         self.pending, crcs = None, torch.tensor(pending["crc"], dtype=torch.int64)
-        if pending["y_hat"] is not None:
-            self.loaded = (-1, None)
-            self._save({"crc": crcs, "y_hat": torch.stack(pending["y_hat"])}, f"{chunk}.pt")
-        if pending["x_file"] is not None:
-            file, tmp = pending["x_file"]
-            file.close()
-            os.replace(tmp, self.folder / f"{chunk}.x.f32")
-            self._save({"crc": crcs, "shape": torch.tensor(pending["shape"])}, f"{chunk}.x.pt")
-            self.loaded_x = (-1, None)
+        for part, values in parts.items():
+            if part == "x_hat":
+                file, tmp, shape = values
+                file.close()
+                os.replace(tmp, self.folder / f"{chunk}.x.f32")
+                self._save({"crc": crcs, "shape": torch.tensor(shape)}, FILES[part].format(chunk))
+            else:
+                self._save({"crc": crcs, part: torch.stack(values)}, FILES[part].format(chunk))
+            self.loaded.pop(part, None)
 
     def _save(self, value: dict[str, torch.Tensor], name: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
@@ -178,8 +189,8 @@ class TargetCache:
 
     def close(self) -> None:
         """Forget an unfinished chunk (its temporary file is removed)."""
-        if self.pending is not None and self.pending["x_file"] is not None:
-            file, tmp = self.pending["x_file"]
+        if self.pending is not None and "x_hat" in self.pending["parts"]:
+            file, tmp, _ = self.pending["parts"]["x_hat"]
             file.close()
             Path(tmp).unlink(missing_ok=True)
         self.pending = None

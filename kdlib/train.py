@@ -30,7 +30,7 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
-from kdlib.teachers import CHUNK, TargetCache, TeacherTargets
+from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
 
 # Per-scale recipe. "cpu" was chosen from measurements on a 2-core machine (see README);
 # "paper" is the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
@@ -208,9 +208,10 @@ def distributed() -> tuple[int, int, bool]:
     return (dist.get_rank() if world > 1 else 0), world, joined
 
 
-def teacher_cache_key(config: Config, rank: int = 0) -> dict[str, Any]:
-    """What decides the crops a run's teacher sees at each step: the key of its :class:`TargetCache`."""
-    return {"teacher": file_digest(resolve(config.teacher)), "seed": config.seed, "rank": rank,
+def teacher_cache_key(config: Config, rank: int = 0, teacher: str | None = None) -> dict[str, Any]:
+    """The key of a :class:`TargetCache` of ``teacher`` (the run's own by default): the teacher's
+    weights and what decides the crops it sees at each step."""
+    return {"teacher": file_digest(resolve(teacher or config.teacher)), "seed": config.seed, "rank": rank,
             "crop": config.crop, "batch": config.batch, "data": str(config.data or data.train_root()),
             "dataset": config.dataset, "chunk": CHUNK}
 
@@ -223,7 +224,7 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
     ``stop_after`` ends this call after that many steps (the run stays resumable).
     ``compile`` runs the forward passes through ``torch.compile`` (same numbers up to float
     reassociation; pays after a few hundred steps on CPU). ``teacher_cache``: a folder where the
-    teacher's ``y_hat`` of each batch is kept for later runs that draw the same crops
+    teachers' targets of each batch are kept for later runs that draw the same crops
     (:class:`kdlib.teachers.TargetCache`; the same targets, not part of the config). Under ``torchrun`` each process
     trains on its own batches of ``config.batch`` with DDP (gloo on CPU, NCCL on GPUs); rank 0
     validates and writes.
@@ -316,12 +317,17 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         DDP._set_params_and_buffers_to_ignore_for_model(model, quantiles)
         forward = DDP(model)
     forward = torch.compile(forward) if compile else forward
-    targets = [teacher and TeacherTargets(teacher, hyper=config.w_hyper > 0 and hyper_teacher is None),
-               hyper_teacher and TeacherTargets(hyper_teacher, hyper=True)]
+    # Teachers give only what the loss reads; the hyper-latent target comes from the hyper teacher if any.
+    parts = PARTS + (("z_hat",) if config.w_hyper > 0 and hyper_teacher is None else ())
+    targets = [teacher and TeacherTargets(teacher, parts), hyper_teacher and TeacherTargets(hyper_teacher, ("z_hat",))]
     t_forward, h_forward = [t and (torch.compile(t) if compile else t) for t in targets]
-    cache = None
-    if teacher_cache and teacher is not None and not targets[0].hyper:  # y_hat of the same crops, shared by runs
-        cache = TargetCache(teacher_cache, teacher_cache_key(config, rank), t_forward, torch.compile(teacher.g_s) if compile else teacher.g_s)
+    t_cache = h_cache = None
+    if teacher_cache and teacher is not None:  # targets of the same crops, shared by the runs of a seed
+        decode = torch.compile(teacher.g_s) if compile else teacher.g_s
+        t_cache = TargetCache(teacher_cache, teacher_cache_key(config, rank), t_forward, decode, parts)
+    if teacher_cache and hyper_teacher is not None:
+        h_cache = TargetCache(teacher_cache, teacher_cache_key(config, rank, config.hyper_teacher), h_forward, None,
+                              ("z_hat",))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     aux_params = aux_optimizer.param_groups[0]["params"]
 
@@ -348,8 +354,8 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():  # teachers: float32 targets (never autocast), once per batch, never in backward
-            t_out = (cache(step, x) if cache else t_forward(x)) if teacher is not None else None
-            h_out = h_forward(x) if hyper_teacher is not None else None
+            t_out = (t_cache(step, x) if t_cache else t_forward(x)) if teacher is not None else None
+            h_out = (h_cache(step, x) if h_cache else h_forward(x)) if hyper_teacher is not None else None
         with autocast:
             out_s = forward(x)
         terms = criterion(out_s, x, t_out, h_out)
@@ -386,8 +392,9 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         if log:
             log.write(row)
     bar.close()
-    if cache:
-        cache.close()
+    for cache in (t_cache, h_cache):
+        if cache:
+            cache.close()
     if log:
         log.close()
     if world > 1:

@@ -147,11 +147,11 @@ def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rat
     for chunk in range(config.steps // teachers.CHUNK):
         for suffix in (".pt", ".x.pt"):
             (folder / f"{chunk}{suffix}").touch()
-    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == "y_hat"
+    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == {"y_hat"}
     assert experiments.estimate_s(run, config, tmp_path) == computing > scratch
     (folder / "19.x.f32").touch()
-    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == "y_hat"  # 0..18 missing
+    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == {"y_hat"}  # 0..18 missing
     for chunk in range(19):
         (folder / f"{chunk}.x.f32").touch()
-    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == "x_hat"
+    assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == {"y_hat", "x_hat"}
     assert experiments.estimate_s(run, config, tmp_path) == pytest.approx(scratch / experiments.STORED_TARGETS)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from kdlib import teachers
@@ -64,16 +65,17 @@ def test_stored_x_hat_is_the_teachers_and_replaces_g_s(tmp_path, small_model, mo
         for s, batch in enumerate(x):
             out = again(s, batch)
             assert torch.equal(out["y_hat"], computed[s]["y_hat"]) and torch.equal(out["x_hat"], computed[s]["x_hat"])
-        assert again.x_hits == 4
+        assert again.hits == 4 and not again.decoded
         small = teachers.TargetCache(tmp_path / "y", {"k": 1}, targets, small_model.g_s, chunk=2, keep_x=False)
         for s, batch in enumerate(x):
             small(s, batch)
         assert not list((tmp_path / "y").rglob("*.x.*")) and len(list((tmp_path / "y").rglob("*.pt"))) == 2
+        assert small.decoded == 0 and small.misses == 4
         # a damaged x_hat file is recomputed from y_hat (g_s) and replaced
         raw = next(tmp_path.glob("*/0.x.f32"))
         raw.write_bytes(raw.read_bytes()[:-4])
         third = teachers.TargetCache(tmp_path, {"k": 1}, fail, small_model.g_s, chunk=2)
-        assert torch.equal(third(0, x[0])["x_hat"], computed[0]["x_hat"]) and third.x_hits == 0
+        assert torch.equal(third(0, x[0])["x_hat"], computed[0]["x_hat"]) and third.decoded == 1
         third(1, x[1])
         assert raw.stat().st_size == 4 * 2 * x[0].numel() and not list(tmp_path.rglob("*.tmp"))
 
@@ -85,3 +87,31 @@ def test_an_unfinished_chunk_leaves_no_file(tmp_path, small_model):
         assert len(list(tmp_path.rglob("*.tmp"))) == 1
         cache.close()
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.pt"))
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_hyper_latent_targets_are_cached_too(photo_folder, tmp_path, monkeypatch, hybrid):
+    """Hyper-latent KD (z_hat from the teacher, or from a second teacher: hybrid) trains the same
+    with the cache as without, and a second run asks no teacher for anything."""
+    monkeypatch.setattr(teachers, "CHUNK", 2)
+    teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
+    kw = dict(teacher=str(teacher), N=4, Z=16, w_hyper=0.2)
+    if hybrid:
+        kw["hyper_teacher"] = str(train(config(photo_folder, name="other", N=16, seed=3), runs=tmp_path, progress=False))
+    calls = {"n": 0}
+    real = teachers.TeacherTargets.forward
+
+    def counted(self, x):
+        calls["n"] += 1
+        return real(self, x)
+
+    monkeypatch.setattr(teachers.TeacherTargets, "forward", counted)
+    plain = train(config(photo_folder, name="plain", **kw), runs=tmp_path / "a", progress=False)
+    first = train(config(photo_folder, name="first", **kw), runs=tmp_path / "b", progress=False, teacher_cache=tmp_path / "c")
+    assert len(list((tmp_path / "c").rglob("*.z.pt"))) == 3
+    before = calls["n"]
+    again = train(config(photo_folder, name="again", **kw), runs=tmp_path / "d", progress=False, teacher_cache=tmp_path / "c")
+    assert calls["n"] == before
+    for key, value in read_checkpoint(plain)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(first)["state_dict"][key]), key
+        assert torch.equal(value, read_checkpoint(again)["state_dict"][key]), key

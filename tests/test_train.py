@@ -213,7 +213,9 @@ def test_teacher_targets_equal_the_full_forward(small_model):
     x = torch.rand(2, 3, 64, 64)
     full, short = small_model(x), training.TeacherTargets(small_model)(x)
     assert torch.equal(full["y_hat"], short["y_hat"]) and torch.allclose(full["x_hat"], short["x_hat"], atol=1e-6)
-    assert torch.equal(training.TeacherTargets(small_model, hyper=True)(x)["z_hat"], full["z_hat"])
+    hyper = training.TeacherTargets(small_model, ("y_hat", "x_hat", "z_hat"))(x)
+    assert torch.equal(hyper["z_hat"], full["z_hat"]) and torch.equal(hyper["y_hat"], full["y_hat"])
+    assert list(training.TeacherTargets(small_model, ("z_hat",))(x)) == ["z_hat"]
 
 
 def test_more_steps_extend_a_finished_run(photo_folder, tmp_path, capsys):
