@@ -55,6 +55,13 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
     return out
 
 
+def run_spread(paths: list[str | Path], lmbda: float) -> float:
+    """Standard deviation over independently seeded runs of one config of their mean Kodak RD cost
+    (NaN with fewer than two): how far apart two single-seed runs land by chance alone."""
+    costs = [per_image(p, lmbda)["rd_cost"].mean() for p in paths]
+    return float(np.std(costs, ddof=1)) if len(costs) > 1 else float("nan")
+
+
 def family_bd(rows: pd.DataFrame, anchor: str, test: str, by: str = "arm") -> dict[str, float]:
     """BD-rate and BD-PSNR of the curve of ``rows[by] == test`` against that of ``anchor`` (points
     sorted by bpp; one point per size or lambda; seed 0); NaN, with a ``note``, where a curve is

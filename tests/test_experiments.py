@@ -118,6 +118,20 @@ def test_paired_bootstrap_and_kd_gain(tmp_path):
         analysis.kd_gain(kd, scratch[:2], 0.025)
 
 
+def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
+    def result(name, psnr):
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
+                      "bpp-estimated": 0.5} for i in range(24)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
+        return tmp_path / f"{name}.json"
+
+    paths = [result(f"s{s}", 30.0 + 0.1 * s) for s in range(3)]
+    costs = [analysis.per_image(p, 0.025)["rd_cost"].mean() for p in paths]
+    spread = analysis.run_spread(paths, 0.025)
+    assert spread > 0 and spread == pytest.approx(np.std(costs, ddof=1))
+    assert np.isnan(analysis.run_spread(paths[:1], 0.025))
+
+
 def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
     def result(name, psnr):
         per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
