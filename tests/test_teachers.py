@@ -11,17 +11,23 @@ def config(folder, **kw):
                      "steps": 6, "val_every": 3, **kw})
 
 
-def test_cached_targets_are_the_teachers_and_are_used(photo_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(teachers, "CHUNK", 2)
-    teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
-    calls = {"n": 0}
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the teacher's forward passes: ``calls["n"]``."""
+    count = {"n": 0}
     real = teachers.TeacherTargets.forward
 
     def counted(self, x):
-        calls["n"] += 1
+        count["n"] += 1
         return real(self, x)
 
     monkeypatch.setattr(teachers.TeacherTargets, "forward", counted)
+    return count
+
+
+def test_cached_targets_are_the_teachers_and_are_used(photo_folder, tmp_path, monkeypatch, calls):
+    monkeypatch.setattr(teachers, "CHUNK", 2)
+    teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
     plain = train(config(photo_folder, name="plain", teacher=str(teacher)), runs=tmp_path / "a", progress=False)
     assert calls["n"] == 6
     kw = dict(teacher=str(teacher), N=4)  # another size, same crops: shares the targets
@@ -90,7 +96,7 @@ def test_an_unfinished_chunk_leaves_no_file(tmp_path, small_model):
 
 
 @pytest.mark.parametrize("hybrid", [False, True])
-def test_hyper_latent_targets_are_cached_too(photo_folder, tmp_path, monkeypatch, hybrid):
+def test_hyper_latent_targets_are_cached_too(photo_folder, tmp_path, monkeypatch, hybrid, calls):
     """Hyper-latent KD (z_hat from the teacher, or from a second teacher: hybrid) trains the same
     with the cache as without, and a second run asks no teacher for anything."""
     monkeypatch.setattr(teachers, "CHUNK", 2)
@@ -98,14 +104,6 @@ def test_hyper_latent_targets_are_cached_too(photo_folder, tmp_path, monkeypatch
     kw = dict(teacher=str(teacher), N=4, Z=16, w_hyper=0.2)
     if hybrid:
         kw["hyper_teacher"] = str(train(config(photo_folder, name="other", N=16, seed=3), runs=tmp_path, progress=False))
-    calls = {"n": 0}
-    real = teachers.TeacherTargets.forward
-
-    def counted(self, x):
-        calls["n"] += 1
-        return real(self, x)
-
-    monkeypatch.setattr(teachers.TeacherTargets, "forward", counted)
     plain = train(config(photo_folder, name="plain", **kw), runs=tmp_path / "a", progress=False)
     first = train(config(photo_folder, name="first", **kw), runs=tmp_path / "b", progress=False, teacher_cache=tmp_path / "c")
     assert len(list((tmp_path / "c").rglob("*.z.pt"))) == 3
