@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from kdlib.codecs import bd_metrics
 
@@ -39,8 +40,9 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
 
     Returns, per metric (psnr-rgb, bpp, rd_cost): ``d_<metric>`` (mean difference),
     ``d_<metric>_low`` / ``_high`` (paired bootstrap over images of the seed-averaged
-    difference) and ``d_<metric>_seed_sd`` (standard deviation over seeds of the mean
-    difference; NaN with one seed)."""
+    difference), ``d_<metric>_seed_sd`` (standard deviation over seeds of the mean difference)
+    and ``d_<metric>_seeds_low`` / ``_high`` (95 % Student-t interval of the mean over seeds: the
+    images' interval leaves out how much a seed moves the pair); NaN with one seed."""
     if len(kd) != len(scratch) or not kd:
         raise ValueError(f"KD and scratch need the same seeds: {len(kd)} KD results, {len(scratch)} scratch")
     pairs = [(per_image(k, lmbda), per_image(s, lmbda)) for k, s in zip(kd, scratch)]
@@ -50,9 +52,31 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
         b = np.mean([s.loc[k.index, metric].to_numpy() for k, s in pairs], axis=0)
         boot = paired_bootstrap(a, b)
         by_seed = [k[metric].mean() - s[metric].mean() for k, s in pairs]
+        sd = float(np.std(by_seed, ddof=1)) if len(by_seed) > 1 else float("nan")
+        half = stats.t.ppf(0.975, len(by_seed) - 1) * sd / np.sqrt(len(by_seed)) if len(by_seed) > 1 else float("nan")
         out.update({f"d_{metric}": boot["mean"], f"d_{metric}_low": boot["low"], f"d_{metric}_high": boot["high"],
-                    f"d_{metric}_seed_sd": float(np.std(by_seed, ddof=1)) if len(by_seed) > 1 else float("nan")})
+                    f"d_{metric}_seed_sd": sd, f"d_{metric}_seeds_low": float(np.mean(by_seed) - half),
+                    f"d_{metric}_seeds_high": float(np.mean(by_seed) + half)})
     return out
+
+
+def gain_verdict(gain: dict[str, float], yardstick: float = float("nan")) -> str:
+    """Plain reading of a :func:`kd_gain` RD-cost difference. It counts only where the images'
+    interval excludes zero and so does the seeds' interval (with several seeds); with one seed,
+    only where it also exceeds ``yardstick``, the seeds' sd of a paired difference measured at
+    another size (NaN: not measured, and the verdict says so)."""
+    d, seeded = gain["d_rd_cost"], gain["seeds"] > 1
+    side = "KD better" if d < 0 else "scratch better"
+    if not (gain["d_rd_cost_high"] < 0 or gain["d_rd_cost_low"] > 0):
+        return "no clear difference"
+    if seeded:
+        spans_zero = gain["d_rd_cost_seeds_low"] <= 0 <= gain["d_rd_cost_seeds_high"]
+        return f"no clear difference (the seeds disagree: sd {gain['d_rd_cost_seed_sd']:.3f})" if spans_zero else side
+    if np.isnan(yardstick):
+        return f"{side} (one seed: the spread over seeds is not measured)"
+    if abs(d) <= yardstick:
+        return f"no clear difference (one seed; under the seeds' sd {yardstick:.3f} of a paired difference at another size)"
+    return f"{side} (one seed; beyond the seeds' sd {yardstick:.3f} measured at another size)"
 
 
 def run_spread(paths: list[str | Path], lmbda: float) -> float:
@@ -60,6 +84,19 @@ def run_spread(paths: list[str | Path], lmbda: float) -> float:
     (NaN with fewer than two): how far apart two single-seed runs land by chance alone."""
     costs = [per_image(p, lmbda)["rd_cost"].mean() for p in paths]
     return float(np.std(costs, ddof=1)) if len(costs) > 1 else float("nan")
+
+
+def seed_noise(runs: pd.DataFrame, N: int, lmbda: float = 0.025) -> dict[str, float]:
+    """How far two single-seed runs land apart by chance at size ``N``, from experiment 1's seeded
+    KD/scratch pairs (``runs``: :func:`kdlib.experiments.results` of experiment 1): ``paired_sd``,
+    the seeds' sd of the paired KD - scratch RD cost (what a paired comparison of two variants at
+    one seed can still move by), ``run_sd``, the seeds' sd of the KD run's own RD cost (what an
+    unpaired one moves by), and the ``seeds`` used. NaN with fewer than two seeded pairs."""
+    rows = runs[runs.done & (runs.N == N)]
+    seeds = sorted(set(rows[rows.arm == "kd"].seed) & set(rows[rows.arm == "scratch"].seed))
+    kd, scratch = ([rows[(rows.arm == a) & (rows.seed == s)].path.iloc[0] for s in seeds] for a in ("kd", "scratch"))
+    paired = kd_gain(kd, scratch, lmbda)["d_rd_cost_seed_sd"] if seeds else float("nan")
+    return {"paired_sd": paired, "run_sd": run_spread(kd, lmbda), "seeds": seeds}
 
 
 def family_bd(rows: pd.DataFrame, anchor: str, test: str, by: str = "arm") -> dict[str, float]:

@@ -118,6 +118,33 @@ def test_paired_bootstrap_and_kd_gain(tmp_path):
         analysis.kd_gain(kd, scratch[:2], 0.025)
 
 
+def _result(path, psnr_shift, bpp):
+    per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": 30 + 0.1 * i + psnr_shift, "ms-ssim-rgb": 0.98,
+                  "bpp": bpp, "bpp-estimated": bpp} for i in range(24)]
+    path.write_text(json.dumps({"per_image": per_image}))
+    return path
+
+
+def test_seeds_that_disagree_are_no_gain_however_tight_the_images_interval(tmp_path):
+    scratch = [_result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
+    agree = [_result(tmp_path / f"kd{s}.json", 0.3 + 0.01 * s, 0.5) for s in range(3)]
+    disagree = [_result(tmp_path / f"kx{s}.json", shift, 0.5) for s, shift in enumerate((0.6, -0.4, 0.2))]
+    a, d = analysis.kd_gain(agree, scratch, 0.025), analysis.kd_gain(disagree, scratch, 0.025)
+    assert a["d_rd_cost_seeds_low"] < a["d_rd_cost"] < a["d_rd_cost_seeds_high"] < 0
+    assert analysis.gain_verdict(a) == "KD better"
+    # every image moves alike, so the images' interval excludes zero; the seeds' interval does not
+    assert d["d_rd_cost_high"] < 0 and d["d_rd_cost_seeds_low"] < 0 < d["d_rd_cost_seeds_high"]
+    assert analysis.gain_verdict(d).startswith("no clear difference (the seeds disagree")
+
+
+def test_one_seed_verdict_is_measured_against_another_sizes_seed_spread(tmp_path):
+    one = analysis.kd_gain([_result(tmp_path / "kd.json", -0.3, 0.5)], [_result(tmp_path / "sc.json", 0.0, 0.5)], 0.025)
+    assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0
+    assert analysis.gain_verdict(one) == "scratch better (one seed: the spread over seeds is not measured)"
+    assert analysis.gain_verdict(one, yardstick=10 * one["d_rd_cost"]).startswith("no clear difference (one seed")
+    assert analysis.gain_verdict(one, yardstick=one["d_rd_cost"] / 10).startswith("scratch better (one seed; beyond")
+
+
 def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
     def result(name, psnr):
         per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
@@ -130,6 +157,20 @@ def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
     spread = analysis.run_spread(paths, 0.025)
     assert spread > 0 and spread == pytest.approx(np.std(costs, ddof=1))
     assert np.isnan(analysis.run_spread(paths[:1], 0.025))
+
+
+def test_seed_noise_reads_the_seeded_pairs_of_one_size(tmp_path):
+    rows = [{"name": f"{arm}{s}", "N": N, "arm": arm, "seed": s, "done": True,
+             "path": _result(tmp_path / f"{arm}{N}-{s}.json", shift, 0.5)}
+            for N in (16, 64) for s in range(3)
+            for arm, shift in (("kd", 0.1 * s * (N == 64)), ("scratch", 0.0))]
+    runs = pd.DataFrame(rows + [{"name": "kd3", "N": 64, "arm": "kd", "seed": 3, "done": True, "path": rows[0]["path"]}])
+    noise = analysis.seed_noise(runs, 64)
+    gain = analysis.kd_gain([r["path"] for r in rows[6::2]], [r["path"] for r in rows[7::2]], 0.025)
+    assert noise["seeds"] == [0, 1, 2] and noise["paired_sd"] > 0
+    assert noise["paired_sd"] == pytest.approx(gain["d_rd_cost_seed_sd"])
+    assert noise["run_sd"] > 0 and analysis.seed_noise(runs, 16)["paired_sd"] == 0
+    assert np.isnan(analysis.seed_noise(runs, 32)["paired_sd"])
 
 
 def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
