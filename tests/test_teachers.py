@@ -11,6 +11,12 @@ def config(folder, **kw):
                      "steps": 6, "val_every": 3, **kw})
 
 
+@pytest.fixture(autouse=True)
+def disk_has_room(monkeypatch):
+    """x_hat is kept only while the disk keeps ``KEEP_FREE`` free: the tests run on small disks too."""
+    monkeypatch.setattr(teachers, "KEEP_FREE", 0)
+
+
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the teacher's forward passes: ``calls["n"]``."""
@@ -84,6 +90,20 @@ def test_stored_x_hat_is_the_teachers_and_replaces_g_s(tmp_path, small_model, mo
         assert torch.equal(third(0, x[0])["x_hat"], computed[0]["x_hat"]) and third.decoded == 1
         third(1, x[1])
         assert raw.stat().st_size == 4 * 2 * x[0].numel() and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_full_disk_keeps_y_hat_and_decodes_x_hat(tmp_path, small_model, monkeypatch):
+    monkeypatch.setattr(teachers, "KEEP_FREE", 2**62)  # more than any disk has free
+    targets = teachers.TeacherTargets(small_model)
+    x = [torch.rand(2, 3, 64, 64) for _ in range(2)]
+    with torch.no_grad():
+        full = teachers.TargetCache(tmp_path, {"k": 1}, targets, small_model.g_s, chunk=2)
+        computed = [full(s, batch) for s, batch in enumerate(x)]
+        assert not list(tmp_path.rglob("*.x.*")) and len(list(tmp_path.rglob("*.pt"))) == 1
+        again = teachers.TargetCache(tmp_path, {"k": 1}, targets, small_model.g_s, chunk=2)
+        for s, batch in enumerate(x):
+            assert torch.allclose(again(s, batch)["x_hat"], computed[s]["x_hat"], atol=1e-6)
+        assert again.hits == 2 and again.decoded == 2
 
 
 def test_an_unfinished_chunk_leaves_no_file(tmp_path, small_model):
