@@ -60,11 +60,11 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
     return out
 
 
-def gain_verdict(gain: dict[str, float], yardstick: float = float("nan")) -> str:
+def gain_verdict(gain: dict[str, float], yardstick: float = float("nan"), where: str = "at another size") -> str:
     """Plain reading of a :func:`kd_gain` RD-cost difference. It counts only where the images'
     interval excludes zero and so does the seeds' interval (with several seeds); with one seed,
     only where it also exceeds ``yardstick``, the seeds' sd of a paired difference measured at
-    another size (NaN: not measured, and the verdict says so)."""
+    another size (``where`` says where it was measured; NaN: not measured, and the verdict says so)."""
     d, seeded = gain["d_rd_cost"], gain["seeds"] > 1
     side = "KD better" if d < 0 else "scratch better"
     if not (gain["d_rd_cost_high"] < 0 or gain["d_rd_cost_low"] > 0):
@@ -75,8 +75,8 @@ def gain_verdict(gain: dict[str, float], yardstick: float = float("nan")) -> str
     if np.isnan(yardstick):
         return f"{side} (one seed: the spread over seeds is not measured)"
     if abs(d) <= yardstick:
-        return f"no clear difference (one seed; under the seeds' sd {yardstick:.3f} of a paired difference at another size)"
-    return f"{side} (one seed; beyond the seeds' sd {yardstick:.3f} measured at another size)"
+        return f"no clear difference (one seed; under the seeds' sd {yardstick:.3f} of a paired difference {where})"
+    return f"{side} (one seed; beyond the seeds' sd {yardstick:.3f} measured {where})"
 
 
 def run_spread(paths: list[str | Path], lmbda: float) -> float:
@@ -91,12 +91,15 @@ def seed_noise(runs: pd.DataFrame, N: int, lmbda: float = 0.025) -> dict[str, fl
     KD/scratch pairs (``runs``: :func:`kdlib.experiments.results` of experiment 1): ``paired_sd``,
     the seeds' sd of the paired KD - scratch RD cost (what a paired comparison of two variants at
     one seed can still move by), ``run_sd``, the seeds' sd of the KD run's own RD cost (what an
-    unpaired one moves by), and the ``seeds`` used. NaN with fewer than two seeded pairs."""
+    unpaired one moves by), ``paired_rel``, ``paired_sd`` over the scratch runs' mean RD cost (to
+    carry the spread to another lambda, whose RD costs have another scale, assuming it scales with
+    them), and the ``seeds`` used. NaN with fewer than two seeded pairs."""
     rows = runs[runs.done & (runs.N == N)]
     seeds = sorted(set(rows[rows.arm == "kd"].seed) & set(rows[rows.arm == "scratch"].seed))
     kd, scratch = ([rows[(rows.arm == a) & (rows.seed == s)].path.iloc[0] for s in seeds] for a in ("kd", "scratch"))
     paired = kd_gain(kd, scratch, lmbda)["d_rd_cost_seed_sd"] if seeds else float("nan")
-    return {"paired_sd": paired, "run_sd": run_spread(kd, lmbda), "seeds": seeds}
+    scale = np.mean([per_image(p, lmbda)["rd_cost"].mean() for p in scratch]) if seeds else float("nan")
+    return {"paired_sd": paired, "run_sd": run_spread(kd, lmbda), "paired_rel": paired / scale, "seeds": seeds}
 
 
 def family_bd(rows: pd.DataFrame, anchor: str, test: str, by: str = "arm") -> dict[str, float]:

@@ -169,6 +169,8 @@ def test_seed_noise_reads_the_seeded_pairs_of_one_size(tmp_path):
     gain = analysis.kd_gain([r["path"] for r in rows[6::2]], [r["path"] for r in rows[7::2]], 0.025)
     assert noise["seeds"] == [0, 1, 2] and noise["paired_sd"] > 0
     assert noise["paired_sd"] == pytest.approx(gain["d_rd_cost_seed_sd"])
+    scratch_cost = np.mean([analysis.per_image(r["path"], 0.025)["rd_cost"].mean() for r in rows[7::2]])
+    assert noise["paired_rel"] == pytest.approx(noise["paired_sd"] / scratch_cost)
     assert noise["run_sd"] > 0 and analysis.seed_noise(runs, 16)["paired_sd"] == 0
     assert np.isnan(analysis.seed_noise(runs, 32)["paired_sd"])
 
