@@ -5,9 +5,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from kdlib import plots
+from kdlib import plots, report
 from kdlib.report import write_html
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -35,3 +36,31 @@ def test_report_renders_every_figure_in_a_browser(tmp_path):
                       for o in c.get("outputs", []))
         shown, total = rendered(index.with_name(f"{notebook.stem}.html"))
         assert shown == total >= outputs, notebook.name
+
+
+def _table(folder: Path, name: str, rows: list[dict]) -> None:
+    folder.mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
+
+
+def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path):
+    tables = tmp_path / "tables"
+    assert "not measured yet" in report._weights(tmp_path, tables)[2]
+    main = {"name": "main", "weights": "0.2, 0.2, 0.6", "vs_main": 0.0, "rank": 1.0}
+    best = {"name": "paper", "weights": "0.3, 0.3, 0.4", "vs_main": 0.15, "rank": 2.0}
+    _table(tables, "kd_weights", [main, best])
+    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    _, ours, verdict = report._weights(tmp_path, tables)
+    assert "(0.3, 0.3, 0.4) ranks 2 of 2" in ours and verdict.startswith("not reproduced; no ranking is supported")
+    _table(tables, "kd_weights", [{**main, "rank": 2.0, "vs_main": 0.0}, {**best, "rank": 1.0, "vs_main": -0.5}])
+    assert report._weights(tmp_path, tables)[2] == "reproduced"
+
+
+def test_kld_verdict_needs_every_measured_rate_clearly_higher(tmp_path):
+    tables = tmp_path / "tables"
+    row = {"name": "e5-kld-N16", "N": 16, "latent": "kld-mean", "bpp": 0.6, "d_bpp_vs_mse": 0.1,
+           "d_bpp_vs_mse_low": 0.05, "d_bpp_vs_mse_high": 0.15, "vs_scratch": 0.01}
+    _table(tables, "kd_kld", [row, {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": float("nan")}])
+    assert report._kld(tmp_path, tables)[2].startswith("higher rates at every size measured, by 20 % at N=16")
+    _table(tables, "kd_kld", [{**row, "d_bpp_vs_mse_low": -0.01}])
+    assert report._kld(tmp_path, tables)[2].startswith("not reproduced")
