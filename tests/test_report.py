@@ -64,3 +64,17 @@ def test_kld_verdict_needs_every_measured_rate_clearly_higher(tmp_path):
     assert report._kld(tmp_path, tables)[2].startswith("higher rates at every size measured, by 20 % at N=16")
     _table(tables, "kd_kld", [{**row, "d_bpp_vs_mse_low": -0.01}])
     assert report._kld(tmp_path, tables)[2].startswith("not reproduced")
+
+
+def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path):
+    tables = tmp_path / "tables"
+    assert report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"][1].startswith("not yet")
+    row = {"test": "KD from T5", "anchor": "CompressAI q1-q5", "points": "5 vs 5", "authors_bd_rate_pct": 60.0,
+           "authors_bd_psnr_db": -2.0, "paper_bd_rate_pct": 8.75}
+    twin = {**row, "anchor": "scratch", "authors_bd_rate_pct": -3.0, "authors_bd_psnr_db": 0.1}
+    _table(tables, "bd_lambda", [row, twin])
+    _, ours, verdict = report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"]
+    assert "+60.00 %" in ours and "against its scratch family -3.00 %, +0.10 dB" in ours and verdict.startswith("differs")
+    _table(tables, "bd_lambda", [{**row, "authors_bd_rate_pct": 10.0}, {**twin, "authors_bd_rate_pct": float("nan")}])
+    _, ours, verdict = report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"]
+    assert "against scratch: not measurable yet" in ours and verdict.startswith("close to the paper's")
