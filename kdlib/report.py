@@ -110,7 +110,8 @@ def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
     w = w.dropna(subset=["rank"]) if w is not None else None
     if w is None or len(w) < 2:
         return _pending(3, results, claim, "04")
-    paper_best, top, gap, sd = w[w.weights == "0.3, 0.3, 0.4"], w.sort_values("rank").iloc[0], w.vs_main.abs().max(), _seed_sd(tables)
+    paper_best, top = w[w.weights == "0.3, 0.3, 0.4"], w.sort_values("rank").iloc[0]
+    gap, sd = w.vs_main.abs().max(), _seed_sd(tables)
     rank = f"ranks {int(paper_best['rank'].iloc[0])} of {len(w)}" if len(paper_best) else "not trained yet"
     ours = (f"lowest RD cost: ({top.weights}); (0.3, 0.3, 0.4) {rank}; largest gap to the main run "
             f"{gap:.3f} ({done[0]} of {done[1]} runs, seed 0)")
