@@ -139,6 +139,23 @@ def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
     return claim, f"{ours} ({done[0]} of {done[1]} runs, the authors' scale)", verdict
 
 
+def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, str, str]:
+    """Experiment 4's rows so far (each variant against its scratch twin); the claim is measured once a
+    ``prefix`` run (``e4-l2`` for hyper-latent KD, ``e4-hybrid`` for hybrid KD) has landed."""
+    done, total = _runs_done(4, results)
+    v = _read(tables, "kd_hyper")
+    v = v.dropna(subset=["vs_scratch"]) if v is not None else None
+    if v is None or v.empty:
+        return _pending(4, results, claim, "05")
+    ours = "RD cost against the scratch twin: " + "; ".join(
+        f"{r.name} {r.vs_scratch:+.3f} [{r.vs_scratch_low:+.3f}, {r.vs_scratch_high:+.3f}]" for r in v.itertuples())
+    mine = v[v.name.str.startswith(prefix)]
+    verdict = (f"not measured yet: no `{prefix}` run has landed (`kdlib experiment 4`)" if mine.empty else
+               f"measured at N = {', '.join(str(n) for n in sorted(set(mine.N)))}: read against the seeds' sd "
+               f"{_seed_sd(tables):.3f} of a paired difference (experiment 1, N = 64; notebook 05)")
+    return claim, f"{ours} ({done} of {total} runs)", verdict
+
+
 def _pending(number: int, results: Path, claim: str, notebook: str) -> tuple[str, str, str]:
     done, total = _runs_done(number, results)
     state = "not measured yet" if done < total else f"measured: notebook {notebook}"
@@ -172,9 +189,9 @@ def reproduction(results: str | Path, tables: str | Path, figures: str | Path) -
                                        "(`bdpsnr_kodak_14_students`)", "differs: CompressAI's weights cannot be "
                                        "downloaded here"),
         "kd_lic_param_lambda_1": _weights(results, tables),
-        "kd_lic_hyper_rd_channels_1": _pending(4, results, "hyper-latent KD: small gain for large N", "05"),
-        "kd_lic_hyper_rd_channels_2": _pending(4, results, "hyper-latent KD, zoomed", "05"),
-        "kd_lic_hyper_hybrid_rd_lambda_1": _pending(4, results, "hybrid KD not worth it", "05"),
+        **dict.fromkeys(("kd_lic_hyper_rd_channels_1", "kd_lic_hyper_rd_channels_2"),
+                        _hyper(results, tables, "hyper-latent KD: small gain for large N", "e4-l2")),
+        "kd_lic_hyper_hybrid_rd_lambda_1": _hyper(results, tables, "hybrid KD not worth it", "e4-hybrid"),
         "kd_lic_rd_channels_kld": _kld(results, tables),
         **dict.fromkeys(("kd_lic_parameters", "kd_lic_memory"), _size(tables)),
         **dict.fromkeys(("kd_lic_flop", "kd_lic_fps", "kd_lic_time"), _compute(tables)),

@@ -78,3 +78,16 @@ def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path):
     _table(tables, "bd_lambda", [{**row, "authors_bd_rate_pct": 10.0}, {**twin, "authors_bd_rate_pct": float("nan")}])
     _, ours, verdict = report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"]
     assert "against scratch: not measurable yet" in ours and verdict.startswith("close to the paper's")
+
+
+def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
+    tables = tmp_path / "tables"
+    assert "not measured yet" in report._hyper(tmp_path, tables, "claim", "e4-l2")[2]
+    row = {"name": "e4-l1-N16", "N": 16, "vs_scratch": -0.1, "vs_scratch_low": -0.2, "vs_scratch_high": -0.05}
+    _table(tables, "kd_hyper", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": float("nan")}])
+    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
+    assert "e4-l1-N16 -0.100 [-0.200, -0.050]" in ours and "e4-l2-N64" not in ours
+    assert verdict.startswith("not measured yet: no `e4-l2` run")
+    _table(tables, "kd_hyper", [row, {**row, "name": "e4-l2-N64", "N": 64}])
+    assert report._hyper(tmp_path, tables, "claim", "e4-l2")[2].startswith("measured at N = 64: read against the seeds' sd 0.200")
