@@ -7,7 +7,8 @@ the teacher's ``y_hat`` (int16, about 2 GB per seed at the cpu budget), ``z_hat`
 KD (float32, 16 KB a step) and, while the disk keeps :data:`KEEP_FREE` bytes free, its ``x_hat``
 (float32, about 16 GB per seed). A later run checks each batch against the stored CRC32 and reads
 them, skipping the teacher altogether; with ``y_hat`` but no ``x_hat`` it recomputes
-``x_hat = g_s(y_hat)`` and skips ``g_a``.
+``x_hat = g_s(y_hat)`` and skips ``g_a``; with ``y_hat`` and ``x_hat`` but no ``z_hat`` it runs
+``g_a`` and ``h_a`` only.
 """
 from __future__ import annotations
 
@@ -45,16 +46,18 @@ class TeacherTargets(torch.nn.Module):
         if not self.parts or set(self.parts) - set(FILES):
             raise ValueError(f"parts must be among {tuple(FILES)}, not {self.parts}")
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, parts: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """The targets of batch ``x``: ``parts`` (a subset of this module's; all of them by default)."""
+        parts = parts or self.parts
         y = self.teacher.g_a(x)
         out = {}
-        if "y_hat" in self.parts or "x_hat" in self.parts:
+        if "y_hat" in parts or "x_hat" in parts:
             out["y_hat"] = torch.round(y)
-        if "x_hat" in self.parts:
+        if "x_hat" in parts:
             out["x_hat"] = self.teacher.g_s(out["y_hat"])
-        if "z_hat" in self.parts:
+        if "z_hat" in parts:
             out["z_hat"] = self.teacher.entropy_bottleneck(self.teacher.h_a(torch.abs(y)).float())[0]
-        return {k: out[k] for k in self.parts}
+        return {k: out[k] for k in parts}
 
 
 def key_folder(folder: str | Path, key: dict[str, Any]) -> Path:
@@ -109,6 +112,9 @@ class TargetCache:
             if missing:
                 self.decoded += 1
                 out["x_hat"] = self.decode(out["y_hat"])
+        elif missing == {"z_hat"}:  # hyper-latent KD on a seed whose y_hat and x_hat are stored: no g_s
+            self.misses += 1
+            out = found | self.compute(x, ("z_hat",))
         else:
             self.misses += 1
             out = self.compute(x)

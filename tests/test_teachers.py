@@ -23,9 +23,9 @@ def calls(monkeypatch):
     count = {"n": 0}
     real = teachers.TeacherTargets.forward
 
-    def counted(self, x):
+    def counted(self, x, *parts):
         count["n"] += 1
-        return real(self, x)
+        return real(self, x, *parts)
 
     monkeypatch.setattr(teachers.TeacherTargets, "forward", counted)
     return count
@@ -133,3 +133,25 @@ def test_hyper_latent_targets_are_cached_too(photo_folder, tmp_path, monkeypatch
     for key, value in read_checkpoint(plain)["state_dict"].items():
         assert torch.equal(value, read_checkpoint(first)["state_dict"][key]), key
         assert torch.equal(value, read_checkpoint(again)["state_dict"][key]), key
+
+
+def test_z_hat_for_a_seed_with_stored_y_hat_and_x_hat_skips_g_s(tmp_path, small_model):
+    """Hyper-latent KD after plain KD at the same seed: only ``z_hat`` is computed (no ``g_s``), it
+    equals the full pass's, and it is stored beside the others."""
+    x = [torch.rand(2, 3, 64, 64) for _ in range(2)]
+    full = teachers.TeacherTargets(small_model, teachers.PARTS + ("z_hat",))
+    with torch.no_grad():
+        plain = teachers.TargetCache(tmp_path, {"k": 1}, teachers.TeacherTargets(small_model), small_model.g_s, chunk=2)
+        for s, batch in enumerate(x):
+            plain(s, batch)
+        real_g_s, small_model.g_s = small_model.g_s, None  # calling g_s now fails
+        hyper = teachers.TargetCache(tmp_path, {"k": 1}, full, real_g_s, full.parts, chunk=2)
+        got = [hyper(s, batch) for s, batch in enumerate(x)]
+        small_model.g_s = real_g_s
+        for batch, out in zip(x, got):
+            assert list(out) == list(full.parts)
+            for part, value in full(batch).items():
+                assert torch.equal(out[part], value), part
+        assert hyper.misses == 2 and not hyper.hits and len(list(tmp_path.rglob("*.z.pt"))) == 1
+        stored = teachers.TargetCache(tmp_path, {"k": 1}, None, None, full.parts, chunk=2)
+        assert torch.equal(stored(1, x[1])["z_hat"], got[1]["z_hat"]) and stored.hits == 1
