@@ -83,11 +83,31 @@ def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path):
 def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
     tables = tmp_path / "tables"
     assert "not measured yet" in report._hyper(tmp_path, tables, "claim", "e4-l2")[2]
-    row = {"name": "e4-l1-N16", "N": 16, "vs_scratch": -0.1, "vs_scratch_low": -0.2, "vs_scratch_high": -0.05}
-    _table(tables, "kd_hyper", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": float("nan")}])
-    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    nan = float("nan")
+    row = {"name": "e4-l1-N16", "N": 16, "vs_scratch": -0.1, "vs_scratch_low": -0.2, "vs_scratch_high": -0.05,
+           "without": None, "vs_without": nan, "vs_without_low": nan, "vs_without_high": nan,
+           "d_psnr_vs_without": nan, "d_bpp_vs_without": nan}
+    _table(tables, "kd_hyper", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": nan}])
+    _table(tables, "kd_size", [{"N": 16, "d_rd_cost_seed_sd": 0.1}, {"N": 64, "d_rd_cost_seed_sd": 0.2}])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
     assert "e4-l1-N16 -0.100 [-0.200, -0.050]" in ours and "e4-l2-N64" not in ours
     assert verdict.startswith("not measured yet: no `e4-l2` run")
-    _table(tables, "kd_hyper", [row, {**row, "name": "e4-l2-N64", "N": 64}])
-    assert report._hyper(tmp_path, tables, "claim", "e4-l2")[2].startswith("measured at N = 64: read against the seeds' sd 0.200")
+    test = {"without": "e4-l1-N64", "vs_without": -0.5, "vs_without_low": -0.6, "vs_without_high": -0.4,
+            "d_psnr_vs_without": 0.1, "d_bpp_vs_without": -0.05}
+    small = {**row, **test, "name": "e4-l2-N16", "without": "e4-l1-N16", "vs_without": -0.15}
+    _table(tables, "kd_hyper", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}])
+    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
+    assert "e4-l2-N64 against e4-l1-N64 -0.500 [-0.600, -0.400] (+0.10 dB, -0.050 bpp)" in ours
+    # N = 16's gap (0.15) is under twice its seeds' sd (0.1); N = 64's (0.5) is beyond twice 0.2
+    assert verdict.startswith("consistent with the paper: the term's effect in RD cost is better at e4-l2-N64; "
+                              "no clear difference at e4-l2-N16")
+    _table(tables, "kd_hyper", [row, {**small, "vs_without": -0.5}, {**row, **test, "name": "e4-l2-N64", "N": 64}])
+    assert report._hyper(tmp_path, tables, "claim", "e4-l2")[2].startswith("not reproduced")  # a gain at N = 16 too
+    hybrid = {**row, **test, "name": "e4-hybrid-l0.025", "N": 64, "without": "e4-l2-N64", "vs_without": 0.3,
+              "vs_without_low": 0.2, "vs_without_high": 0.5}
+    _table(tables, "kd_hyper", [row, hybrid])
+    assert report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2].startswith("consistent with the paper: the "
+                                                                              "term's effect in RD cost is no clear")
+    _table(tables, "kd_hyper", [row, {**hybrid, "vs_without": -0.5, "vs_without_low": -0.6, "vs_without_high": -0.45}])
+    assert report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2].startswith("not reproduced: the term's effect "
+                                                                              "in RD cost is better at e4-hybrid")
