@@ -148,9 +148,11 @@ def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, s
     v = v.dropna(subset=["vs_scratch"]) if v is not None else None
     if v is None or v.empty:
         return _pending(4, results, claim, "05")
-    ours = "RD cost against the scratch twin: " + "; ".join(
-        f"{r.name} {r.vs_scratch:+.3f} [{r.vs_scratch_low:+.3f}, {r.vs_scratch_high:+.3f}]" for r in v.itertuples())
     mine = v[v.name.str.startswith(prefix)]
+    related = v[v.name.str.startswith(prefix) | v.name.isin(mine.get("without", []))]
+    ours = "RD cost against the scratch twin: " + "; ".join(
+        f"{r.name} {r.vs_scratch:+.3f} [{r.vs_scratch_low:+.3f}, {r.vs_scratch_high:+.3f}]"
+        for r in (related if len(related) else v).itertuples())
     mine = mine.dropna(subset=["vs_without"]) if "vs_without" in mine else mine.iloc[:0]
     if mine.empty:
         return claim, f"{ours} ({done} of {total} runs)", (
@@ -168,10 +170,12 @@ def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, s
         largest = mine.sort_values("N").iloc[-1]
         agree = largest["name"] in sides["better"] and largest.N > 16 and not set(
             mine[mine.N == 16].name) & set(sides["better"])
+        scope = "N = " + ", ".join(str(n) for n in sorted(set(mine.N)))
     else:  # the paper: hybrid KD is not worth it
         agree = not sides["better"]
-    verdict = (("consistent with the paper" if agree else "not reproduced") + ": the term's effect in RD cost is "
-               + "; ".join(f"{side} at {', '.join(names)}" for side, names in sides.items() if names)
+        scope = "lambda = " + ", ".join(f"{x:g}" for x in sorted(set(mine["lambda"])))
+    verdict = (("consistent with the paper" if agree else "not reproduced") + f" at {scope}: the term's effect on RD "
+               "cost: " + "; ".join(f"{side} at {', '.join(names)}" for side, names in sides.items() if names)
                + " (images' 95 % interval and twice experiment 1's seeds' sd of a paired difference; one seed; notebook 05)")
     return claim, f"{ours}; {'; '.join(tests)} ({done} of {total} runs)", verdict
 

@@ -94,20 +94,22 @@ def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
     assert verdict.startswith("not measured yet: no `e4-l2` run")
     test = {"without": "e4-l1-N64", "vs_without": -0.5, "vs_without_low": -0.6, "vs_without_high": -0.4,
             "d_psnr_vs_without": 0.1, "d_bpp_vs_without": -0.05}
-    small = {**row, **test, "name": "e4-l2-N16", "without": "e4-l1-N16", "vs_without": -0.15}
+    small = {**row, **test, "name": "e4-l2-N16", "without": "e4-l1-N16", "vs_without": -0.15, "lambda": 0.025}
+    row["lambda"] = test["lambda"] = 0.025
     _table(tables, "kd_hyper", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
     assert "e4-l2-N64 against e4-l1-N64 -0.500 [-0.600, -0.400] (+0.10 dB, -0.050 bpp)" in ours
     # N = 16's gap (0.15) is under twice its seeds' sd (0.1); N = 64's (0.5) is beyond twice 0.2
-    assert verdict.startswith("consistent with the paper: the term's effect in RD cost is better at e4-l2-N64; "
-                              "no clear difference at e4-l2-N16")
+    assert verdict.startswith("consistent with the paper at N = 16, 64: the term's effect on RD cost: better at "
+                              "e4-l2-N64; no clear difference at e4-l2-N16")
     _table(tables, "kd_hyper", [row, {**small, "vs_without": -0.5}, {**row, **test, "name": "e4-l2-N64", "N": 64}])
     assert report._hyper(tmp_path, tables, "claim", "e4-l2")[2].startswith("not reproduced")  # a gain at N = 16 too
     hybrid = {**row, **test, "name": "e4-hybrid-l0.025", "N": 64, "without": "e4-l2-N64", "vs_without": 0.3,
               "vs_without_low": 0.2, "vs_without_high": 0.5}
     _table(tables, "kd_hyper", [row, hybrid])
-    assert report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2].startswith("consistent with the paper: the "
-                                                                              "term's effect in RD cost is no clear")
+    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-hybrid")
+    assert verdict.startswith("consistent with the paper at lambda = 0.025: the term's effect on RD cost: no clear")
+    assert "e4-l1-N16" not in ours  # only the claim's runs
     _table(tables, "kd_hyper", [row, {**hybrid, "vs_without": -0.5, "vs_without_low": -0.6, "vs_without_high": -0.45}])
-    assert report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2].startswith("not reproduced: the term's effect "
-                                                                              "in RD cost is better at e4-hybrid")
+    assert report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2].startswith("not reproduced at lambda = 0.025: "
+                                                                              "the term's effect on RD cost: better")
