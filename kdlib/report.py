@@ -145,13 +145,14 @@ def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, s
     student without that term (``vs_without``), read against experiment 1's seeds' spread."""
     done, total = _runs_done(4, results)
     v = _read(tables, "kd_hyper")
-    v = v.dropna(subset=["vs_scratch"]) if v is not None else None
+    v = v[v.vs_scratch.notna() | v.vs_without.notna()] if v is not None else None  # a run and a reference landed
     if v is None or v.empty:
         return _pending(4, results, claim, "05")
     mine = v[v.name.str.startswith(prefix)]
     related = v[v.name.str.startswith(prefix) | v.name.isin(mine.get("without", []))]
     ours = "RD cost against the scratch twin: " + "; ".join(
         f"{r.name} {r.vs_scratch:+.3f} [{r.vs_scratch_low:+.3f}, {r.vs_scratch_high:+.3f}]"
+        if math.isfinite(r.vs_scratch) else f"{r.name} (scratch twin not trained yet)"
         for r in (related if len(related) else v).itertuples())
     mine = mine.dropna(subset=["vs_without"]) if "vs_without" in mine else mine.iloc[:0]
     if mine.empty:

@@ -102,6 +102,12 @@ def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
     # N = 16's gap (0.15) is under twice its seeds' sd (0.1); N = 64's (0.5) is beyond twice 0.2
     assert verdict.startswith("consistent with the paper at N = 16, 64: the term's effect on RD cost: better at "
                               "e4-l2-N64; no clear difference at e4-l2-N16")
+    big = {**row, **test, "name": "e4-l2-N112", "N": 112, "without": "e4-l1-N112", "vs_scratch": nan}
+    _table(tables, "kd_hyper", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}, big])
+    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")  # N = 112 landed without its scratch twin
+    assert "e4-l2-N112 (scratch twin not trained yet)" in ours and "e4-l2-N112 against e4-l1-N112 -0.500" in ours
+    assert verdict.startswith("consistent with the paper at N = 16, 64, 112: the term's effect on RD cost: better at "
+                              "e4-l2-N64, e4-l2-N112;")
     _table(tables, "kd_hyper", [row, {**small, "vs_without": -0.5}, {**row, **test, "name": "e4-l2-N64", "N": 64}])
     assert report._hyper(tmp_path, tables, "claim", "e4-l2")[2].startswith("not reproduced")  # a gain at N = 16 too
     hybrid = {**row, **test, "name": "e4-hybrid-l0.025", "N": 64, "without": "e4-l2-N64", "vs_without": 0.3,
