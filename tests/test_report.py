@@ -56,12 +56,20 @@ def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path):
     assert report._weights(tmp_path, tables)[2] == "reproduced"
 
 
-def test_kld_verdict_needs_every_measured_rate_clearly_higher(tmp_path):
+def test_kld_verdict_names_the_sizes_whose_rate_is_clearly_higher(tmp_path):
     tables = tmp_path / "tables"
+    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     row = {"name": "e5-kld-N16", "N": 16, "latent": "kld-mean", "bpp": 0.6, "d_bpp_vs_mse": 0.1,
            "d_bpp_vs_mse_low": 0.05, "d_bpp_vs_mse_high": 0.15, "vs_scratch": 0.01}
     _table(tables, "kd_kld", [row, {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": float("nan")}])
-    assert report._kld(tmp_path, tables)[2].startswith("higher rates at every size measured, by 20 % at N=16")
+    assert report._kld(tmp_path, tables)[2].startswith("higher rates at every size measured: N=16 (+20 %)")
+    lower = {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": -0.02, "d_bpp_vs_mse_low": -0.03, "vs_scratch": -0.05}
+    _table(tables, "kd_kld", [row, lower])
+    verdict = report._kld(tmp_path, tables)[2]
+    assert verdict.startswith("partly reproduced: higher rates at N=16 (+20 %) (not slightly), not at N=112 (-3 %)")
+    assert "within 0.050" in verdict
+    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.02}])
+    assert "scratch twin" not in report._kld(tmp_path, tables)[2]
     _table(tables, "kd_kld", [{**row, "d_bpp_vs_mse_low": -0.01}])
     assert report._kld(tmp_path, tables)[2].startswith("not reproduced")
 
