@@ -12,6 +12,7 @@ import torch
 from kdlib import data
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
+from kdlib.experiments import BUDGETS
 from kdlib.models import ModelError, SpecError, from_spec, spec_name
 from kdlib.train import SCALES, Config, TrainingError, train
 
@@ -211,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="experiment number (the paper's order)")
-    x.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="training budget")
+    x.add_argument("--scale", default="cpu", choices=list(BUDGETS), help="training budget (kdlib.experiments.BUDGETS)")
     x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash ($KDLIB_RUNS or runs)")
     x.add_argument("--jobs", type=int, default=2, help="runs trained at a time (cores are split between them)")
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")

@@ -47,7 +47,14 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(scale="smoke", steps=4, val_every=2),
     "cpu": dict(scale="cpu", steps=10_000, precision="bf16"),
     "paper": dict(scale="paper"),
+    # "long": experiment 1's N = 16 and 32 pairs trained to convergence (kdlib.train.converged: the
+    # learning rate cut to 1/8 and the best validation RD loss flat within 0.5 % over the last 10 % of
+    # steps), capped at 150k steps; batches from a fixed bank of 32,768 crops whose teacher targets are
+    # computed once (kdlib.bank), so a KD step costs what a scratch step does. README, "Long runs".
+    "long": dict(scale="cpu", steps=150_000, precision="bf16", bank=32_768, converge_lr=0.125, converge_flat=0.005),
 }
+LONG_SEEDS = (0, 1, 2)  # seeds of the long tier; up to 5 when the seeds' interval is too wide (issue 26)
+LONG = [f"e1-{arm}-N{N}-s{seed}" for seed in LONG_SEEDS for N in (16, 32) for arm in ("kd", "scratch")]
 # Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (README):
 # {(kd?, N): steps/s}, measured for N = 16, 64 and 112 (KD: teacher targets computed or cached, on
 # average); other sizes are interpolated.
@@ -99,8 +106,8 @@ class Run:
 
 def _grid() -> dict[str, Run]:
     runs: list[Run] = []
-    for N in SIZES:  # experiment 1: size; 3 seeds at N = 16 and 64
-        for seed in (0, 1, 2) if N in (16, 64) else (0,):
+    for N in SIZES:  # experiment 1: size; 3 seeds at N = 16 and 64 (and N = 32 in the long tier)
+        for seed in (0, 1, 2) if N in (16, 32, 64) else (0,):
             runs.append(Run(f"e1-kd-N{N}-s{seed}", N, seed=seed, release=f"S{N}" if seed == 0 else None))
             runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, teacher=None, seed=seed))
     for lmbda in LAMBDAS[:-1]:  # experiment 2: rate; lambda = 0.025 with T5 and scratch are experiment 1's
@@ -123,7 +130,7 @@ def _grid() -> dict[str, Run]:
 
 RUNS: dict[str, Run] = _grid()
 EXPERIMENTS: dict[int, list[str]] = {
-    1: [n for n in RUNS if n.startswith("e1-")],
+    1: [n for n in RUNS if n.startswith("e1-") and (RUNS[n].seed == 0 or RUNS[n].N in (16, 64))],
     2: [n for n in RUNS if n.startswith("e2-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
     3: [n for n in RUNS if n.startswith("e3-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
     4: [n for n in RUNS if n.startswith("e4-")] + [f"e1-kd-N{N}-s0" for N in (16, 64, 112)],
@@ -134,6 +141,14 @@ EXPERIMENTS: dict[int, list[str]] = {
 ORDER = sorted(RUNS, key=lambda n: (RUNS[n].seed, not n.startswith("e1-"),
                                     (64, 16, 32, 112, 96).index(RUNS[n].N) if n.startswith("e1-") else 0,
                                     RUNS[n].teacher is None))
+
+
+def members(number: int, budget: str) -> list[str]:
+    """The runs experiment ``number`` trains at ``budget``: the long tier is experiment 1's N = 16
+    and 32 pairs (:data:`LONG`), every other budget the whole experiment."""
+    if budget == "long":
+        return LONG if number == 1 else []
+    return EXPERIMENTS[number]
 
 
 def folders(budget: str) -> tuple[Path, Path]:
@@ -155,6 +170,8 @@ def estimate_s(run: Run, config: Config, cache: Path | None = None) -> float:
     (not hybrid) whose teacher targets, ``x_hat`` included, are all stored in ``cache`` (a
     :class:`kdlib.teachers.TargetCache` folder) runs at :data:`STORED_TARGETS` times its scratch twin's rate."""
     kd = run.teacher is not None
+    if config.bank:  # targets read from the bank: a KD step costs a scratch step (at most the step cap)
+        return config.steps / _rate(False, run.N)
     needed = {"y_hat", "x_hat"} | ({"z_hat"} if config.w_hyper else set())
     if kd and cache and run.hyper_teacher is None and needed <= stored(cache, teacher_cache_key(config), config.steps):
         return config.steps / (STORED_TARGETS * _rate(False, run.N))
@@ -291,7 +308,7 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     does nothing but say. Returns each run's state before the call."""
     if number not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, not {number}")
-    names = [n for n in ORDER if n in EXPERIMENTS[number] and (not only or n in only)]
+    names = [n for n in ORDER if n in members(number, budget) and (not only or n in only)]
     runs = Path(runs)
     states = status(names, budget, runs)
     images = data.kodak_paths()[:2] if budget == "smoke" else data.kodak_paths()
@@ -319,7 +336,7 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     return states
 
 
-def results(number: int, folder: str | Path) -> "Any":
+def results(number: int, folder: str | Path, budget: str = "cpu") -> "Any":
     """Experiment ``number``'s runs as a DataFrame, one row per run: its :class:`Run` fields,
     ``arm``, ``path`` of its result JSON in ``folder``, ``done`` and the JSON's means, MS-SSIM in dB
     too (NaN where missing)."""
@@ -328,7 +345,7 @@ def results(number: int, folder: str | Path) -> "Any":
     from kdlib.plots import msssim_db
 
     rows = []
-    for name in EXPERIMENTS[number]:
+    for name in members(number, budget):
         run, path = RUNS[name], Path(folder) / f"{name}.json"
         row = {**dataclasses.asdict(run), "arm": run.arm, "loss_weights": run.loss_weights, "path": str(path), "done": path.exists(),
                **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}

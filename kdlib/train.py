@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from kdlib import data
+from kdlib.bank import open_bank, order
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
 from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
@@ -76,6 +77,9 @@ class Config:
     seed: int = 0
     data: str | None = None  # folder of training images; None = <KDLIB_DATA>/train
     dataset: str = "folder"  # "folder" or "vimeo90k" (CompressAI's Vimeo90kDataset layout)
+    bank: int | None = None  # draw batches from a fixed bank of this many crops (kdlib.bank), teacher targets stored
+    converge_lr: float | None = None  # stop rule (converged()): the plateau schedule has cut lr to this fraction...
+    converge_flat: float | None = None  # ...and the best validation RD loss fell by less than this over the last 10 %
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -87,6 +91,9 @@ class Config:
             raise TrainingError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.crop % 64:
             raise TrainingError(f"crop must be a multiple of 64 (the codec downsamples 64x), not {self.crop}")
+        if self.bank and (self.w_hyper or self.hyper_teacher or self.dataset != "folder"):
+            raise TrainingError("a crop bank holds y_hat and x_hat targets of a folder of images: "
+                                "no hyper-latent KD, no second teacher, no Vimeo90K")
 
     @classmethod
     def continuing(cls, checkpoint: str | Path, **changes: Any) -> "Config":
@@ -149,6 +156,30 @@ def training_sets(config: Config) -> tuple[torch.utils.data.Dataset, torch.utils
         val_files = val_files[: config.val_images]
     return (data.ImageCrops(data.split(files, "train"), config.crop, train=True),
             data.ImageCrops(val_files, config.crop, train=False))
+
+
+def converged(history: list[tuple[int, float]], lr: float, config: Config) -> bool:
+    """The stop rule of a run with ``converge_lr`` set: the plateau schedule has cut the learning rate
+    to at most ``converge_lr`` of its start, and the best validation RD loss improved by less than
+    ``converge_flat`` (relative) over the last 10 % of the steps run. ``history``: (step, validation
+    RD loss) of every validation so far."""
+    if not config.converge_lr or not history or lr > config.lr * config.converge_lr * (1 + 1e-9):
+        return False
+    step = history[-1][0]
+    before = [v for s, v in history if s <= 0.9 * step]
+    if not before:
+        return False
+    then, now = min(before), min(v for _, v in history)
+    return (then - now) / then < config.converge_flat
+
+
+def val_history(log: Path, until: int) -> list[tuple[int, float]]:
+    """(step, validation RD loss) of a run's ``log.csv`` up to step ``until``."""
+    if not log.exists():
+        return []
+    with open(log) as f:
+        return [(int(r["step"]), float(r["val_rd_loss"])) for r in csv.DictReader(f)
+                if r.get("val_rd_loss") and int(r["step"]) <= until]
 
 
 def rng_state() -> dict[str, Any]:
@@ -293,6 +324,11 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     optimizer, aux_optimizer = optimizers(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5, patience=config.patience)
     train_set, val_set = training_sets(config)
+    bank = None
+    if config.bank:  # batches and the teacher's targets from a fixed bank of crops, built once (forked RNG: paired)
+        with torch.random.fork_rng(devices=[]):
+            bank = open_bank(config.bank, config.crop, config.data or data.train_root(),
+                             resolve(config.teacher) if config.teacher else None, progress=progress and rank == 0)
     step, best, wall = 0, math.inf, 0.0
     if (out / "last.pth.tar").exists():  # resume the same run exactly where it stopped
         try:
@@ -307,6 +343,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][rank])
         step, best, wall = state["meta"]["steps"], state["best"], state["meta"]["wall_s"]
+    history = val_history(out / "log.csv", step)
     log = RunLog(out / "log.csv", keep_until=step) if rank == 0 else None
 
     # channels-last suits oneDNN convolutions; autocast only when asked (config.precision).
@@ -322,7 +359,9 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     targets = [teacher and TeacherTargets(teacher, parts), hyper_teacher and TeacherTargets(hyper_teacher, ("z_hat",))]
     t_forward, h_forward = [t and (torch.compile(t) if compile else t) for t in targets]
     t_cache = h_cache = None
-    if teacher_cache and teacher is not None:  # targets of the same crops, shared by the runs of a seed
+    if bank is not None:
+        t_forward = None
+    elif teacher_cache and teacher is not None:  # targets of the same crops, shared by the runs of a seed
         decode = torch.compile(teacher.g_s) if compile else teacher.g_s
         t_cache = TargetCache(teacher_cache, teacher_cache_key(config, rank), t_forward, decode, parts)
     if teacher_cache and hyper_teacher is not None:
@@ -350,12 +389,19 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, desc=config.name, dynamic_ncols=True)
     started = time.perf_counter() - wall
-    while step < end:
-        x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
+    stopped = False
+    while step < end and not stopped:
+        if bank is not None:
+            x, t_out = bank.batch(order(config.seed, step, config.batch, len(bank), rank))
+            t_out = t_out and {k: v.to(device).contiguous(memory_format=torch.channels_last) for k, v in t_out.items()}
+            h_out = None
+        else:
+            x = torch.stack([train_set[i] for i in np.random.randint(len(train_set), size=config.batch)])
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():  # teachers: float32 targets (never autocast), once per batch, never in backward
-            t_out = (t_cache(step, x) if t_cache else t_forward(x)) if teacher is not None else None
-            h_out = (h_cache(step, x) if h_cache else h_forward(x)) if hyper_teacher is not None else None
+            if bank is None:
+                t_out = (t_cache(step, x) if t_cache else t_forward(x)) if teacher is not None else None
+                h_out = (h_cache(step, x) if h_cache else h_forward(x)) if hyper_teacher is not None else None
         with autocast:
             out_s = forward(x)
         terms = criterion(out_s, x, t_out, h_out)
@@ -385,6 +431,8 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
             val = validate(model, val_set, criterion, config.batch, device)  # same on every rank
             row.update({f"val_{k}": v for k, v in val.items()})
             scheduler.step(val["rd_loss"])
+            history.append((step, val["rd_loss"]))
+            stopped = converged(history, optimizer.param_groups[0]["lr"], config)
             if val["rd_loss"] < best:
                 best = val["rd_loss"]
                 checkpoint(out / "best.pth.tar", with_state=False)
@@ -399,8 +447,13 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         log.close()
     if world > 1:
         check_in_sync(model)
-    if step >= config.steps and rank == 0:
-        (out / "done.json").write_text(json.dumps({"steps": step, "wall_s": wall, "best_val_rd_loss": best}))
+    if (step >= config.steps or stopped) and rank == 0:
+        done = {"steps": step, "wall_s": wall, "best_val_rd_loss": best}
+        if config.converge_lr:  # which end the run met: the stop rule, or the step cap
+            done.update(converged=stopped, lr=optimizer.param_groups[0]["lr"])
+        if bank is not None:
+            done["bank"] = bank.digest
+        (out / "done.json").write_text(json.dumps(done))
     return out / "best.pth.tar"
 
 
