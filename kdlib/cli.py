@@ -122,8 +122,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from kdlib.experiments import run_experiment
+    from kdlib.experiments import park, run_experiment
 
+    if args.park:
+        parked = park(args.scale, args.runs, args.only)
+        print(f"parked {len(parked)} unfinished run(s) in checkpoints/: {', '.join(parked) or 'none'}")
+        return
     run_experiment(args.number, args.scale, args.runs, args.jobs, compile=not args.no_compile,
                    dry_run=args.dry_run, only=args.only)
 
@@ -218,6 +222,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
     x.add_argument("--dry-run", action="store_true", help="say what would be evaluated and trained, do nothing")
     x.add_argument("--no-compile", action="store_true", help="no torch.compile (slower; for debugging)")
+    x.add_argument("--park", action="store_true",
+                   help="copy the resume state of unfinished runs into checkpoints/runs/<scale>/parked/ (commit it: "
+                        "the next session resumes them), then exit")
     x.set_defaults(func=cmd_experiment)
 
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher",

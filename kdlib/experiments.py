@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -158,6 +160,50 @@ def folders(budget: str) -> tuple[Path, Path]:
     return results / "experiments", (records if budget != "smoke" else results / "records")
 
 
+def parked_folder(name: str, budget: str) -> Path:
+    """Where an unfinished run of ``budget`` is parked between sessions (:func:`park`)."""
+    return folders(budget)[1] / "parked" / name
+
+
+def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> list[str]:
+    """Copy the resume state of every unfinished run of ``budget`` (its ``last.pth.tar``, ``best.pth.tar``
+    and ``log.csv``) into the repository, so that a later session, whose ``runs/`` may be gone, resumes
+    it where it stopped (:func:`unpark`). Returns the runs parked."""
+    parked = []
+    for name in names or [n for number in EXPERIMENTS for n in members(number, budget)]:
+        folder = run_dir(RUNS[name].config(budget), runs)
+        if not (folder / "last.pth.tar").exists() or (folder / "done.json").exists():
+            continue
+        target = parked_folder(name, budget)
+        target.mkdir(parents=True, exist_ok=True)
+        for file in ("last.pth.tar", "best.pth.tar", "log.csv", "config.json"):
+            if (folder / file).exists():
+                atomic_copy(folder / file, target / file)
+        parked.append(name)
+    return parked
+
+
+def unpark(name: str, budget: str, runs: str | Path) -> bool:
+    """Put a parked run back into its run folder when that folder has no state of its own (a new
+    session); the parked copy stays until the run is recorded. True if restored."""
+    config, source = RUNS[name].config(budget), parked_folder(name, budget)
+    folder = run_dir(config, runs)
+    if (folder / "last.pth.tar").exists() or (folder / "done.json").exists() or not (source / "last.pth.tar").exists():
+        return False
+    if json.loads((source / "config.json").read_text()) != dataclasses.asdict(config):
+        return False  # parked under another config: left for the record, not resumed
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        atomic_copy(file, folder / file.name)
+    return True
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def released_weights(run: Run, config: Config) -> Path | None:
     """The released checkpoint of ``run`` when its config hash is this config's."""
     manifest = CHECKPOINTS / "manifest.json"
@@ -267,6 +313,9 @@ def finish(name: str, budget: str, runs: Path, images: list[Path]) -> Path:
         else:
             record(folder, name, records)
             weights = folder / "best.pth.tar"
+            if (folder / "done.json").exists():
+                record_end(name, folder, records)
+            shutil.rmtree(parked_folder(name, budget), ignore_errors=True)
     model = load_model(weights)
     result = evaluate(model, images, name, progress=False, keep={KODIM14: out / "kodim14" / f"{name}.png"})
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
@@ -285,6 +334,15 @@ def note_kodak(release: str, result: Path) -> None:
     means = {k: round(v[0], 6) for k, v in evaluation["results"].items()
              if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
     manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]), "result": Path(result).as_posix()}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def record_end(name: str, folder: Path, records: Path) -> None:
+    """Add how a run ended (``done.json``: stop rule met or step cap, final learning rate, bank) to its
+    manifest entry."""
+    manifest_path = records / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest[name]["end"] = json.loads((folder / "done.json").read_text())
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
@@ -312,6 +370,9 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     runs = Path(runs)
     states = status(names, budget, runs)
     images = data.kodak_paths()[:2] if budget == "smoke" else data.kodak_paths()
+    restored = [n for n in names if states[n] == "train" and not dry_run and unpark(n, budget, runs)]
+    if restored:
+        print(f"resumed from the parked state in {folders(budget)[1] / 'parked'}: {', '.join(restored)}")
     to_train = [n for n in names if states[n] == "train"]
     to_evaluate = [n for n in names if states[n] == "evaluate"]
     print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate)} cached, "

@@ -212,3 +212,19 @@ def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rat
         (folder / f"{chunk}.x.f32").touch()
     assert teachers.stored(tmp_path, teacher_cache_key(config), config.steps) == {"y_hat", "x_hat"}
     assert experiments.estimate_s(run, config, tmp_path) == pytest.approx(scratch / experiments.STORED_TARGETS)
+
+
+def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(photo_folder, tmp_path, monkeypatch):
+    tiny_grid(monkeypatch, photo_folder)
+    monkeypatch.setitem(experiments.BUDGETS, "smoke", dict(scale="smoke", steps=4, val_every=2, data=str(photo_folder)))
+    monkeypatch.chdir(tmp_path)
+    config = experiments.RUNS["s"].config("smoke")
+    whole = train(config, runs=tmp_path / "whole", progress=False)
+    train(config, runs=tmp_path / "old", progress=False, stop_after=2)
+    assert experiments.park("smoke", tmp_path / "old") == ["s"]  # "k" never started: nothing to park
+    assert experiments.unpark("s", "smoke", tmp_path / "new")  # a new session: runs/ is gone
+    assert not experiments.unpark("s", "smoke", tmp_path / "new")  # its own state now wins
+    assert read_checkpoint(run_dir(config, tmp_path / "new") / "last.pth.tar")["meta"]["steps"] == 2
+    resumed = train(config, runs=tmp_path / "new", progress=False)
+    for key, value in read_checkpoint(whole)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(resumed)["state_dict"][key]), key
