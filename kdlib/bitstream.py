@@ -44,6 +44,7 @@ _REST = struct.Struct(">8sIIHHHHHHIII")  # id, h, w, padding x4, z shape x2, ind
 _CRC = struct.Struct(">I")
 MAX_SIDE = 1 << 15
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's decompression-bomb limit, by default
+MAX_MEMORY = 2 << 30  # bytes of working memory one image may take to code (estimated), by default
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a released model's name
 
 
@@ -119,17 +120,59 @@ def use_device(model: Hyperprior, device: str | torch.device | None) -> Hyperpri
     return model
 
 
+def working_memory(model: Hyperprior, height: int, width: int) -> int:
+    """Estimated peak bytes of coding one ``height`` x ``width`` image with ``model``, above what is
+    loaded: per padded pixel 64 bytes, 1.25 per channel of the transforms (their widest activations)
+    and 24 per 256 latent symbols. Measured peaks, one thread, 1024^2 and 2048^2 (README, "Memory"):
+    S16 68-95 B/px (estimate 102), T5 181-201 B/px (estimate 242)."""
+    pixels = -(-height // 64) * 64 * (-(-width // 64) * 64)
+    return int(pixels * (64 + 1.25 * model.N + 24 * model.M / 256))
+
+
+def check_size(model: Hyperprior, height: int, width: int, max_pixels: int, max_memory: int,
+               error: type[Exception] = ValueError) -> None:
+    """Refuse, before anything is allocated, an image over the pixel budget (Pillow's, by default) or
+    whose coding would need more than ``max_memory`` bytes (:func:`working_memory`)."""
+    if height * width > max_pixels:
+        raise error(f"A {width}x{height} image is over the budget of {max_pixels} pixels (a decompression bomb?); "
+                    "raise the budget if you trust the file (--max-pixels; in Python, max_pixels=)")
+    need = working_memory(model, height, width)
+    if need > max_memory:
+        raise error(f"A {width}x{height} image needs about {_size(need)} to code with this model, over the budget of "
+                    f"{_size(max_memory)}; raise the budget if the machine has the memory (--max-memory; in Python, "
+                    "max_memory=)")
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
 def _on_cpu(model: Hyperprior) -> bool:
     return all(p.device.type == "cpu" for p in model.parameters())
 
 
-def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior, device: str | None = None) -> bytes:
+def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior, device: str | None = None,
+             max_pixels: int = MAX_PIXELS, max_memory: int = MAX_MEMORY) -> bytes:
     """Compress an image (path or PIL image, any size) with ``model`` (name, path or model);
-    ``device``: see :func:`use_device`."""
-    return compress_batch([image], model, device)[0]
+    ``device``: see :func:`use_device`; an image over ``max_pixels`` pixels or ``max_memory`` bytes of
+    working memory (:func:`check_size`) is refused before its pixels are decoded."""
+    return compress_batch([image], model, device, max_pixels, max_memory)[0]
 
 
-def _encode_one(image, model: Hyperprior, name: str) -> bytes:
+def _image_size(image: str | Path | Image.Image) -> tuple[int, int]:
+    """(height, width) of an image, from its header only when it is a file."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    try:
+        with Image.open(image) as opened:
+            return opened.height, opened.width
+    except (OSError, Image.DecompressionBombError) as err:
+        raise DataError(f"Cannot read image {image}: {err}") from err
+
+
+def _encode_one(image, model: Hyperprior, name: str, max_pixels: int = MAX_PIXELS,
+                max_memory: int = MAX_MEMORY) -> bytes:
+    check_size(model, *_image_size(image), max_pixels, max_memory, DataError)
     x, flags = _image(image)
     if max(x.shape[-2:]) > MAX_SIDE:
         raise DataError(f"Image is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
@@ -156,12 +199,14 @@ def _parallel(function, items: list) -> list:
         torch.set_num_threads(threads)
 
 
-def compress_batch(images: list, model: str | Path | Hyperprior, device: str | None = None) -> list[bytes]:
-    """Compress several images with one loaded model, several at a time (one at a time on a GPU)."""
+def compress_batch(images: list, model: str | Path | Hyperprior, device: str | None = None,
+                   max_pixels: int = MAX_PIXELS, max_memory: int = MAX_MEMORY) -> list[bytes]:
+    """Compress several images with one loaded model, several at a time (one at a time on a GPU);
+    budgets as in :func:`compress`."""
     model, name = _model(model)
     model_id(model)  # fingerprint once, before the workers share the model
     use_device(model, device)
-    encode = lambda image: _encode_one(image, model, name)  # noqa: E731
+    encode = lambda image: _encode_one(image, model, name, max_pixels, max_memory)  # noqa: E731
     return _parallel(encode, images) if _on_cpu(model) else [encode(image) for image in images]
 
 
@@ -222,11 +267,12 @@ def released_model(name: str) -> Hyperprior:
 
 
 def decompress(blob: bytes, model: str | Path | Hyperprior | None = None, device: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> Image.Image:
+               max_pixels: int = MAX_PIXELS, max_memory: int = MAX_MEMORY) -> Image.Image:
     """Decode a .kdl file to a PIL image; ``model`` defaults to the released model named in the
-    file; ``device``: see :func:`use_device`; a file announcing more than ``max_pixels`` pixels
-    is refused before anything is allocated."""
-    return decompress_batch([blob], model, device, max_pixels)[0]
+    file; ``device``: see :func:`use_device`; a file announcing more than ``max_pixels`` pixels, or
+    an image whose decoding needs more than ``max_memory`` bytes (:func:`check_size`), is refused
+    before anything is allocated."""
+    return decompress_batch([blob], model, device, max_pixels, max_memory)[0]
 
 
 def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Image:
@@ -244,9 +290,10 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
 
 
 def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None = None,
-                     device: str | None = None, max_pixels: int = MAX_PIXELS) -> list[Image.Image]:
+                     device: str | None = None, max_pixels: int = MAX_PIXELS,
+                     max_memory: int = MAX_MEMORY) -> list[Image.Image]:
     """Decode several .kdl files, loading each model once, several at a time (one at a time on a GPU);
-    ``max_pixels`` as in :func:`decompress`."""
+    budgets as in :func:`decompress`."""
     given = use_device(_model(model)[0], device) if model is not None else None
     released: dict[str, Hyperprior] = {}
     jobs = []
@@ -262,6 +309,7 @@ def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None =
         if model_id(decoder) != header.model_id:
             raise BitstreamError(f"File was encoded with model {header.model_name!r} (id {header.model_id.hex()}), "
                                  f"not with the given model (id {model_id(decoder).hex()})")
+        check_size(decoder, header.height, header.width, max_pixels, max_memory, BitstreamError)
         jobs.append((header, payload, decoder))
     if all(_on_cpu(decoder) for decoder in ([given] if given else released.values())):
         return _parallel(lambda job: _decode_one(*job), jobs)

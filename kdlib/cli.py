@@ -64,10 +64,36 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"{len(notebooks)} notebooks and REPRODUCTION.md -> {index}")
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: bytes, with an optional K, M, G or T suffix (powers of 1024): 512M, 4G."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, unit = text[:-1] if text[-1:].upper() in units and text[-1:].isalpha() else text, \
+        text[-1:].upper() if text[-1:].isalpha() else ""
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 4G)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return int(value)
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     from kdlib import bitstream
 
-    blob = bitstream.compress(args.input, args.model, args.device)
+    blob = bitstream.compress(args.input, args.model, args.device, args.max_pixels or bitstream.MAX_PIXELS,
+                              args.max_memory or bitstream.MAX_MEMORY)
     bitstream.write_atomic(args.output, blob, overwrite=args.force)
     header = bitstream.read_header(blob)[0]
     print(f"{args.input} -> {args.output}: {len(blob)} bytes, {8 * len(blob) / (header.width * header.height):.4f} bpp")
@@ -78,12 +104,27 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 
     from kdlib import bitstream
 
-    image = bitstream.decompress(Path(args.input).read_bytes(), args.model, args.device,
-                                 args.max_pixels or bitstream.MAX_PIXELS)
+    image = bitstream.decompress(read_file(args.input), args.model, args.device,
+                                 args.max_pixels or bitstream.MAX_PIXELS, args.max_memory or bitstream.MAX_MEMORY)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     bitstream.write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
     print(f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}")
+
+
+MAX_FILE = 1 << 30  # a .kdl file of a 32768^2 image at 8 bpp is 1 GiB
+
+
+def read_file(path: str) -> bytes:
+    """A .kdl file's bytes; a device or a file over :data:`MAX_FILE` is refused before reading."""
+    from kdlib.bitstream import BitstreamError
+
+    file = Path(path)
+    if file.exists() and not file.is_file():
+        raise BitstreamError(f"{path} is not a regular file")
+    if file.exists() and file.stat().st_size > MAX_FILE:
+        raise BitstreamError(f"{path} is {file.stat().st_size} bytes, larger than any .kdl file ({MAX_FILE})")
+    return file.read_bytes()
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -143,7 +184,7 @@ def codec_name(name: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlib", description=__doc__)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("eval", help="evaluate codecs with real bitstreams, write eval_model JSON")
@@ -159,6 +200,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="released checkpoint name or path")
     c.add_argument("--force", action="store_true", help="replace an existing output")
     c.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
+    c.add_argument("--max-pixels", type=positive, default=None, help="refuse larger images (default: Pillow's "
+                   "decompression-bomb limit, 89478485)")
+    c.add_argument("--max-memory", type=byte_size, default=None, help="refuse an image whose coding would need more "
+                   "working memory, e.g. 4G (default: 2G; estimate: kdlib.bitstream.working_memory)")
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help="decode a .kdl file to PNG")
@@ -166,8 +211,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="the PNG to write")
     d.add_argument("--model", help="checkpoint name or path (default: the released model named in the file)")
     d.add_argument("--force", action="store_true", help="replace an existing output")
-    d.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: Pillow's "
+    d.add_argument("--max-pixels", type=positive, default=None, help="refuse larger images (default: Pillow's "
                    "decompression-bomb limit, 89478485)")
+    d.add_argument("--max-memory", type=byte_size, default=None, help="refuse an image whose coding would need more "
+                   "working memory, e.g. 4G (default: 2G; estimate: kdlib.bitstream.working_memory)")
     d.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     d.set_defaults(func=cmd_decompress)
 
@@ -187,8 +234,8 @@ def parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="bench", required=True)
     br = bsub.add_parser("resources", help="size, FLOPs, peak memory, throughput (and energy where metered)")
     br.add_argument("models", nargs="+", help="as for eval, or untrained:N[,M] for architecture-only figures")
-    br.add_argument("--passes", type=int, default=1, help="passes over the images (the paper: 50 on a GPU)")
-    br.add_argument("--images", type=int, default=24, help="first K Kodak images")
+    br.add_argument("--passes", type=positive, default=1, help="passes over the images (the paper: 50 on a GPU)")
+    br.add_argument("--images", type=positive, default=24, help="first K Kodak images")
     br.add_argument("--cpu-threads", dest="thread_counts", type=lambda s: [int(t) for t in s.split(",")],
                     default=[1, torch.get_num_threads()],
                     help="CPU thread counts, comma-separated (default: 1 and all)")
@@ -196,20 +243,20 @@ def parser() -> argparse.ArgumentParser:
     br.set_defaults(func=cmd_bench)
     bc = bsub.add_parser("codecs", help="RD curves and speed of JPEG, WebP, JPEG 2000, AVIF on Kodak")
     bc.add_argument("codecs", nargs="*", type=codec_name, help="jpeg, webp, jpeg2000 or avif (default: all)")
-    bc.add_argument("--images", type=int, default=24, help="first K Kodak images")
+    bc.add_argument("--images", type=positive, default=24, help="first K Kodak images")
     bc.add_argument("--out", default=str(RESULTS))
     bc.set_defaults(func=cmd_bench)
     bk = bsub.add_parser("codec", help="our compress/decompress against CompressAI's default path, plus JPEG/WebP")
     bk.add_argument("models", nargs="+", help="as for eval")
-    bk.add_argument("--images", type=int, default=24, help="first K Kodak images")
-    bk.add_argument("--repeats", type=int, default=5, help="passes per path; each timing is the best")
+    bk.add_argument("--images", type=positive, default=24, help="first K Kodak images")
+    bk.add_argument("--repeats", type=positive, default=5, help="passes per path; each timing is the best")
     bk.add_argument("--out", default=str(RESULTS))
     bk.set_defaults(func=cmd_bench)
     bte = bsub.add_parser("teacher", help="a KD step's teacher pass: full forward vs the targets the loss reads")
-    bte.add_argument("--repeats", type=int, default=20, help="timed batches per path (median)")
+    bte.add_argument("--repeats", type=positive, default=20, help="timed batches per path (median)")
     bte.set_defaults(func=cmd_bench)
     bt = bsub.add_parser("train", help="training steps/s: our trainer against a plain CompressAI-style loop")
-    bt.add_argument("--steps", type=int, default=20, help="timed steps per configuration (after warm-up)")
+    bt.add_argument("--steps", type=positive, default=20, help="timed steps per configuration (after warm-up)")
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
     bt.set_defaults(func=cmd_bench)
 
@@ -218,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="experiment number (the paper's order)")
     x.add_argument("--scale", default="cpu", choices=list(BUDGETS), help="training budget (kdlib.experiments.BUDGETS)")
     x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash ($KDLIB_RUNS or runs)")
-    x.add_argument("--jobs", type=int, default=2, help="runs trained at a time (cores are split between them)")
+    x.add_argument("--jobs", type=positive, default=2, help="runs trained at a time (cores are split between them)")
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
     x.add_argument("--dry-run", action="store_true", help="say what would be evaluated and trained, do nothing")
     x.add_argument("--no-compile", action="store_true", help="no torch.compile (slower; for debugging)")
@@ -235,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
                    help="continue a released checkpoint's training: its config, Adam restarts (default: a new run)")
     t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="recipe (kdlib.train.SCALES; default: cpu)")
     t.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
-    t.add_argument("--stop-after", type=int, help="stop after this many steps, resumable (default: run to --steps)")
+    t.add_argument("--stop-after", type=positive, help="stop after this many steps, resumable (default: run to --steps)")
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
     flags = [("N", int, "channels of the transforms"), ("M", int, "channels of the latent y"),
              ("Z", int, "channels of the hyper-latent z (None: N)"), ("lmbda", float, "RD trade-off lambda"),
@@ -247,8 +294,10 @@ def parser() -> argparse.ArgumentParser:
              ("steps", int, "training steps"), ("lr", float, "Adam learning rate"),
              ("val_every", int, "steps between validations and checkpoints"), ("seed", int, "random seed"),
              ("data", str, "folder of training images (None: $KDLIB_DATA/train)")]
+    positive_flags = {"N", "M", "Z", "crop", "batch", "steps", "val_every"}
     for name, kind, text in flags:
         default = defaults[name]
+        kind = positive if name in positive_flags else kind
         where = "the scale's recipe" if default is None and name in SCALES["cpu"] else default
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f"{text} (default: {where})")
     t.add_argument("--kd", choices=["paper-text", "authors", "best", "authors-l2"],
@@ -278,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:  # bad usage, as argparse's own errors
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, FileExistsError,
-            FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
-        print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
+    except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, OSError) as err:
+        print(f"kdlib {args.command}: error: {err}", file=sys.stderr)  # OSError: a read-only or full disk too
+        return 1
+    except MemoryError:
+        print(f"kdlib {args.command}: error: out of memory; lower --max-memory's budget or free memory", file=sys.stderr)
         return 1
     return 0
 

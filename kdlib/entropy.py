@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.layers import GDN
 
+from kdlib import rans
 from kdlib.models import Hyperprior
 
 _HEADER = struct.Struct(">IIHH")  # y length, z length, z height, z width
@@ -190,14 +191,14 @@ def _crc(indexes: torch.Tensor) -> int:
 MAX_SYMBOL = 1 << 15  # |round(y)| beyond this is no image a trained codec makes (the coder would spin)
 
 
-def check_latent(y: torch.Tensor) -> None:
+def check_latent(y: torch.Tensor, what: str = "latent") -> None:
     """Refuse a latent the coder cannot take: non-finite values (NaN weights, overflow) or values so
     large that CompressAI's bypass coding runs for minutes (e.g. weights scaled by 1e9)."""
     if not torch.isfinite(y).all():
-        raise RoundTripError("The model's latent has NaN or infinite values: its weights are damaged")
+        raise RoundTripError(f"The model's {what} has NaN or infinite values: its weights are damaged")
     peak = y.abs().max().item() if y.numel() else 0.0
     if peak > MAX_SYMBOL:
-        raise RoundTripError(f"The model's latent reaches {peak:.3g}, beyond {MAX_SYMBOL}: its weights are damaged "
+        raise RoundTripError(f"The model's {what} reaches {peak:.3g}, beyond {MAX_SYMBOL}: its weights are damaged "
                              "(a trained codec's latents are small integers)")
 
 
@@ -209,12 +210,13 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     (default oneDNN kernels): the evaluation path, comparable to CompressAI's own numbers.
     """
     y = analyze(model, x, deterministic)
+    check_latent(y)  # before any call into the coder: damaged weights would make it spin
     y_abs = _on(model.h_a, torch.abs(y))
     z = _run(model.h_a, y_abs) if deterministic else model.h_a(y_abs)
+    check_latent(z - model.entropy_bottleneck.quantiles[:, 0, 1].detach().reshape(1, -1, 1, 1), "hyper-latent")
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
-    check_latent(y)
     symbols = torch.round(y).int()
     coder = RansEncoder()
     y_strings = [coder.encode_with_indexes(s.reshape(-1).tolist(), i.reshape(-1).tolist(), *_used_tables(model, i))
@@ -224,15 +226,17 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
 
 
 # Memory safety. CompressAI's rANS decoder has no end-of-stream check: on a cut or crafted stream it
-# reads past its buffer. :func:`decode_symbols` pads every stream with zeros, enough for any input
-# (the bound below), so that such reads stay inside our buffer, and checks afterwards that the
-# symbols did not need more bits than the stream holds. The bound, in bytes read: rANS64 reads a
-# 32-bit word whenever its state falls under 2^31 and keeps it under 2^63, so R reads cost 32 R - 32
-# bits of state at most; a symbol costs at most 16 bits (precision 16); a bypass-coded (escape)
-# value reads 4-bit groups while they are 0xF, at most 9 from the state and 8 per all-ones word of
-# the stream (zero padding stops them), then up to 15 per group read: at most 160 groups per escape
-# plus 32 per stream byte in all. Hence at most 12 + 2 n + 80 e + 16 L bytes for n symbols, e of them
-# escapes, from an L-byte stream. Escapes are counted chunk by chunk, so the padding stays small.
+# reads past its buffer. kdlib decodes with its own bounds-checked decoder (:mod:`kdlib.rans`, the
+# same arithmetic), which never reads outside the stream and refuses any stream an encoder cannot
+# have written. Only where it cannot be built (no C compiler) does :func:`decode_symbols` fall back
+# on CompressAI's decoder over a zero-padded copy, with this bound on what it can read: each decoding
+# step (a symbol, or one 4-bit group of an escape) reads at most one 32-bit word, whatever the state
+# (a zero state reads one per symbol), so n symbols read at most 4 n bytes; an escape reads 4-bit
+# groups while they are 0xF, at most 16 from the state and 8 per all-ones word of the stream (zero
+# padding stops them), then up to 15 values per group: at most 80 bytes per escape plus 16 per
+# stream byte. Hence at most 12 + 4 n + 80 e + 16 L bytes for n symbols, e of them escapes, from an
+# L-byte stream; escapes are counted chunk by chunk, so the padding stays bounded; a stream whose
+# initial state no encoder writes (outside [2^31, 2^63)) is refused before decoding.
 ESCAPE_BYTES = 80
 CHUNK = 16_384  # symbols per coder call: the padding holds a chunk of escapes, and copying a larger
 # one into the coder costs more than the calls saved (measured with kdlib bench codec)
@@ -252,19 +256,28 @@ def _bits_table(cdfs: list[list[int]], lengths: list[int]) -> tuple[torch.Tensor
 
 
 def decode_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: list,
-                   table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                   table: tuple[torch.Tensor, torch.Tensor], rans_tables: "rans.Tables | None" = None) -> torch.Tensor:
     """CompressAI's rANS decoding of one stream (values without offsets: CDF positions), safe on any
-    bytes: the coder never reads outside our buffer, a stream with too many escapes is refused, and
-    so is one whose symbols need more bits than it holds (it ran out: cut or altered) or, without
-    escapes, fewer. ``table``: :func:`_bits_table` of ``cdfs``; ``indexes``: each symbol's CDF."""
+    bytes. With ``rans_tables`` (:class:`kdlib.rans.Tables` of ``cdfs``), by :mod:`kdlib.rans`, which
+    never reads past the stream and refuses any stream no encoder writes. Otherwise by CompressAI's
+    decoder over a padded copy (see above): a stream with too many escapes is refused, and so is one
+    whose symbols need more bits than it holds (it ran out: cut or altered) or, without escapes,
+    fewer. ``table``: :func:`_bits_table` of ``cdfs``; ``indexes``: each symbol's CDF."""
     size, indexes = len(string), indexes.reshape(-1)
     if size < 8 or size % 4:
         raise RoundTripError(f"A latent stream of {size} bytes is no rANS stream (whole 32-bit words, two at least): "
                              "the file was cut or altered")
+    if rans_tables is not None and rans.available():
+        try:
+            return torch.from_numpy(rans.decode(string, indexes.numpy(), rans_tables))
+        except rans.StreamError as err:
+            raise RoundTripError(str(err)) from None
+    if not 1 << 31 <= int.from_bytes(string[:8], "little") < 1 << 63:
+        raise RoundTripError("A latent stream starts in a state no encoder writes: the file was cut or altered")
     escape, bits = (t.reshape(-1) for t in table)
     width, n = table[0].shape[1], len(indexes)
     decoder, flat, zeros = RansDecoder(), indexes.tolist(), [0] * len(cdfs)
-    decoder.set_stream(string + bytes(2 * n + 16 * size + ESCAPE_BYTES * CHUNK + 64))
+    decoder.set_stream(string + bytes(4 * n + 16 * size + ESCAPE_BYTES * CHUNK + 64))
     rows = indexes.long() * width
     parts, done, escapes, spent = [], 0, 0, 0.0
     while done < n:
@@ -301,7 +314,8 @@ def _hyper_tables(model: Hyperprior) -> tuple[list, list, torch.Tensor, tuple]:
     if getattr(model, "_kdl_hyper_key", None) != key:
         lengths = eb._cdf_length.reshape(-1).int().tolist()
         cdfs = [row[:n] for row, n in zip(eb._quantized_cdf.tolist(), lengths)]
-        model._kdl_hyper = (cdfs, lengths, eb._offset.reshape(-1).long(), _bits_table(cdfs, lengths))
+        model._kdl_hyper = (cdfs, lengths, eb._offset.reshape(-1).long(), _bits_table(cdfs, lengths),
+                            rans.Tables(cdfs, lengths))
         model._kdl_hyper_key = key
     return model._kdl_hyper
 
@@ -309,13 +323,13 @@ def _hyper_tables(model: Hyperprior) -> tuple[list, list, torch.Tensor, tuple]:
 def decode_hyper(model: Hyperprior, strings: list[bytes], shape: tuple[int, int]) -> torch.Tensor:
     """z_hat from its streams: CompressAI's ``EntropyBottleneck.decompress``, through :func:`decode_symbols`."""
     eb = model.entropy_bottleneck
-    cdfs, lengths, offsets, table = _hyper_tables(model)
+    cdfs, lengths, offsets, table, rans_tables = _hyper_tables(model)
     size = (len(strings), len(lengths), *shape)
     indexes = eb._build_indexes(size).to(eb._quantized_cdf.device)
     outputs = eb._quantized_cdf.new_empty(size)
     offsets = offsets.to(outputs.device)
     for i, string in enumerate(strings):
-        values = decode_symbols(string, indexes[i], cdfs, lengths, table).to(outputs.device)
+        values = decode_symbols(string, indexes[i], cdfs, lengths, table, rans_tables).to(outputs.device)
         outputs[i] = (values.long() + offsets[indexes[i].reshape(-1).long()]).reshape(outputs[i].shape)
     medians = eb._extend_ndims(eb._get_medians().detach(), len(shape)).expand(len(strings), *([-1] * (len(shape) + 1)))
     return eb.dequantize(outputs, medians, medians.dtype)
@@ -341,10 +355,18 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
     offsets, rows = model.gaussian_conditional._offset.reshape(-1).float(), []
     for string, i in zip(strings[0], indexes):
         cdfs, lengths, _ = _used_tables(model, i)  # decoded without offsets; added in one tensor op
-        values = decode_symbols(string, i, cdfs, lengths, _bits(model, len(cdfs)))
+        values = decode_symbols(string, i, cdfs, lengths, _bits(model, len(cdfs)), _rans_tables(model))
         rows.append(offsets[i].add_(values.reshape(i.shape).to(offsets.device)))
     y_hat = torch.stack(rows)
     return {"x_hat": synthesize(model, y_hat, deterministic), "y_hat": y_hat}
+
+
+def _rans_tables(model: Hyperprior) -> "rans.Tables":
+    """The Gaussian conditional's tables for :mod:`kdlib.rans` (all of them), built once per model."""
+    if getattr(model, "_kdl_rans_source", None) is not model._kdl_tables:
+        cdfs, lengths, _, _ = _tables(model)
+        model._kdl_rans, model._kdl_rans_source = rans.Tables(cdfs, lengths), model._kdl_tables
+    return model._kdl_rans
 
 
 def _bits(model: Hyperprior, count: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,7 +159,46 @@ def load_model(name_or_path: str | Path) -> Hyperprior:
     model = Hyperprior.from_state_dict(state_dict)
     model.meta = payload.get("meta", {})
     model.update()
+    check_entropy_models(model, str(name_or_path))
     return model.eval()
+
+
+TABLE_LIMIT = 1 << 16  # |offset|, |median|: a trained codec's are tens; the coder spins on larger ones
+
+
+def check_entropy_models(model: Hyperprior, name: str = "the model") -> None:
+    """Refuse entropy models the coder cannot use safely, as loaded (``update()`` keeps loaded
+    tables): every CDF table starts at 0, rises strictly (no zero frequency) to 2^16 within its row,
+    offsets and the bottleneck's medians are finite and under :data:`TABLE_LIMIT`, the scale table
+    is positive and rising. A crafted table could otherwise make CompressAI's coder divide by zero,
+    read past a row, or spin for minutes."""
+    for part in ("entropy_bottleneck", "gaussian_conditional"):
+        em = getattr(model, part)
+        cdf, lengths, offsets = em._quantized_cdf, em._cdf_length.reshape(-1).long(), em._offset.reshape(-1).long()
+        problem = None
+        if cdf.dim() != 2 or not len(cdf) or len(lengths) != len(cdf) or len(offsets) != len(cdf):
+            problem = "tables of inconsistent sizes"
+        elif not bool(((lengths >= 2) & (lengths <= cdf.shape[1])).all()):
+            problem = "a table length outside its row"
+        else:
+            inside = torch.arange(cdf.shape[1])[None, 1:] < lengths[:, None]
+            last = cdf.gather(1, (lengths - 1)[:, None]).squeeze(1)
+            if not bool((cdf[:, 0] == 0).all() and (last == 1 << 16).all()):
+                problem = "a table that does not run from 0 to 65536"
+            elif not bool(((cdf[:, 1:] > cdf[:, :-1]) | ~inside).all()):
+                problem = "a symbol of zero frequency"
+            elif not bool((offsets.abs() <= TABLE_LIMIT).all()):
+                problem = "offsets beyond 65536"
+        if problem:
+            raise ModelError(f"{name}: the {part.replace('_', ' ')}'s CDF tables are damaged ({problem}); "
+                             "the checkpoint cannot be used")
+    medians = model.entropy_bottleneck.quantiles[:, 0, 1].detach()
+    if not bool(torch.isfinite(medians).all() and (medians.abs() <= TABLE_LIMIT).all()):
+        raise ModelError(f"{name}: the entropy bottleneck's medians are not finite or beyond 65536; "
+                         "the checkpoint is damaged")
+    scales = model.gaussian_conditional.scale_table
+    if not bool(torch.isfinite(scales).all() and (scales > 0).all() and (scales.diff() > 0).all()):
+        raise ModelError(f"{name}: the scale table is not positive and rising; the checkpoint is damaged")
 
 
 def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None) -> Hyperprior:
@@ -190,6 +229,7 @@ def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None
     model = Hyperprior.from_state_dict(state_dict)
     model.meta = {"source": url, "quality": quality, "metric": metric}
     model.update()
+    check_entropy_models(model, Path(url).name)
     return model.eval()
 
 

@@ -83,8 +83,9 @@ def test_crops(photo_folder):
         data.image_files(photo_folder / "missing")
 
 
-def png16(path, samples: np.ndarray, filters=(0, 1, 2, 3, 4)):
-    """Write a 16-bit RGB(A) PNG by hand (Pillow cannot), each row with the next filter type."""
+def png16(path, samples: np.ndarray, filters=(0, 1, 2, 3, 4), color=None):
+    """Write a 16-bit PNG by hand (Pillow cannot), each row with the next filter type; ``color``: the
+    PNG colour type (default: RGB or RGBA by the channel count)."""
     import struct
     import zlib
 
@@ -105,7 +106,7 @@ def png16(path, samples: np.ndarray, filters=(0, 1, 2, 3, 4)):
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", w, h, 16, color if color is not None else (2 if c == 3 else 6), 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
                      + chunk(b"IEND", b""))
     return path
@@ -125,3 +126,52 @@ def test_16_bit_rgb_is_rounded_not_truncated(tmp_path):
     alpha[3, 3, 3] = 0
     with pytest.raises(DataError, match="transparent"):
         load_image(png16(tmp_path / "transparent16.png", alpha))
+
+
+def test_16_bit_gray_with_opaque_alpha_is_read(tmp_path):
+    from kdlib.data import load_image
+
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 65536, (9, 6, 1)).astype(np.uint16)
+    path = png16(tmp_path / "la16.png", np.concatenate([gray, np.full_like(gray, 65535)], axis=2), color=4)
+    x = load_image(path)
+    assert x.shape == (3, 9, 6) and np.allclose(x[1].numpy(), np.round(gray[..., 0] / 257.0) / 255, atol=1e-6)
+
+
+def test_a_used_trns_colour_is_refused_and_an_unused_one_ignored(tmp_path):
+    from PIL import Image
+
+    from kdlib.data import DataError, load_image
+
+    image = Image.new("RGB", (4, 4), (10, 20, 30))
+    image.putpixel((0, 0), (1, 2, 3))
+    image.save(tmp_path / "used.png", transparency=(10, 20, 30))
+    with pytest.raises(DataError, match="tRNS colour is used"):
+        load_image(tmp_path / "used.png")
+    image.save(tmp_path / "unused.png", transparency=(200, 200, 200))
+    assert load_image(tmp_path / "unused.png").shape == (3, 4, 4)
+
+
+def test_vectorised_png_unfiltering_equals_the_specification():
+    """Equal to a plain pixel-by-pixel unfiltering on every filter type (the speed is measured by
+    benchmarks/png16_speed.py, not here)."""
+    from kdlib.data import unfilter_png
+
+    rng = np.random.default_rng(2)
+    for h, w, bpp in [(7, 5, 6), (30, 41, 8), (64, 3, 2), (1, 9, 6)]:
+        for kinds in ([0] * h, [1] * h, [2] * h, [3] * h, [4] * h, list(rng.integers(0, 5, h))):
+            raw = b"".join(bytes([int(k)]) + rng.bytes(w * bpp) for k in kinds)
+            assert np.array_equal(unfilter_png(raw, h, w * bpp, bpp), slow_unfilter(raw, h, w * bpp, bpp)), kinds
+
+
+def slow_unfilter(data, height, stride, bpp):
+    """PNG's unfiltering as the specification writes it, byte by byte."""
+    out = np.zeros((height + 1, stride + bpp), np.int64)
+    for y in range(height):
+        kind = data[y * (stride + 1)]
+        for i in range(stride):
+            raw, a, b, c = data[y * (stride + 1) + 1 + i], out[y + 1, i], out[y, i + bpp], out[y, i]
+            p = a + b - c
+            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else (b if abs(p - b) <= abs(p - c) else c)
+            out[y + 1, i + bpp] = (raw + [0, a, b, (a + b) >> 1, paeth][kind]) & 255
+    return out[1:, bpp:].astype(np.uint8)

@@ -1,0 +1,108 @@
+"""Bounds-checked decoding of CompressAI's rANS streams: ``rans.c``, compiled on first use.
+
+CompressAI's decoder has no end-of-stream check (a crafted stream makes it read past its buffer),
+and no maintained library decodes its format with one, so kdlib carries this one small C function
+(CompressAI's arithmetic, every read checked against the stream's real end; see ``rans.c``). It is
+compiled with the system's C compiler into ``<KDLIB_CACHE>/lib/`` the first time it is needed (named
+by the source's hash, so an edited source is rebuilt), and called through ctypes, which releases the
+GIL: streams decode in parallel on threads. :func:`available` says whether it could be built; without
+a C compiler kdlib falls back to CompressAI's decoder on a padded buffer (``kdlib.entropy``).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kdlib import data
+
+SOURCE = Path(__file__).with_name("rans.c")
+ERRORS = {-1: "is no rANS stream (whole 32-bit words, two at least)",
+          -2: "starts or ends in a state no encoder writes",
+          -3: "ran out: its symbols need more bytes than it holds",
+          -4: "names a CDF table that does not exist",
+          -5: "holds an escape-coded value wider than 32 bits",
+          -6: "holds bytes that no symbol uses"}
+
+
+class StreamError(ValueError):
+    """A stream is not what CompressAI's rANS encoder writes (cut, altered or crafted)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    source = SOURCE.read_bytes()
+    target = data.cache_root() / "lib" / f"kdl_rans-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if not target.exists():
+        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+        os.close(fd)
+        try:
+            subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)], check=True,
+                           capture_output=True)
+            os.replace(tmp, target)
+        except (OSError, subprocess.CalledProcessError):
+            Path(tmp).unlink(missing_ok=True)
+            return None
+    library = ctypes.CDLL(str(target))
+    pointer = ctypes.c_void_p
+    library.kdl_rans_decode.restype = ctypes.c_int64
+    library.kdl_rans_decode.argtypes = [ctypes.c_char_p, ctypes.c_int64, pointer, ctypes.c_int64, pointer,
+                                        pointer, ctypes.c_int32, ctypes.c_int32, pointer]
+    return library
+
+
+def available() -> bool:
+    """Whether the bounds-checked decoder is built (a C compiler was found)."""
+    return _library() is not None
+
+
+class Tables:
+    """CDF tables as the decoder reads them: one int32 row per table, padded to the widest, and
+    each row's length. Checked once: every row starts at 0, rises strictly (no symbol of zero
+    frequency) and ends at 2^16, so a crafted table cannot make the decoder divide by or look past
+    anything."""
+
+    def __init__(self, cdfs: list[list[int]], lengths: list[int]):
+        width = max(lengths)
+        self.rows = np.zeros((len(cdfs), width), np.int32)
+        self.lengths = np.asarray(lengths, np.int32)
+        for t, (cdf, n) in enumerate(zip(cdfs, lengths)):
+            row = np.asarray(cdf[:n], np.int64)
+            if n < 2 or len(row) != n or row[0] != 0 or row[-1] != 1 << 16 or (np.diff(row) <= 0).any():
+                raise StreamError(f"CDF table {t} is invalid (a table starts at 0, rises strictly to 65536): "
+                                  "the model's entropy tables are damaged")
+            self.rows[t, :n] = row
+
+
+def decode(string: bytes, indexes: np.ndarray, tables: Tables) -> np.ndarray:
+    """The CDF positions of the ``len(indexes)`` symbols in ``string`` (int32), each decoded with table
+    ``indexes[i]``; :class:`StreamError` unless the stream is exactly what an encoder writes."""
+    out, code = call(string, len(string), indexes, tables)
+    if code:
+        raise StreamError(f"A latent stream of {len(string)} bytes {ERRORS.get(int(code), f'fails ({code})')}: "
+                          "the file was cut or altered")
+    return out
+
+
+def call(stream: bytes | int, size: int, indexes: np.ndarray, tables: Tables) -> tuple[np.ndarray, int]:
+    """``rans.c``'s decoder on ``size`` bytes at ``stream`` (bytes, or an address): (values, return code)."""
+    library = _library()
+    if library is None:
+        raise RuntimeError("kdlib's rANS decoder could not be built: no C compiler (set CC)")
+    indexes = np.ascontiguousarray(indexes, np.int32).reshape(-1)
+    out = np.empty(len(indexes), np.int32)
+    code = library.kdl_rans_decode(stream if isinstance(stream, bytes) else ctypes.c_char_p(stream), size,
+                                   indexes.ctypes.data, len(indexes), tables.rows.ctypes.data,
+                                   tables.lengths.ctypes.data, tables.rows.shape[1], len(tables.rows), out.ctypes.data)
+    return out, int(code)
