@@ -207,7 +207,7 @@ def _closest_setting(codec: str, bpp: float, results: Path) -> int:
     return min(zip(sweep["settings"], sweep["results"]["bpp"]), key=lambda sb: abs(sb[1] - bpp))[0]
 
 
-def _unchecked_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: list, table) -> torch.Tensor:
+def _unchecked_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: list, table, rans_tables=None) -> torch.Tensor:
     """The decoding before the memory-safe one (issue 16): CompressAI's coder on the bare stream, one
     call. Only for timing valid files here: it reads past the buffer of a cut stream."""
     from compressai.ans import RansDecoder

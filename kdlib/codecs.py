@@ -89,6 +89,8 @@ def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]], met
     options = {"method": method, "require_matching_points": False, "min_overlap": 0}
     lo, hi = max(min(anchor["psnr-rgb"]), min(test["psnr-rgb"])), min(max(anchor["psnr-rgb"]), max(test["psnr-rgb"]))
     span = max(max(anchor["psnr-rgb"]), max(test["psnr-rgb"])) - min(min(anchor["psnr-rgb"]), min(test["psnr-rgb"]))
-    return {"bd_rate_pct": float(bjontegaard.bd_rate(*args, **options)),
-            "bd_psnr_db": float(bjontegaard.bd_psnr(*args, **options)),
-            "overlap_pct": 100 * max(0.0, hi - lo) / span}
+    try:
+        rate_pct, psnr_db = float(bjontegaard.bd_rate(*args, **options)), float(bjontegaard.bd_psnr(*args, **options))
+    except AssertionError:  # bjontegaard asserts, in places, what its ValueErrors say elsewhere
+        raise ValueError("a curve is not monotonic (PSNR falls where the rate rises)") from None
+    return {"bd_rate_pct": rate_pct, "bd_psnr_db": psnr_db, "overlap_pct": 100 * max(0.0, hi - lo) / span}

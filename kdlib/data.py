@@ -62,6 +62,25 @@ class DataError(RuntimeError):
     """A dataset file is missing, tampered with or unreadable."""
 
 
+SMOKE_SIDE = 192  # the smoke scale evaluates on centre crops of this side (MS-SSIM needs > 160): seconds
+
+
+def smoke_images(folder: str | Path, count: int = 2, side: int = SMOKE_SIDE) -> list[Path]:
+    """Centre crops (``side`` pixels) of the first ``count`` verified Kodak images, written once into
+    ``folder`` under their Kodak names: what the smoke scale evaluates on."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source in kodak_paths()[:count]:
+        target = folder / source.name
+        if not target.exists():
+            with Image.open(source) as image:
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                image.crop((left, top, left + side, top + side)).save(target)
+        paths.append(target)
+    return paths
+
+
 def mirror_root() -> Path | None:
     """The local mirror folder named by ``KDLIB_DATA``, or None."""
     root = os.environ.get(DATA_ENV)

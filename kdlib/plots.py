@@ -18,8 +18,8 @@ TABLES = PAPER / "tables"
 
 
 def msssim_db(value: float) -> float:
-    """MS-SSIM as -10 log10(1 - MS-SSIM), the paper's and CompressAI's dB scale."""
-    return -10 * math.log10(1 - value)
+    """MS-SSIM as -10 log10(1 - MS-SSIM), the paper's and CompressAI's dB scale (NaN where not measured)."""
+    return -10 * math.log10(1 - value) if value is not None and math.isfinite(value) else float("nan")
 
 
 def read_result(path: str | Path) -> dict:

@@ -114,6 +114,8 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
         _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=1 if scale == "smoke" else 3)))
     specs = [f"untrained:{size}" for size in UNTRAINED_SIZES]
     specs += [m for m in RESOURCE_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
+    if scale == "smoke":  # each costs two fresh processes (peak memory): every architecture, the teacher, S16
+        specs = [s for s in specs if s.startswith("untrained:") or s in ("T5", "S16")]
     threads = [1] if scale == "smoke" else [1, torch.get_num_threads()]
     for spec in specs:  # resources of experiment 6: notebook 06
         trained = not spec.startswith("untrained:")
@@ -137,8 +139,9 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
             raise SystemExit(f"kdlib reproduce --scale paper runs the published protocol (millions of steps on "
                              f"Vimeo90K); missing here: {' and '.join(missing)}. Use --scale cpu on this machine.")
     images, out = data.kodak_paths(), Path(out)
-    if scale == "smoke":
-        images, out = images[:2], out / "smoke"
+    if scale == "smoke":  # 2 Kodak crops, and the grid trained for a few steps: a run of the whole pipeline
+        out = out / "smoke"
+        images, train = data.smoke_images(out / "images"), True
     items = products(scale, out, images)
     stale = [p for p in items if p.stale(out)]
     print(f"reproduce ({scale}): {len(items) - len(stale)} of {len(items)} result files up to date, {len(stale)} to make")
