@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
 
-.PHONY: reproduce test notebooks report chromium kernel clean-venv FORCE
+.PHONY: reproduce test smoke-check notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 # Main job: compute the missing result files (cached), then execute every notebook in order.
 reproduce: $(VENV)/.installed
 	$(BIN)/kdlib reproduce --scale $(SCALE)
-	$(MAKE) notebooks
+	$(MAKE) -j2 notebooks
 
-RESULTS_DIR := $(if $(filter smoke,$(SCALE)),../results/smoke,../results)
+RESULTS_DIR := $(if $(filter smoke,$(SCALE)),results/smoke,results)
 EXECUTED := $(patsubst notebooks/%,build/notebooks/$(SCALE)/%,$(NOTEBOOKS))
 
 # Executed copies go to build/notebooks/<scale>/ (one rule per notebook: make -j2 works); a cpu
@@ -33,6 +33,10 @@ endif
 build/notebooks/$(SCALE)/%.ipynb: notebooks/%.ipynb FORCE | $(VENV)/.installed
 	@mkdir -p $(@D)
 	$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) -p results_dir $(RESULTS_DIR) $< $@
+	$(BIN)/python -m kdlib.notebook normalize $@
+
+# The reproduction notebook reads the tables the others write: it runs last, also under make -j.
+build/notebooks/$(SCALE)/08_reproduction.ipynb: $(filter-out %/08_reproduction.ipynb,$(EXECUTED))
 
 FORCE:
 
@@ -49,6 +53,14 @@ report: $(VENV)/.installed
 test: $(VENV)/.installed chromium
 	KDLIB_SCALE=smoke $(BIN)/pytest -q tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
+	$(MAKE) smoke-check
+
+# The quick reproduction a newcomer runs first, end to end (results, grid trained for 2 steps, every
+# notebook), then a check that it changed no tracked file and left nothing untracked behind.
+smoke-check:
+	$(MAKE) reproduce SCALE=smoke
+	@dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
+		if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
 
 clean-venv:
 	rm -rf $(VENV)

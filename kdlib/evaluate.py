@@ -107,11 +107,20 @@ def evaluate(model: Hyperprior, images: list[Path], name: str, description: str 
         "name": name,
         "description": description or f"kdlib {__version__}, real bitstream (ans)",
         "results": {k: [v] for k, v in means.items()},
-        "model": {**getattr(model, "meta", {}), **model.config},
+        "model": {**portable(getattr(model, "meta", {})), **model.config},
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                         "machine": platform.machine(), "processor": platform.processor()},
         "per_image": per_image,
     }
+
+
+def portable(meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's metadata with paths inside the repository made relative to it (a result JSON
+    is the same whichever machine wrote it)."""
+    from kdlib.models import REPO_ROOT
+
+    root = str(REPO_ROOT) + "/"
+    return {k: v.replace(root, "") if isinstance(v, str) else v for k, v in meta.items()}
 
 
 def mean(values) -> float:

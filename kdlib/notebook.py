@@ -1,7 +1,10 @@
-"""The notebooks' prelude, in one place: scale, data and results folders, where figures go."""
+"""The notebooks' prelude, in one place: scale, data and results folders, where figures go; and the
+normalisation of executed notebooks (``python -m kdlib.notebook normalize NB...``)."""
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,17 +18,25 @@ SCALE_ENV = "KDLIB_SCALE"  # overrides the parameter: nbval (make test) cannot i
 
 
 def setup(scale: str, results_dir: str | Path, data_dir: str | Path | None = None) -> tuple[str, Path]:
-    """(scale, results folder) for a notebook's parameters. ``data_dir`` sets ``KDLIB_DATA``; at
+    """(scale, results folder) for a notebook's parameters. A relative ``results_dir`` is relative to
+    the repository (so papermill works from any folder); ``data_dir`` sets ``KDLIB_DATA``; at
     ``smoke`` scale figures and tables go under the results folder, so a smoke run never
     overwrites the published ones."""
     scale = os.environ.get(SCALE_ENV, scale)
     if data_dir:
         os.environ["KDLIB_DATA"] = str(data_dir)
-    results = Path(results_dir)
+    results = Path(results_dir) if Path(results_dir).is_absolute() else plots.REPO_ROOT / results_dir
     if scale == "smoke":
         plots.FIGURES, plots.TABLES = results / "smoke-figures", results / "smoke-tables"
     print(f"scale={scale}")
     return scale, results
+
+
+def runs_line(runs: "pd.DataFrame", number: int, scale: str) -> str:
+    """How many of an experiment's runs have results, which are missing, and the command that makes them."""
+    missing = list(runs.loc[~runs.done, "name"])
+    line = f"{len(runs) - len(missing)} of {len(runs)} runs done; missing: {', '.join(missing) or 'none'}"
+    return line + (f" (make them with `kdlib experiment {number} --scale {scale}`)" if missing else "")
 
 
 def points(rows: "pd.DataFrame", family: str, tag: str = "", kind: str = "student") -> "pd.DataFrame":
@@ -73,3 +84,46 @@ def check_results(done: "pd.DataFrame", scale: str) -> None:
         assert result["model"]["config_hash"] == experiments.RUNS[r.name].config("cpu").hash() or scale != "cpu", r.name
         assert scale == "smoke" or abs(result["results"]["bpp"][0] / result["results"]["bpp-estimated"][0] - 1) < 0.05, r.name
     print(f"checks passed ({len(done)} results)")
+
+
+VOLATILE_CELL_METADATA = ("execution", "papermill")  # timestamps and durations of a run
+
+
+def normalize(path: str | Path) -> None:
+    """Rewrite an executed notebook without what changes from run to run and says nothing about the
+    results: papermill's and Jupyter's timestamps and durations, the injected cell's random id, progress
+    bars on stderr, and this machine's path to the repository (outputs print paths relative to it). A
+    re-execution whose numbers did not move then leaves the committed notebook byte-identical."""
+    import nbformat
+
+    from kdlib.models import REPO_ROOT
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    root = re.compile(re.escape(str(REPO_ROOT)) + r"/?")
+    for cell in nb.cells:
+        for key in VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            if output.get("output_type") == "stream" and output.get("name") == "stderr" and "\r" in output.get("text", ""):
+                continue  # a progress bar
+            if "text" in output:
+                output["text"] = root.sub("", output["text"])
+            for kind, value in output.get("data", {}).items():
+                if kind.startswith("text/") and isinstance(value, str):
+                    output["data"][kind] = root.sub("", value)
+            outputs.append(output)
+        cell.outputs = outputs
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] != "normalize":
+        sys.exit("usage: python -m kdlib.notebook normalize NOTEBOOK [NOTEBOOK ...]")
+    for notebook in sys.argv[2:]:
+        normalize(notebook)

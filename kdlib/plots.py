@@ -218,7 +218,7 @@ def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
-    return folder / f"{name}.png"
+    return shown(folder / f"{name}.png")
 
 
 def write_table(frame: pd.DataFrame, name: str, folder: str | Path | None = None) -> Path:
@@ -227,4 +227,11 @@ def write_table(frame: pd.DataFrame, name: str, folder: str | Path | None = None
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / f"{name}.csv", index=False)
     (folder / f"{name}.tex").write_text(frame.to_latex(index=False, float_format="%.4g"))
-    return folder / f"{name}.csv"
+    return shown(folder / f"{name}.csv")
+
+
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository when it is inside it: what notebooks print, the same on
+    every machine."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path

@@ -117,6 +117,14 @@ class Config:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def portable_path(path: str | None) -> str | None:
+    """A path inside the repository as relative to it (what a checkpoint records), others as they are."""
+    from kdlib.models import REPO_ROOT
+
+    return str(Path(path).resolve().relative_to(REPO_ROOT)) if path and Path(path).resolve().is_relative_to(REPO_ROOT) \
+        else path
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file, computed once per content state (path, size, modification time): a grid
     of runs hashes its teachers' configs many times."""
@@ -380,7 +388,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         meta = {"lambda": config.lmbda, "steps": step, "data": str(config.data or "KDLIB_DATA/train"),
                 "seed": config.seed, "config": dataclasses.asdict(config), "config_hash": config.hash(),
                 "wall_s": wall, "threads": torch.get_num_threads(), "world_size": world, "compiled": compile,
-                "lr": optimizer.param_groups[0]["lr"], "init_path": getattr(config, "init_path", None),
+                "lr": optimizer.param_groups[0]["lr"], "init_path": portable_path(getattr(config, "init_path", None)),
                 "device": str(device)}
         extra = {"optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rngs, "best": best} if with_state else None
