@@ -110,20 +110,51 @@ def build_crops(size: int, crop: int, root: str | Path, cache: str | Path | None
     with _locked(folder):
         if _valid(folder, "crops.json"):
             return folder
-        crops = data.ImageCrops(data.split(data.image_files(root), "train"), crop, train=True)
-        state = np.random.get_state()
-        np.random.seed(BANK_SEED)
-        try:
-            images = np.random.randint(len(crops), size=size)
-            array = np.empty((size, 3, crop, crop), dtype=np.uint8)
-            for i, index in enumerate(tqdm(images, desc="bank crops", disable=not progress, dynamic_ncols=True)):
-                array[i] = crops[int(index)].mul(255).round().to(torch.uint8).numpy()
-        finally:
-            np.random.set_state(state)
+        array = draw_crops(data.split(data.image_files(root), "train"), size, crop, progress)
         digest = _write_array(folder / "crops.u8", array)
         meta = {"size": size, "crop": crop, "seed": BANK_SEED, "root": str(root), "sha256": {"crops.u8": digest}}
         (folder / "crops.json").write_text(json.dumps(meta, indent=2))
     return folder
+
+
+def draw_crops(files: list[Path], size: int, crop: int, progress: bool = True) -> np.ndarray:
+    """``size`` crops (N x 3 x crop x crop, uint8) exactly as :class:`kdlib.data.ImageCrops` draws
+    them from ``files`` under the global numpy seed :data:`BANK_SEED` (image, position, horizontal
+    then vertical flip), with one decoded image in memory at a time: the draws are made first from
+    the images' sizes (their headers), then each image is decoded once and cut."""
+    from PIL import Image
+
+    sizes = []
+    for path in files:
+        with Image.open(path) as image:
+            sizes.append((max(image.height, crop), max(image.width, crop)))
+    state = np.random.get_state()
+    np.random.seed(BANK_SEED)
+    try:
+        images = np.random.randint(len(files), size=size)
+        plan = []
+        for index in images:
+            h, w = sizes[index]
+            top, left = np.random.randint(0, h - crop + 1), np.random.randint(0, w - crop + 1)
+            plan.append((int(index), top, left, np.random.rand() < 0.5, np.random.rand() < 0.5))
+    finally:
+        np.random.set_state(state)
+    array = np.empty((size, 3, crop, crop), dtype=np.uint8)
+    by_image: dict[int, list[int]] = {}
+    for i, (index, *_) in enumerate(plan):
+        by_image.setdefault(index, []).append(i)
+    for index, members in tqdm(sorted(by_image.items()), desc="bank crops", disable=not progress, dynamic_ncols=True):
+        source = data.ImageCrops([files[index]], crop, train=False, cache=False)._array(0)
+        h, w = source.shape[:2]
+        if h < crop or w < crop:
+            source = np.pad(source, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)), mode="reflect")
+        for i in members:
+            _, top, left, flip_x, flip_y = plan[i]
+            patch = source[top:top + crop, left:left + crop]
+            patch = patch[:, ::-1] if flip_x else patch
+            patch = patch[::-1] if flip_y else patch
+            array[i] = patch.transpose(2, 0, 1)
+    return array
 
 
 @torch.no_grad()

@@ -194,6 +194,34 @@ def teacher_targets(repeats: int = 20, crop: int = 128, batch: int = 8) -> pd.Da
     return table
 
 
+def kd_step_ratio(N: int = 16, steps: int = 400, warmup: int = 100, bank: int = 512, compile: bool = True) -> pd.DataFrame:
+    """A long-tier KD step against its scratch twin's (issue 26: within 1.2x): both train ``steps``
+    steps of the long budget's recipe (bf16 autocast, one thread each, ``compile``) from a bank of
+    ``bank`` crops of the training set with T5's stored targets, one after the other in this process;
+    seconds per step from each run's log after ``warmup`` steps, and their ratio."""
+    from kdlib.experiments import BUDGETS
+    from kdlib.losses import KD_PRESETS
+    from kdlib.train import Config, run_dir, train
+
+    budget = {k: v for k, v in BUDGETS["long"].items() if k not in ("steps", "bank")}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arm, teacher in (("kd", "T5"), ("scratch", None)):
+            weights = KD_PRESETS["authors"] if teacher else {}
+            config = Config(name=f"bench-{arm}", N=N, teacher=teacher, steps=steps, val_every=steps, bank=bank,
+                            **weights, **budget)
+            train(config, runs=tmp, progress=False, compile=compile)
+            log = pd.read_csv(run_dir(config, tmp) / "log.csv")
+            timed = log[log.step > warmup]
+            rows.append({"arm": arm, "s_per_step": float(timed.wall_s.diff().median())})
+    table = pd.DataFrame(rows)
+    table["ratio_to_scratch"] = table.s_per_step / table.s_per_step.iloc[-1]
+    print(f"N={N}, {steps} steps ({warmup} warm-up), bank of {bank} crops with T5's targets, "
+          f"threads={torch.get_num_threads()}, compile={compile}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return table
+
+
 def _closest_setting(codec: str, bpp: float, results: Path) -> int:
     """The sweep setting of ``codec`` whose mean Kodak bpp is closest to ``bpp``."""
     import json

@@ -122,11 +122,12 @@ def use_device(model: Hyperprior, device: str | torch.device | None) -> Hyperpri
 
 def working_memory(model: Hyperprior, height: int, width: int) -> int:
     """Estimated peak bytes of coding one ``height`` x ``width`` image with ``model``, above what is
-    loaded: per padded pixel 64 bytes, 1.25 per channel of the transforms (their widest activations)
-    and 24 per 256 latent symbols. Measured peaks, one thread, 1024^2 and 2048^2 (README, "Memory"):
-    S16 68-95 B/px (estimate 102), T5 181-201 B/px (estimate 242)."""
+    loaded: 32 MiB, then per padded pixel 64 bytes, 1.25 per channel of the transforms (their widest
+    activations) and 24 per 256 latent symbols. An upper bound of the peaks measured at one thread
+    from 512^2 to 3072^2 (``benchmarks/memory_curve.py``, README "Memory"): S16 67-139 B/px, T5
+    197-309 B/px, growing linearly with the pixels."""
     pixels = -(-height // 64) * 64 * (-(-width // 64) * 64)
-    return int(pixels * (64 + 1.25 * model.N + 24 * model.M / 256))
+    return (32 << 20) + int(pixels * (64 + 1.25 * model.N + 24 * model.M / 256))
 
 
 def check_size(model: Hyperprior, height: int, width: int, max_pixels: int, max_memory: int,

@@ -130,7 +130,7 @@ def read_file(path: str) -> bytes:
 def cmd_bench(args: argparse.Namespace) -> None:
     from kdlib import bench
 
-    paths = data.kodak_paths()[: args.images] if args.bench not in ("train", "teacher") else None
+    paths = data.kodak_paths()[: args.images] if args.bench not in ("train", "teacher", "kd-step") else None
     if args.bench == "resources":
         bench.resources(args.models, paths, args.passes, args.thread_counts, Path(args.out))
     elif args.bench == "codecs":
@@ -141,6 +141,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         bench.codec_speed(args.models, paths, Path(args.out), args.repeats)
     elif args.bench == "teacher":
         bench.teacher_targets(args.repeats)
+    elif args.bench == "kd-step":
+        bench.kd_step_ratio(args.N, args.steps)
     else:
         bench.train_throughput(args.steps, args.compile_too)
 
@@ -255,6 +257,10 @@ def parser() -> argparse.ArgumentParser:
     bte = bsub.add_parser("teacher", help="a KD step's teacher pass: full forward vs the targets the loss reads")
     bte.add_argument("--repeats", type=positive, default=20, help="timed batches per path (median)")
     bte.set_defaults(func=cmd_bench)
+    bks = bsub.add_parser("kd-step", help="a long-tier KD step (targets from the crop bank) against its scratch twin's")
+    bks.add_argument("--N", type=positive, default=16, help="student channels")
+    bks.add_argument("--steps", type=positive, default=400, help="steps per arm (the first 100 are warm-up)")
+    bks.set_defaults(func=cmd_bench)
     bt = bsub.add_parser("train", help="training steps/s: our trainer against a plain CompressAI-style loop")
     bt.add_argument("--steps", type=positive, default=20, help="timed steps per configuration (after warm-up)")
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
