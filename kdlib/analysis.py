@@ -157,3 +157,32 @@ def bd_two_ways(anchor: dict[str, list[float]], test: dict[str, list[float]]) ->
         return dict.fromkeys(keys, float("nan"))
     values = (authors["bd_rate_pct"], authors["bd_psnr_db"], akima["bd_rate_pct"], akima["bd_psnr_db"], akima["overlap_pct"])
     return dict(zip(keys, values))
+
+
+def learning_curves(names: list[str], budget: str) -> pd.DataFrame:
+    """Validation RD loss against steps of runs of the grid at ``budget``, from their committed logs
+    (:func:`kdlib.experiments.log_path`): one row per validation, with the run's ``name``, ``arm``,
+    ``N``, ``seed``, ``budget`` and ``finished`` (False: a parked run, still training). Runs without
+    a log are left out."""
+    from kdlib.experiments import RUNS, log_path
+
+    frames = []
+    for name in names:
+        path, finished = log_path(name, budget)
+        if path is None:
+            continue
+        log = pd.read_csv(path, usecols=["step", "lr", "val_rd_loss"]).dropna(subset=["val_rd_loss"])
+        run = RUNS[name]
+        frames.append(log.assign(name=name, arm=run.arm, N=run.N, seed=run.seed, budget=budget, finished=finished))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["step", "lr", "val_rd_loss", "name", "arm", "N", "seed", "budget", "finished"])
+
+
+def paired_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """KD minus scratch validation RD loss at the steps both runs of a seed's pair logged: one row per
+    (budget, N, seed, step), with ``d_val_rd_loss`` and ``rel`` (over the scratch loss)."""
+    keys = ["budget", "N", "seed", "step"]
+    kd = curves[curves.arm == "kd"].set_index(keys).val_rd_loss
+    scratch = curves[curves.arm == "scratch"].set_index(keys).val_rd_loss
+    both = pd.concat({"kd": kd, "scratch": scratch}, axis=1).dropna().reset_index()
+    return both.assign(d_val_rd_loss=both.kd - both.scratch, rel=(both.kd - both.scratch) / both.scratch)

@@ -18,6 +18,7 @@ transparent images are refused.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -321,7 +322,7 @@ def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path
     """Write ``data`` to ``path`` through a temporary file; refuse to replace a file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+        raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", str(path))
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot write {path}: folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from kdlib import data
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
 from kdlib.experiments import BUDGETS
-from kdlib.models import ModelError, SpecError, from_spec, spec_name
+from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
 from kdlib.train import SCALES, Config, TrainingError, train
 
 RESULTS = Path("results")
@@ -40,10 +41,13 @@ def evaluate_to_json(model, paths: list[Path], name: str, out: Path, sha256: str
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    paths = image_list(args.images)
+    paths, out = image_list(args.images), Path(args.out)
     for spec in args.models:
         name = args.name or spec_name(spec)
-        evaluate_to_json(from_spec(spec), paths, name, Path(args.out))
+        if (out / f"{name}.json").exists() and not args.force:
+            raise FileExistsError(errno.EEXIST, "exists", str(out / f"{name}.json"))
+        checkpoint = None if spec.startswith(("untrained:", "zoo:")) else data.sha256sum(resolve(spec))
+        evaluate_to_json(from_spec(spec), paths, name, out, sha256=checkpoint)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -192,7 +196,9 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate codecs with real bitstreams, write eval_model JSON")
     e.add_argument("models", nargs="+", help="checkpoint name or path, or zoo:Q[=FILE] for CompressAI's pretrained")
     e.add_argument("--images", default="kodak", help="'kodak' (verified) or a folder of images")
-    e.add_argument("--out", default=str(RESULTS), help="folder for <name>.json")
+    e.add_argument("--out", default="eval-results", help="folder for <name>.json (the committed results/ only when "
+                   "named: `kdlib reproduce` keeps those)")
+    e.add_argument("--force", action="store_true", help="replace an existing <name>.json")
     e.add_argument("--name", help="result name (one model only)")
     e.set_defaults(func=cmd_eval)
 
@@ -333,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:  # bad usage, as argparse's own errors
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FileExistsError as err:
+        print(f"kdlib {args.command}: error: {err.filename or err} exists; pass --force to replace it", file=sys.stderr)
+        return 1
     except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, OSError) as err:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)  # OSError: a read-only or full disk too
         return 1

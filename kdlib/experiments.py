@@ -17,6 +17,7 @@ finished run's log and manifest entry (config hash, weights sha256) under ``chec
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from kdlib import data
 from kdlib.losses import KD_PRESETS
-from kdlib.models import CHECKPOINTS, load_model
+from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model
 from kdlib.teachers import stored
 from kdlib.train import Config, record, release, run_dir, teacher_cache_key, train
 
@@ -153,9 +154,12 @@ def members(number: int, budget: str) -> list[str]:
     return EXPERIMENTS[number]
 
 
+RESULTS = REPO_ROOT / "results"  # the results tree, whatever the working folder
+
+
 def folders(budget: str) -> tuple[Path, Path]:
     """(results folder, records folder) of a budget: ``cpu`` results are the published ones."""
-    results = Path("results") if budget == "cpu" else Path("results") / budget
+    results = RESULTS if budget == "cpu" else RESULTS / budget
     records = CHECKPOINTS / "runs" if budget == "cpu" else CHECKPOINTS / "runs" / budget
     return results / "experiments", (records if budget != "smoke" else results / "records")
 
@@ -176,9 +180,12 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
             continue
         target = parked_folder(name, budget)
         target.mkdir(parents=True, exist_ok=True)
-        for file in ("last.pth.tar", "best.pth.tar", "log.csv", "config.json"):
+        for file in ("last.pth.tar", "best.pth.tar", "config.json"):
             if (folder / file).exists():
                 atomic_copy(folder / file, target / file)
+        tmp = target / "log.csv.gz.tmp"
+        tmp.write_bytes(gzip.compress((folder / "log.csv").read_bytes(), mtime=0))
+        os.replace(tmp, target / "log.csv.gz")
         parked.append(name)
     return parked
 
@@ -194,7 +201,10 @@ def unpark(name: str, budget: str, runs: str | Path) -> bool:
         return False  # parked under another config: left for the record, not resumed
     folder.mkdir(parents=True, exist_ok=True)
     for file in source.iterdir():
-        atomic_copy(file, folder / file.name)
+        if file.name == "log.csv.gz":
+            (folder / "log.csv").write_bytes(gzip.decompress(file.read_bytes()))
+        else:
+            atomic_copy(file, folder / file.name)
     return True
 
 
@@ -202,6 +212,20 @@ def atomic_copy(source: Path, target: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
+
+
+def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
+    """(the committed training log of run ``name`` at ``budget``, whether the run finished): a released
+    run's ``checkpoints/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
+    log parked with an unfinished run; (None, False) where there is none."""
+    run, records = RUNS[name], folders(budget)[1]
+    manifest = json.loads((CHECKPOINTS / "manifest.json").read_text()) if (CHECKPOINTS / "manifest.json").exists() else {}
+    if budget == "cpu" and run.release and manifest.get(run.release, {}).get("config_hash") == run.config(budget).hash():
+        return CHECKPOINTS / f"{run.release}.log.csv", True
+    if (records / f"{name}.log.csv.gz").exists():
+        return records / f"{name}.log.csv.gz", True
+    parked = parked_folder(name, budget) / "log.csv.gz"
+    return (parked, False) if parked.exists() else (None, False)
 
 
 def released_weights(run: Run, config: Config) -> Path | None:
@@ -333,7 +357,9 @@ def note_kodak(release: str, result: Path) -> None:
     evaluation = json.loads(Path(result).read_text())
     means = {k: round(v[0], 6) for k, v in evaluation["results"].items()
              if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
-    manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]), "result": Path(result).as_posix()}
+    shown = Path(result).resolve()
+    shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown
+    manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]), "result": shown.as_posix()}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 

@@ -212,6 +212,40 @@ def reconstructions_figure(panels: list[tuple[str, np.ndarray]], columns: int = 
     return fig
 
 
+def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: list[tuple[str, int]]) -> plt.Figure:
+    """Validation RD loss against steps, KD and scratch, every seed (top row), and the paired
+    difference KD - scratch per seed, in % of scratch's loss, with the band between the seeds'
+    extremes (bottom row); one
+    column per (budget, N) of ``panels``. A run still training is drawn dashed."""
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7), squeeze=False, sharex="col")
+    colors = {"kd": "tab:blue", "scratch": "tab:orange"}
+    for column, (budget, n) in enumerate(panels):
+        top, bottom = axes[0, column], axes[1, column]
+        rows = curves[(curves.budget == budget) & (curves.N == n)]
+        for (arm, seed), run in rows.groupby(["arm", "seed"]):
+            top.plot(run.step, run.val_rd_loss, color=colors[arm], alpha=0.85, lw=1.2,
+                     ls="-" if run.finished.iloc[0] else "--", label=f"{arm}, seed {seed}" if seed == 0 else None)
+        top.set(title=f"N = {n}, {budget} budget", ylabel="validation RD loss", yscale="log")
+        if len(rows):
+            top.legend(fontsize="small", loc="upper right")
+        pair = paired[(paired.budget == budget) & (paired.N == n)]
+        pair = pair.assign(pct=100 * pair.rel)
+        for seed, run in pair.groupby("seed"):
+            bottom.plot(run.step, run.pct, lw=1, alpha=0.8, label=f"seed {seed}")
+        if pair.seed.nunique() > 1:
+            band = pair.groupby("step").pct.agg(["min", "max", "mean"])
+            bottom.fill_between(band.index, band["min"], band["max"], color="grey", alpha=0.25, label="seeds' range")
+            bottom.plot(band.index, band["mean"], color="black", lw=1.5, label="mean over seeds")
+        bottom.axhline(0, color="black", lw=0.6)
+        bottom.set(xlabel="training step", ylabel="KD - scratch, % of scratch's loss")
+        if len(pair):
+            bottom.legend(fontsize="x-small", loc="best", framealpha=0.6)
+        if not len(rows):
+            top.text(0.5, 0.5, "no run logged yet", ha="center", transform=top.transAxes)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
     """Write ``<folder>/<name>.png`` (and .pdf); default folder: :data:`FIGURES`."""
     folder = Path(folder or FIGURES)

@@ -80,7 +80,17 @@ def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
             + "; ".join(f"{label} at N = {sizes[side]}" for side, label in (
                 ("KD better", "KD better"), ("scratch better", "scratch better"),
                 ("no clear difference", "no clear difference")) if sizes[side])
-            + " (paired bootstrap over images and the seeds' spread; notebook 02)")
+            + " (paired bootstrap over images and the seeds' spread; notebook 02); " + _converged(tables))
+
+
+def _converged(tables: Path) -> str:
+    """The long tier's verdict per N (notebook 02b), or how far it has come."""
+    table = _read(tables, "kd_converged")
+    if table is None:
+        return "converged tier (long budget): not made yet (notebook 02b)"
+    parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
+             f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}") for r in table.to_dict("records")]
+    return "converged tier (long budget, notebook 02b): " + "; ".join(parts)
 
 
 def _bd(tables: Path, results: Path) -> dict[str, tuple[str, str, str]]:

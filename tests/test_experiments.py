@@ -41,6 +41,7 @@ def tiny_grid(monkeypatch, folder):
 def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_path, monkeypatch, capsys):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
     assert set(run_experiment(1, "smoke", tmp_path / "runs", jobs=1).values()) == {"train"}
     out, records = experiments.folders("smoke")
     for name in ("k", "s"):
@@ -63,6 +64,7 @@ def RUNS_hash(name):
 def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folder, tmp_path, capsys):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
     run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
     out = capsys.readouterr().out
     assert "2 to train" in out and " h at 1 runs" not in out and "k: " in out and "s: " in out
@@ -218,6 +220,7 @@ def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(pho
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.setitem(experiments.BUDGETS, "smoke", dict(scale="smoke", steps=4, val_every=2, data=str(photo_folder)))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
     config = experiments.RUNS["s"].config("smoke")
     whole = train(config, runs=tmp_path / "whole", progress=False)
     train(config, runs=tmp_path / "old", progress=False, stop_after=2)
