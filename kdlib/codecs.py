@@ -24,8 +24,10 @@ from kdlib.evaluate import mean, quality
 CODECS: dict[str, tuple[str, Any, list[int]]] = {
     "jpeg": ("JPEG", lambda q: {"quality": q}, [5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
     "webp": ("WEBP", lambda q: {"quality": q, "method": 4}, [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
-    # JPEG 2000 setting = compression ratio (24 bpp / ratio), lossy 9/7 wavelet
-    "jpeg2000": ("JPEG2000", lambda r: {"quality_mode": "rates", "quality_layers": [r], "irreversible": True},
+    # JPEG 2000 setting = compression ratio (24 bpp / ratio), lossy 9/7 wavelet, with the colour
+    # transform (mct=1: RGB to YCbCr, as every JPEG 2000 codec does for photos; Pillow's default is none)
+    "jpeg2000": ("JPEG2000", lambda r: {"quality_mode": "rates", "quality_layers": [r], "irreversible": True,
+                                        "mct": 1},
                  [192, 128, 96, 64, 48, 32, 24, 16, 12, 8]),
     "avif": ("AVIF", lambda q: {"quality": q, "speed": 6}, [10, 20, 30, 40, 50, 60, 70, 80, 90]),
 }
@@ -72,7 +74,8 @@ def evaluate_codec(codec: str, images: list[Path], settings: list[int] | None = 
     results["encode_fps"] = [1 / t for t in results["encoding_time"]]
     results["decode_fps"] = [1 / t for t in results["decoding_time"]]
     return {"name": LABELS[codec], "description": f"{LABELS[codec]}, Pillow {PIL.__version__}, "
-                                                  f"settings {settings}", "results": results,
+                                                  f"settings {settings}", "options": CODECS[codec][1]("SETTING"),
+            "results": results,
             "settings": settings, "per_setting": per_setting}
 
 

@@ -50,19 +50,28 @@ def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, floa
     return {"psnr_gap_db": psnr - at_rate, "rate_excess_pct": 100 * (bpp / rate_for_psnr - 1)}
 
 
-def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] | None = None) -> plt.Figure:
-    """PSNR and MS-SSIM (dB) against bpp, one line per ``label``."""
+def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] | None = None,
+              points: pd.DataFrame | None = None) -> plt.Figure:
+    """PSNR and MS-SSIM (dB) against bpp, one line per ``label``; ``points`` (``label``, ``bpp``,
+    ``psnr``, ``ms-ssim-db``): single models, drawn as labelled black markers."""
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms-ssim-db", "MS-SSIM (dB)")]:
         sns.lineplot(data=curves, x="bpp", y=metric, hue="label", marker="o", ax=ax, sort=False)
+        if points is not None and len(points):
+            ax.scatter(points.bpp, points[metric], color="black", marker="*", s=90, zorder=5, label="ours (Kodak)")
+            for label, x, y in zip(points.label, points.bpp, points[metric]):
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize="x-small")
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
         if xlim:
             ax.set_xlim(*xlim)
-    axes[1].get_legend().remove()
-    axes[0].legend(title=None, fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small", frameon=False,
+               bbox_to_anchor=(0.5, 0))  # below the panels: off the data
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) > 4), 1, 1))
     return fig
 
 

@@ -72,7 +72,7 @@ def _model_inputs(path: Path) -> dict[str, Any]:
 def _codec_inputs(path: Path) -> dict[str, Any]:
     result = _json(path)
     return {"pillow": result["description"].split("Pillow ")[1].split(",")[0], "settings": result["settings"],
-            "images": len(result["per_setting"][0]["per_image"])}
+            "options": result.get("options"), "images": len(result["per_setting"][0]["per_image"])}
 
 
 def _resource_inputs(path: Path) -> dict[str, Any]:
@@ -104,7 +104,8 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
         chosen = bench.chosen_settings(codec, settings)
         items.append(Product(
             Path("codecs") / f"{codec}.json", "00_baselines, 07_codecs",
-            {"pillow": PIL.__version__, "settings": chosen, "images": n}, _codec_inputs,
+            {"pillow": PIL.__version__, "settings": chosen, "options": CODECS[codec][1]("SETTING"), "images": n},
+            _codec_inputs,
             lambda codec=codec: bench.codecs([codec], images, out, settings)))
     speed = [m for m in SPEED_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
     items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
