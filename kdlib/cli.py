@@ -227,8 +227,11 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_decompress)
 
     r = sub.add_parser("reproduce", help="make every result file the notebooks read that is missing or stale")
-    r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"])
-    r.add_argument("--out", default=str(RESULTS))
+    r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
+                   help="smoke: two Kodak crops and the grid trained for 2 steps, minutes; cpu: the published results "
+                        "here; paper: the published protocol, needs a CUDA GPU and Vimeo90K (default: cpu)")
+    r.add_argument("--out", default=str(RESULTS), help="folder of the result files (smoke: <out>/smoke); experiments "
+                   "write to the repository's results/ (default: results)")
     r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
     r.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     r.set_defaults(func=cmd_reproduce)

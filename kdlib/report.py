@@ -3,6 +3,7 @@ a one-line verdict, written from the result files and tables (never by hand, so 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -276,9 +277,13 @@ def reproduction(results: str | Path, tables: str | Path, figures: str | Path) -
              "`08_reproduction`); do not edit. Published figures are in the data mirror "
              "(`$KDLIB_DATA/reference/paper-figures/`), published tables in `paper/published/`.", "",
              "## Figures", "", "| figure | the paper | ours | verdict |", "|---|---|---|---|"]
-    for name, (paper, ours, verdict) in rows.items():
-        link = f"[{name}](../figures/{name}.png)" if (figures / f"{name}.png").exists() else f"{name} (not drawn)"
-        lines.append(f"| {link} | {paper} | {ours} | {verdict} |")
+    groups: dict[tuple[str, str, str], list[str]] = {}  # figures that share a claim share a row
+    for name, cells in rows.items():
+        groups.setdefault(cells, []).append(name)
+    for (paper, ours, verdict), names in groups.items():
+        links = ", ".join(f"[{name}](../figures/{name}.png)" if (figures / f"{name}.png").exists()
+                          else f"{name} (not drawn)" for name in names)
+        lines.append(f"| {links} | {paper} | {ours} | {verdict} |")
     lines += ["", "## Tables", "", "| table | the paper | ours | verdict |", "|---|---|---|---|"]
     quality = _read(tables, "quality_lambda")
     same = quality is not None and quality.equals(pd.read_csv(PUBLISHED / "quality_lambda.csv"))
@@ -317,10 +322,13 @@ def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
     pages = []
+    back = '<p><a href="index.html">&larr; the reproduction, figure by figure (index)</a></p>'
     for notebook in notebooks:
         body, _ = exporter.from_filename(str(notebook))
         page = out / f"{Path(notebook).stem}.html"
-        page.write_text(body.replace("</body>", _CHECK + "</body>"))
+        body = body.replace('"../figures/', '"figures/').replace("](../figures/", "](figures/")  # the report's copy
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + back, body, count=1)
+        page.write_text(body.replace("</body>", back + _CHECK + "</body>"))
         pages.append(page.name)
     for folder, name in ((figures, "figures"), (plots.TABLES, "tables")):
         if folder.is_dir():

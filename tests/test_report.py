@@ -148,3 +148,29 @@ def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
     _table(tables, "kd_hyper", [row, {**hybrid, "vs_without": -0.5, "vs_without_low": -0.6, "vs_without_high": -0.45}])
     assert report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2].startswith("not reproduced at lambda = 0.025: "
                                                                               "the term's effect on RD cost: better")
+
+
+def test_every_link_of_the_report_resolves_and_every_page_leads_back(tmp_path):
+    """Each href and src of the index and of every notebook page names a file of the report (the
+    notebook pages' ../figures/ links pointed outside it), and every page links to the index."""
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.targets = []
+
+        def handle_starttag(self, tag, attrs):
+            self.targets += [v for k, v in attrs if k in ("href", "src") and v]
+
+    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]*.ipynb"))
+    index = write_html(notebooks, tmp_path / "report", plots.PAPER / "REPRODUCTION.md", plots.FIGURES)
+    broken = []
+    for page in sorted(index.parent.glob("*.html")):
+        parser = Links()
+        parser.feed(page.read_text())
+        local = [t for t in parser.targets if not t.startswith(("http:", "https:", "data:", "#", "mailto:", "javascript:"))]
+        broken += [f"{page.name}: {t}" for t in local if not (page.parent / t.split("#")[0]).exists()]
+        if page.name != "index.html":
+            assert "index.html" in parser.targets, page.name
+    assert not broken, broken[:10]
