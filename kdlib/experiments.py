@@ -339,6 +339,8 @@ def finish(name: str, budget: str, runs: Path, images: list[Path]) -> Path:
             weights = folder / "best.pth.tar"
             if (folder / "done.json").exists():
                 record_end(name, folder, records)
+            if budget == "long":  # hours of training each: the weights are kept beside the log
+                atomic_copy(weights, records / f"{name}.pth.tar")
             shutil.rmtree(parked_folder(name, budget), ignore_errors=True)
     model = load_model(weights)
     result = evaluate(model, images, name, progress=False, keep={KODIM14: out / "kodim14" / f"{name}.png"})
