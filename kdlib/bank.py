@@ -18,7 +18,6 @@ it, or whose arrays do not match it, is rebuilt.
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -72,17 +71,6 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _digest(path: Path) -> str:
-    """sha256 of a bank file, computed once per content state (path, size, modification time)."""
-    stat = path.stat()
-    return _digest_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _digest_of(path: str, size: int, mtime_ns: int) -> str:
-    return data.sha256sum(path)
-
-
 def _valid(folder: Path, meta_name: str) -> dict[str, Any] | None:
     """The metadata of ``folder/meta_name`` when every array it names has its recorded sha256."""
     meta_path = folder / meta_name
@@ -90,7 +78,7 @@ def _valid(folder: Path, meta_name: str) -> dict[str, Any] | None:
         return None
     meta = json.loads(meta_path.read_text())
     for name, digest in meta["sha256"].items():
-        if not (folder / name).exists() or _digest(folder / name) != digest:
+        if not (folder / name).exists() or data.file_digest(folder / name) != digest:
             return None
     return meta
 
@@ -99,7 +87,7 @@ def _write_array(path: Path, array: np.ndarray) -> str:
     tmp = path.with_suffix(path.suffix + ".tmp")
     array.tofile(tmp)
     os.replace(tmp, path)
-    return _digest(path)
+    return data.file_digest(path)
 
 
 def build_crops(size: int, crop: int, root: str | Path, cache: str | Path | None = None,
@@ -191,7 +179,7 @@ def build_targets(folder: Path, teacher_path: str | Path, progress: bool = True)
         for part, tmp in files.items():
             final = tmp.with_suffix("")
             os.replace(tmp, final)
-            digests[final.name] = _digest(final)
+            digests[final.name] = data.file_digest(final)
         targets = {"teacher_sha256": teacher_digest, "y_shape": list(shape), "threads": torch.get_num_threads(),
                    "sha256": digests}
         (out / "targets.json").write_text(json.dumps(targets, indent=2))

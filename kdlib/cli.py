@@ -81,12 +81,11 @@ def positive(text: str) -> int:
 
 def byte_size(text: str) -> int:
     """An argparse type: bytes, with an optional K, M, G or T suffix (powers of 1024): 512M, 4G."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    number, unit = text[:-1] if text[-1:].upper() in units and text[-1:].isalpha() else text, \
-        text[-1:].upper() if text[-1:].isalpha() else ""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, scale = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units else (text, 1)
     try:
-        value = float(number) * units[unit]
-    except (ValueError, KeyError):
+        value = float(number) * scale
+    except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 4G)") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")

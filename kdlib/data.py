@@ -9,6 +9,7 @@ its sha256 either way.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -89,6 +90,18 @@ def mirror_root() -> Path | None:
 
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, "~/.cache/kdlib")).expanduser()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, computed once per content state (path, size, modification time): a grid of
+    runs hashes its teachers' configs many times, and a crop bank's files are checked at every open."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256sum(path)
 
 
 def sha256sum(path: str | Path) -> str:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from kdlib import data
 from kdlib.losses import KD_PRESETS
-from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model
+from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model, repo_relative
 from kdlib.teachers import stored
 from kdlib.train import Config, record, release, run_dir, teacher_cache_key, train
 
@@ -359,9 +359,8 @@ def note_kodak(release: str, result: Path) -> None:
     evaluation = json.loads(Path(result).read_text())
     means = {k: round(v[0], 6) for k, v in evaluation["results"].items()
              if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
-    shown = Path(result).resolve()
-    shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else shown
-    manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]), "result": shown.as_posix()}
+    manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]),
+                                  "result": repo_relative(result).as_posix()}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 

@@ -23,6 +23,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
+def repo_relative(path: str | Path) -> Path:
+    """``path`` relative to the repository when it lies inside it (what files and outputs record, the
+    same on every machine), else resolved as it is."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else resolved
+
+
 class ModelError(RuntimeError):
     """A checkpoint is missing, corrupted, or does not fit the architecture."""
 

@@ -224,8 +224,7 @@ def reconstructions_figure(panels: list[tuple[str, np.ndarray]], columns: int = 
 def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: list[tuple[str, int]]) -> plt.Figure:
     """Validation RD loss against steps, KD and scratch, every seed (top row), and the paired
     difference KD - scratch per seed, in % of scratch's loss, with the band between the seeds'
-    extremes (bottom row); one
-    column per (budget, N) of ``panels``. A run still training is drawn dashed."""
+    extremes (bottom row); one column per (budget, N) of ``panels``. A run still training is dashed."""
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7), squeeze=False, sharex="col")
     colors = {"kd": "tab:blue", "scratch": "tab:orange"}
     for column, (budget, n) in enumerate(panels):
@@ -276,5 +275,6 @@ def write_table(frame: pd.DataFrame, name: str, folder: str | Path | None = None
 def shown(path: Path) -> Path:
     """``path`` relative to the repository when it is inside it: what notebooks print, the same on
     every machine."""
-    path = Path(path).resolve()
-    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    from kdlib.models import repo_relative
+
+    return repo_relative(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -28,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from kdlib import data
+from kdlib.data import file_digest
 from kdlib.bank import open_bank, order
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
@@ -119,22 +119,9 @@ class Config:
 
 def portable_path(path: str | None) -> str | None:
     """A path inside the repository as relative to it (what a checkpoint records), others as they are."""
-    from kdlib.models import REPO_ROOT
+    from kdlib.models import repo_relative
 
-    return str(Path(path).resolve().relative_to(REPO_ROOT)) if path and Path(path).resolve().is_relative_to(REPO_ROOT) \
-        else path
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, computed once per content state (path, size, modification time): a grid
-    of runs hashes its teachers' configs many times."""
-    stat = path.stat()
-    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    return data.sha256sum(path)
+    return str(repo_relative(path)) if path else path
 
 
 def run_dir(config: Config, runs: str | Path = "runs") -> Path:
