@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
 
-.PHONY: reproduce test smoke-check notebooks report chromium kernel clean-venv FORCE
+.PHONY: reproduce test gpu-check smoke-check notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ smoke-check:
 	$(MAKE) reproduce SCALE=smoke
 	@dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
 		if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
+
+# On a machine lent a CUDA GPU (issue 29; README "GPU check"): one JSON, results/gpu/gpu_check.json.
+# GPU_PYTHON: a Python with torch and kdlib's requirements (default: the venv's, else python3).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m kdlib.cli gpu-check $(GPU_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -14,6 +14,7 @@ from kdlib import data
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
 from kdlib.experiments import BUDGETS
+from kdlib.gpu import NoGPU
 from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
 from kdlib.train import SCALES, Config, TrainingError, train
 
@@ -178,6 +179,16 @@ def cmd_experiment(args: argparse.Namespace) -> None:
                    dry_run=args.dry_run, only=args.only)
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> None:
+    from kdlib import gpu
+
+    gpu.require_cuda(args.device)  # at once, before any image or model is read
+    images = image_list(args.images)[: args.count]
+    path = gpu.run_check(Path(args.out), images, args.models or gpu.available_models(), args.passes, args.steps,
+                         budget_s=args.budget, device=args.device)
+    print(f"wrote {path}")
+
+
 def codec_name(name: str) -> str:
     """An argparse type: one of the classical codecs (``choices`` fails on an empty ``nargs="*"``)."""
     from kdlib.codecs import CODECS
@@ -274,6 +285,18 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
     bt.set_defaults(func=cmd_bench)
 
+    g = sub.add_parser("gpu-check", help="what only a CUDA GPU measures, in one JSON (README, \"GPU check\")",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--images", default="kodak", help="a folder of images, or kodak")
+    g.add_argument("--count", type=positive, default=24, help="first K of those images")
+    g.add_argument("--models", nargs="+", help="released models to time (default: those of T5, S16..S112 in checkpoints/)")
+    g.add_argument("--passes", type=positive, default=10, help="passes over the images per timing")
+    g.add_argument("--steps", type=positive, default=300, help="timed training steps per arm (after 30 of warm-up)")
+    g.add_argument("--budget", type=positive, default=420, help="seconds; parts not started by then are skipped")
+    g.add_argument("--device", default="cuda", help="the CUDA device")
+    g.add_argument("--out", default=str(RESULTS / "gpu"), help="folder of gpu_check.json")
+    g.set_defaults(func=cmd_gpu_check)
+
     x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="experiment number (the paper's order)")
@@ -346,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, OSError) as err:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)  # OSError: a read-only or full disk too
+        return 1
+    except NoGPU as err:
+        print(f"kdlib {args.command}: {err}", file=sys.stderr)
         return 1
     except MemoryError:
         print(f"kdlib {args.command}: error: out of memory; lower --max-memory's budget or free memory", file=sys.stderr)

@@ -6,7 +6,8 @@ across .5 differently), with these differences:
 
 - Determinism. On this CPU, oneDNN's 1x1 convolution (GDN's normalisation) changes its
   result with the thread count, and kernels may sum differently for another batch size;
-  its other (transposed) convolutions were found thread-count invariant. So GDN is
+  its other (transposed) convolutions were found thread-count invariant here, but not on a
+  16-thread host, so ``h_s`` (which decides the scale indexes) runs at one thread. GDN is
   computed as a plain matrix product and every network pass runs one image at a time:
   scale indexes, files and decoded pixels are then the same at any thread count and in
   any batch (``benchmarks/check_determinism.py``, ``tests/test_determinism.py``). No
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -133,10 +135,33 @@ def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = Tru
     return x_hat.clamp_(0, 1)
 
 
+@contextmanager
+def _one_thread():
+    """torch at one thread meanwhile (a no-op where it already is, as in :mod:`kdlib.bitstream`'s workers)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def scale_indexes(model: Hyperprior, z_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
     """CDF index of every element of y (``h_s`` per image if deterministic): CompressAI's
-    ``build_indexes``, i.e. the number of scale-table entries below the scale, in a few ops."""
-    scales = _run(model.h_s, z_hat) if deterministic else model.h_s(z_hat)
+    ``build_indexes``, i.e. the number of scale-table entries below the scale, in a few ops.
+
+    Deterministic: ``h_s`` at one thread. The indexes must be bit-equal in encoder and decoder, and
+    oneDNN's transposed convolutions, thread-count invariant at 1 and 2 threads on our 2-core CPU,
+    were not on a 16-thread host (the GPU check, issue 29: files encoded one image per thread failed
+    their index CRC when decoded there at 16 threads). ``h_s`` is about 1 % of a decode's work."""
+    if deterministic:
+        with _one_thread():
+            scales = _run(model.h_s, z_hat)
+    else:
+        scales = model.h_s(z_hat)
     scales = model.gaussian_conditional.lower_bound_scale(scales)
     table = _tables(model)[3]
     if table["log_step"] is None:

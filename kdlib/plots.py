@@ -163,12 +163,13 @@ def families_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "") 
 
 
 def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.DataFrame | None = None,
-                    note: str = "") -> plt.Figure:
+                    note: str = "", published: pd.DataFrame | None = None, published_label: str = "") -> plt.Figure:
     """PSNR and bit rate against one resource (the paper's ``kd_lic_parameters`` .. ``_energy``).
 
     ``points``: label, kind ("teacher" or a student arm), ``resource``, psnr, bpp. ``curve``:
     CompressAI's q1-q5 (psnr, bpp), drawn at the teacher's resource (one architecture). With no
-    finite resource value (e.g. energy without a meter) the panels say ``note`` instead."""
+    finite resource value (e.g. energy without a meter) the panels say ``note`` instead.
+    ``published``: the paper's own points (``resource``, psnr, bpp), drawn as black crosses."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     finite = points[np.isfinite(points[resource].astype(float))]
@@ -186,6 +187,8 @@ def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.
             teacher_row = row.kind == "teacher"
             ax.plot(row[resource], row[metric], "s" if teacher_row else "o", ms=8,
                     color="tab:orange" if teacher_row else colors[row.label], label=row.label)
+        if published is not None and not finite.empty:
+            ax.plot(published[resource], published[metric], "kx", ms=8, mew=2, label=published_label)
     if not finite.empty:
         axes[0].legend(fontsize="small")
     fig.tight_layout()
