@@ -50,8 +50,10 @@ chromium:
 report: $(VENV)/.installed
 	$(BIN)/kdlib report --notebooks notebooks --out build/report
 
+# Strict nbval: every notebook re-executed on the committed results, each output compared with the
+# committed one (figures and tables written under build/nbval, not over the published ones).
 test: $(VENV)/.installed chromium
-	KDLIB_SCALE=smoke $(BIN)/pytest -q tests notebooks --nbval-lax --nbval-current-env \
+	KDLIB_OUTPUTS=build/nbval $(BIN)/pytest -q tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
 	$(MAKE) smoke-check
 

@@ -60,23 +60,26 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
     return out
 
 
-def gain_verdict(gain: dict[str, float], yardstick: float = float("nan"), where: str = "at another size") -> str:
-    """Plain reading of a :func:`kd_gain` RD-cost difference. It counts only where the images'
-    interval excludes zero and so does the seeds' interval (with several seeds); with one seed,
-    only where it also exceeds ``yardstick``, the seeds' sd of a paired difference measured at
-    another size (``where`` says where it was measured; NaN: not measured, and the verdict says so)."""
-    d, seeded = gain["d_rd_cost"], gain["seeds"] > 1
-    side = "KD better" if d < 0 else "scratch better"
-    if not (gain["d_rd_cost_high"] < 0 or gain["d_rd_cost_low"] > 0):
-        return "no clear difference"
-    if seeded:
-        spans_zero = gain["d_rd_cost_seeds_low"] <= 0 <= gain["d_rd_cost_seeds_high"]
-        return f"no clear difference (the seeds disagree: sd {gain['d_rd_cost_seed_sd']:.3f})" if spans_zero else side
-    if np.isnan(yardstick):
-        return f"{side} (one seed: the spread over seeds is not measured)"
-    if abs(d) <= yardstick:
-        return f"no clear difference (one seed; under the seeds' sd {yardstick:.3f} of a paired difference {where})"
-    return f"{side} (one seed; beyond the seeds' sd {yardstick:.3f} measured {where})"
+def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scratch better") -> str:
+    """The one rule behind every "better / worse / not established" of the notebooks and the report,
+    read off a :func:`kd_gain` (or :func:`compare`) RD-cost difference, test minus anchor: ``better``
+    (negative) or ``worse`` only where the images' paired-bootstrap interval excludes zero and, with
+    several seeds, the seeds' t-interval excludes it on the same side. One seed is never enough (the
+    seeds' sd of a paired difference, 0.19-0.21 at N = 16 and 64, is as large as every effect here):
+    "one seed: not established", with the images' interval."""
+    d, low, high = gain["d_rd_cost"], gain["d_rd_cost_low"], gain["d_rd_cost_high"]
+    if not np.isfinite(d):
+        return "not measured"
+    images = f"{d:+.4f} [{low:+.4f}, {high:+.4f}] over the images"
+    if gain.get("seeds", 1) < 2:
+        return f"one seed: not established ({images})"
+    seeds_low, seeds_high = gain["d_rd_cost_seeds_low"], gain["d_rd_cost_seeds_high"]
+    seeds = f"seeds' interval [{seeds_low:+.4f}, {seeds_high:+.4f}], sd {gain['d_rd_cost_seed_sd']:.4f}"
+    if high < 0 and seeds_high < 0:
+        return better
+    if low > 0 and seeds_low > 0:
+        return worse
+    return f"not established ({images}; {seeds})"
 
 
 def run_spread(paths: list[str | Path], lmbda: float) -> float:

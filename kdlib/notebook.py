@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCALE_ENV = "KDLIB_SCALE"  # overrides the parameter: nbval (make test) cannot inject papermill parameters
+OUTPUTS_ENV = "KDLIB_OUTPUTS"  # a folder for figures, tables and the report instead of the published ones (make test)
 
 
 def setup(scale: str, results_dir: str | Path, data_dir: str | Path | None = None) -> tuple[str, Path]:
@@ -28,8 +29,17 @@ def setup(scale: str, results_dir: str | Path, data_dir: str | Path | None = Non
     results = Path(results_dir) if Path(results_dir).is_absolute() else plots.REPO_ROOT / results_dir
     if scale == "smoke":
         plots.FIGURES, plots.TABLES = results / "smoke-figures", results / "smoke-tables"
+    if os.environ.get(OUTPUTS_ENV):  # strict nbval re-executes the published notebooks without rewriting their products
+        outputs = plots.REPO_ROOT / os.environ[OUTPUTS_ENV]
+        plots.FIGURES, plots.TABLES = outputs / "figures", outputs / "tables"
     print(f"scale={scale}")
     return scale, results
+
+
+def report_folder() -> Path:
+    """Where notebook 08 writes REPRODUCTION.md: ``paper/``, unless figures and tables go elsewhere
+    (a smoke run, or ``KDLIB_OUTPUTS``), then beside those tables."""
+    return plots.PAPER if plots.TABLES == plots.PAPER / "tables" else plots.TABLES
 
 
 def runs_line(runs: "pd.DataFrame", number: int, scale: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib import experiments, plots
+from kdlib import analysis, experiments, plots
 
 PUBLISHED = plots.PAPER / "published"
 
@@ -94,17 +94,17 @@ def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
     g = gains.set_index("N")
     N = 64 if 64 in g.index else g.index[0]
     done, total = _runs_done(1, results)
-    sizes = {side: ", ".join(str(n) for n in g.index if str(g.loc[n, "verdict"]).startswith(side))
-             for side in ("KD better", "scratch better", "no clear difference")}
+    side_of = lambda v: v if v in ("KD better", "scratch better") else "not established"  # noqa: E731
+    sizes = {side: ", ".join(str(n) for n in g.index if side_of(str(g.loc[n, "verdict"])) == side)
+             for side in ("KD better", "scratch better", "not established")}
     return (f"N=64 {theirs.loc[64, 'psnr_db']:.2f} dB at {theirs.loc[64, 'bpp']:.2f} bpp, 0.4 dB under the teacher",
             f"N={N} KD {g.loc[N, 'kd_psnr']:.2f} dB at {g.loc[N, 'kd_bpp']:.3f} bpp, scratch "
             f"{g.loc[N, 'scratch_psnr']:.2f} dB at {g.loc[N, 'scratch_bpp']:.3f} bpp (mean of {g.loc[N, 'seeds']} "
             f"seed(s); {done} of {total} runs)",
             "differs: 10k CPU steps, not millions on a GPU; KD vs its scratch twin in RD cost: "
-            + "; ".join(f"{label} at N = {sizes[side]}" for side, label in (
-                ("KD better", "KD better"), ("scratch better", "scratch better"),
-                ("no clear difference", "no clear difference")) if sizes[side])
-            + " (paired bootstrap over images and the seeds' spread; notebook 02); " + _converged(tables))
+            + "; ".join(f"{side} at N = {sizes[side]}" for side in sizes if sizes[side])
+            + " (`kdlib.analysis.verdict`: paired bootstrap over images and the seeds' interval; notebook 02); "
+            + _converged(tables))
 
 
 def _converged(tables: Path) -> str:
@@ -159,11 +159,8 @@ def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
     rank = f"ranks {int(paper_best['rank'].iloc[0])} of {len(w)}" if len(paper_best) else "not trained yet"
     ours = (f"lowest RD cost: ({top.weights}); (0.3, 0.3, 0.4) {rank}; largest gap to the main run "
             f"{gap:.3f} ({done[0]} of {done[1]} runs, seed 0)")
-    reproduced = len(paper_best) and paper_best["rank"].iloc[0] == 1
-    verdict = "reproduced" if reproduced else "not reproduced"
-    if gap < 2 * sd:
-        verdict += (f"; no ranking is supported: every gap is under twice the seeds' sd {sd:.3f} of a paired "
-                    "difference (experiment 1, N = 64; notebook 04)")
+    verdict = (f"one seed: not established: one run per weighting ranks nothing (`kdlib.analysis.verdict`); a paired "
+               f"difference at N = 64 moves by an sd of {sd:.3f} over seeds (experiment 1; notebook 04)")
     return claim, ours, verdict
 
 
@@ -184,17 +181,15 @@ def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
                 f"student)" for r in k.itertuples()}
     gap = k.vs_scratch.abs().max()
     near = (f"; the authors' KLD scale leaves the student near its scratch twin (RD cost within {gap:.3f}), so its "
-            "rate against the MSE-latent student follows that student's" if gap < 2 * _seed_sd(tables) else "")
+            "rate against the MSE-latent student follows that student's" if gap < _seed_sd(tables) else "")
     within = [f"N={r.N} ({r.bpp:.3f} bpp, inside the MSE-latent students' {spans[r.N][0]:.3f}-{spans[r.N][1]:.3f} "
               "over seeds: not established)" for r in k[inside].itertuples()]
     near += ("; " + ", ".join(within) if within else "") + " (notebook 05b)"
-    if higher.all():
-        verdict = "higher rates at every size measured: " + ", ".join(pct.values()) + " (not slightly)" + near
-    elif higher.any():
-        verdict = (f"partly reproduced, one seed: higher rates at {', '.join(pct[n] for n in k.N[higher])} (not "
-                   f"slightly), not at {', '.join(str(n) for n in k.N[~higher])}" + near)
-    else:
-        verdict = "not reproduced: the KLD student's rate is not clearly higher" + near
+    rates = (f"a higher rate over the images at {', '.join(pct[n] for n in k.N[higher])}" if higher.any()
+             else "no clearly higher rate over the images")
+    if higher.any() and not higher.all():
+        rates += f", not at {', '.join(f'N={n}' for n in k.N[~higher])}"
+    verdict = f"one seed: not established ({rates}{near})"
     return claim, f"{ours} ({done[0]} of {done[1]} runs, the authors' scale)", verdict
 
 
@@ -217,35 +212,20 @@ def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, s
     if mine.empty:
         return claim, f"{ours} ({done} of {total} runs)", (
             f"not measured yet: no `{prefix}` run has landed beside its run without the term (`kdlib experiment 4`)")
-    sides: dict[str, list[str]] = {"better": [], "worse": [], "no clear difference": []}
-    tests = []
-    for r in mine.itertuples():
-        sd = _seed_sd(tables, r.N)
-        sd = sd if math.isfinite(sd) else _seed_sd(tables)
-        clear = (r.vs_without_high < 0 or r.vs_without_low > 0) and abs(r.vs_without) > 2 * sd
-        sides["no clear difference" if not clear else "better" if r.vs_without < 0 else "worse"].append(r.name)
-        tests.append(f"{r.name} against {r.without} {r.vs_without:+.3f} [{r.vs_without_low:+.3f}, "
-                     f"{r.vs_without_high:+.3f}] ({r.d_psnr_vs_without:+.2f} dB, {r.d_bpp_vs_without:+.3f} bpp)")
-    if prefix == "e4-l2":  # the paper: a small gain for the larger students only
-        largest = mine.sort_values("N").iloc[-1]
-        agree = largest["name"] in sides["better"] and largest.N > 16 and not set(
-            mine[mine.N == 16].name) & set(sides["better"])
-        scope = "N = " + ", ".join(str(n) for n in sorted(set(mine.N)))
+    said = {analysis.verdict({"d_rd_cost": r.vs_without, "d_rd_cost_low": r.vs_without_low,
+                              "d_rd_cost_high": r.vs_without_high}, "better", "worse").split(" (")[0]
+            for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
+    tests = [f"{r.name} against {r.without} {r.vs_without:+.3f} [{r.vs_without_low:+.3f}, {r.vs_without_high:+.3f}] "
+             f"({r.d_psnr_vs_without:+.2f} dB, {r.d_bpp_vs_without:+.3f} bpp)" for r in mine.itertuples()]
+    if prefix == "e4-l2":
+        scope, trade = "N = " + ", ".join(str(n) for n in sorted(set(mine.N))), ""
     else:  # the paper: hybrid KD is not worth it, a small rate gain bought with a quality loss
-        agree = not sides["better"]
         scope = "lambda = " + ", ".join(f"{x:g}" for x in sorted(set(mine["lambda"])))
-        paper_trade = (mine.d_bpp_vs_without < 0) & (mine.d_psnr_vs_without < 0)
-        if agree and not paper_trade.all():  # no RD gain, but not the paper's trade either: say which
-            agree = None
-    if agree is None:
-        ours_trade = ", ".join(f"{r.d_psnr_vs_without:+.2f} dB at {r.d_bpp_vs_without:+.3f} bpp" for r in mine.itertuples())
-        head = (f"not established: no RD gain, as the paper says, but not its trade (the paper: a small rate gain "
-                f"for a quality loss; ours: {ours_trade})")
-    else:
-        head = "consistent with the paper" if agree else "not reproduced"
-    verdict = (head + f" at {scope}: the term's effect on RD "
-               "cost: " + "; ".join(f"{side} at {', '.join(names)}" for side, names in sides.items() if names)
-               + " (images' 95 % interval and twice experiment 1's seeds' sd of a paired difference; one seed; notebook 05)")
+        paper_trade = ((mine.d_bpp_vs_without < 0) & (mine.d_psnr_vs_without < 0)).all()
+        trade = ("; over the images, the paper's trade (a small rate gain for a quality loss)" if paper_trade else
+                 "; over the images, not the paper's trade (a small rate gain for a quality loss): ours "
+                 + ", ".join(f"{r.d_psnr_vs_without:+.2f} dB at {r.d_bpp_vs_without:+.3f} bpp" for r in mine.itertuples()))
+    verdict = f"{' / '.join(sorted(said))} at {scope}{trade} (`kdlib.analysis.verdict`; notebook 05)"
     return claim, f"{ours}; {'; '.join(tests)} ({done} of {total} runs)", verdict
 
 

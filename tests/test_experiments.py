@@ -133,18 +133,23 @@ def test_seeds_that_disagree_are_no_gain_however_tight_the_images_interval(tmp_p
     disagree = [_result(tmp_path / f"kx{s}.json", shift, 0.5) for s, shift in enumerate((0.6, -0.4, 0.2))]
     a, d = analysis.kd_gain(agree, scratch, 0.025), analysis.kd_gain(disagree, scratch, 0.025)
     assert a["d_rd_cost_seeds_low"] < a["d_rd_cost"] < a["d_rd_cost_seeds_high"] < 0
-    assert analysis.gain_verdict(a) == "KD better"
+    assert analysis.verdict(a) == "KD better"
+    assert analysis.verdict(a, better="T5 better", worse="T1 better") == "T5 better"
     # every image moves alike, so the images' interval excludes zero; the seeds' interval does not
     assert d["d_rd_cost_high"] < 0 and d["d_rd_cost_seeds_low"] < 0 < d["d_rd_cost_seeds_high"]
-    assert analysis.gain_verdict(d).startswith("no clear difference (the seeds disagree")
+    assert analysis.verdict(d).startswith("not established (") and "seeds' interval" in analysis.verdict(d)
+    worse = analysis.kd_gain(scratch, agree, 0.025)  # the arms swapped: the anchor is better
+    assert analysis.verdict(worse) == "scratch better"
 
 
-def test_one_seed_verdict_is_measured_against_another_sizes_seed_spread(tmp_path):
+def test_one_seed_is_never_enough_whatever_its_images_interval(tmp_path):
     one = analysis.kd_gain([_result(tmp_path / "kd.json", -0.3, 0.5)], [_result(tmp_path / "sc.json", 0.0, 0.5)], 0.025)
-    assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0
-    assert analysis.gain_verdict(one) == "scratch better (one seed: the spread over seeds is not measured)"
-    assert analysis.gain_verdict(one, yardstick=10 * one["d_rd_cost"]).startswith("no clear difference (one seed")
-    assert analysis.gain_verdict(one, yardstick=one["d_rd_cost"] / 10).startswith("scratch better (one seed; beyond")
+    assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0 and one["d_rd_cost_low"] > 0
+    said = analysis.verdict(one)
+    assert said.startswith("one seed: not established (+") and "over the images" in said
+    single = {k: v for k, v in one.items() if k != "seeds"}  # kdlib.analysis.compare's columns: one seed
+    assert analysis.verdict(single) == said
+    assert analysis.verdict({"d_rd_cost": float("nan"), "d_rd_cost_low": 0, "d_rd_cost_high": 0}) == "not measured"
 
 
 def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
