@@ -5,6 +5,7 @@ import json
 import math
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -65,14 +66,55 @@ def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] |
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
         if xlim:
             ax.set_xlim(*xlim)
-    handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes:
         ax.get_legend().remove()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small", frameon=False,
-               bbox_to_anchor=(0.5, 0))  # below the panels: off the data
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) > 4), 1, 1))
+    legend_below(fig, axes[0])
     return fig
+
+
+SIZE_COLORS = dict(zip((16, 32, 64, 96, 112), sns.color_palette("tab10", 10)[2:7]))  # the teacher is orange
+
+
+def size_color(n: int) -> Any:
+    """The colour of student size ``n`` (N) in every figure."""
+    return SIZE_COLORS[int(n)]
+
+
+def legend_below(fig: plt.Figure, ax: plt.Axes, columns: int = 3) -> None:
+    """``ax``'s legend under the panels, off the data, and the layout tightened around it."""
+    handles, labels = ax.get_legend_handles_labels()
+    rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=min(columns, len(labels)), fontsize="small", frameon=False,
+               bbox_to_anchor=(0.5, 0))
+    fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, 1))
+
+
+def place_labels(ax: plt.Axes, labels: list[tuple[str, float, float, Any]]) -> None:
+    """Write each ``(text, x, y, colour)`` beside its point where it overlaps no label already
+    written and no other point: the first free offset of a few around the point (in points),
+    else the least crowded one."""
+    offsets = [(5, -11), (5, 4), (-5, 4), (-5, -11), (5, -20), (5, 13), (-5, 13), (-5, -20)]
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    points = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
+    taken: list[Any] = []
+    for text, x, y, color in labels:
+        best, best_clash = None, None
+        for dx, dy in offsets:
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize="x-small",
+                                color=color, ha="left" if dx > 0 else "right")
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            clash = sum(box.overlaps(t) for t in taken) + sum(box.contains(px, py) for px, py in points)
+            if best_clash is None or clash < best_clash:
+                if best is not None:
+                    best.remove()
+                best, best_clash, best_box = label, clash, box
+            else:
+                label.remove()
+            if clash == 0:
+                break
+        taken.append(best_box)
 
 
 def speed_figure(speed: pd.DataFrame, title: str = "") -> plt.Figure:
@@ -116,7 +158,8 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
     its twin). Repeated labels (seeds) are drawn each time, named once."""
     sns.set_theme(style="whitegrid", context="notebook")
     keys = list(dict.fromkeys(points.loc[points.kind != "teacher", "color_key"]))
-    colors = dict(zip(keys, sns.color_palette("tab10", 10)[2:] * 2))  # blue and orange: curve and teacher
+    colors = {**dict(zip(keys, sns.color_palette("tab10", 10)[2:] * 2)),  # blue and orange: curve and teacher
+              **{k: size_color(k) for k in keys if k in SIZE_COLORS}}
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms-ssim-db", "MS-SSIM (dB)")]:
         ax.plot(curve.bpp, curve[metric], "o--", color="tab:blue", lw=1, ms=4, label=curve.label.iloc[0])
@@ -128,9 +171,8 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
             ax.plot(row.bpp, row[metric], label=None if row.label in named else row.label, **style)
             named.add(row.label)
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
-    axes[0].legend(fontsize="small", ncol=2, loc="lower right")
     fig.suptitle(title)
-    fig.tight_layout()
+    legend_below(fig, axes[0], columns=4)
     return fig
 
 
@@ -149,21 +191,22 @@ def families_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "") 
         for family in families:
             rows = points[(points.family == family) & (points.kind != "teacher")].sort_values("bpp")
             ax.plot(rows.bpp, rows[metric], "o--", lw=1, ms=7, color=colors[family], label=family)
-            for _, row in rows.iterrows() if "tag" in rows else ():
-                ax.annotate(row.tag, (row.bpp, row[metric]), xytext=(4, -10), textcoords="offset points",
-                            fontsize="x-small", color=colors[family])
         teachers = points[points.kind == "teacher"]
         for (label, row), color in zip(teachers.set_index("family").iterrows(), ("tab:orange", "tab:brown", "tab:pink")):
             ax.plot(row.bpp, row[metric], "s", ms=8, color=color, label=label)
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
-    axes[0].legend(fontsize="small")
     fig.suptitle(title)
-    fig.tight_layout()
+    legend_below(fig, axes[0])
+    if "tag" in points:  # after the layout: labels are placed in display space
+        tagged = points[(points.kind != "teacher") & points.tag.astype(bool)]
+        for ax, metric in zip(axes, ("psnr", "ms-ssim-db")):
+            place_labels(ax, [(r.tag, r.bpp, r[metric], colors[r.family]) for _, r in tagged.iterrows()])
     return fig
 
 
 def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.DataFrame | None = None,
-                    note: str = "", published: pd.DataFrame | None = None, published_label: str = "") -> plt.Figure:
+                    note: str = "", published: pd.DataFrame | None = None, published_label: str = "",
+                    title: str = "") -> plt.Figure:
     """PSNR and bit rate against one resource (the paper's ``kd_lic_parameters`` .. ``_energy``).
 
     ``points``: label, kind ("teacher" or a student arm), ``resource``, psnr, bpp. ``curve``:
@@ -174,6 +217,8 @@ def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     finite = points[np.isfinite(points[resource].astype(float))]
     colors = dict(zip(finite.label, sns.color_palette("tab10", 10)[2:] * 2))
+    if "channels_N" in finite:  # one colour per size in every figure
+        colors.update({label: size_color(n) for label, n in zip(finite.label, finite.channels_N) if n in SIZE_COLORS})
     for ax, metric, ylabel in [(axes[0], "psnr", "PSNR (dB)"), (axes[1], "bpp", "bit rate (bpp)")]:
         ax.set(xlabel=xlabel, ylabel=ylabel)
         if finite.empty:
@@ -189,9 +234,11 @@ def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.
                     color="tab:orange" if teacher_row else colors[row.label], label=row.label)
         if published is not None and not finite.empty:
             ax.plot(published[resource], published[metric], "kx", ms=8, mew=2, label=published_label)
-    if not finite.empty:
-        axes[0].legend(fontsize="small")
-    fig.tight_layout()
+    fig.suptitle(title)
+    if finite.empty:
+        fig.tight_layout()
+    else:
+        legend_below(fig, axes[0], columns=4)
     return fig
 
 
