@@ -13,7 +13,8 @@ import torch
 from kdlib import data
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
-from kdlib.experiments import BUDGETS
+from kdlib.experiments import BUDGETS, EXPERIMENTS
+from kdlib.losses import KD_PRESETS, LATENT_LOSSES
 from kdlib.gpu import NoGPU
 from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
 from kdlib.train import SCALES, Config, TrainingError, train
@@ -152,10 +153,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from kdlib.losses import KD_PRESETS
-
     fields = {f.name for f in dataclasses.fields(Config)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.kd is None and args.teacher and not any(k.startswith("w_") for k in given):
+        args.kd = "authors"  # the experiment grid's KD loss, not Config's paper-text default
     if args.kd:  # a preset's weights, unless a weight is given explicitly
         given = {**KD_PRESETS[args.kd], **given}
     if args.continue_from:  # a new run warm-started from a checkpoint's weights (e.g. in a new session)
@@ -225,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help="decode a .kdl file to PNG")
-    d.add_argument("input")
+    d.add_argument("input", help="the .kdl file")
     d.add_argument("output", help="the PNG to write")
     d.add_argument("--model", help="checkpoint name or path (default: the released model named in the file)")
     d.add_argument("--force", action="store_true", help="replace an existing output")
@@ -237,11 +238,11 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_decompress)
 
     r = sub.add_parser("reproduce", help="make every result file the notebooks read that is missing or stale")
-    r.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"],
+    r.add_argument("--scale", default="cpu", choices=list(SCALES),
                    help="smoke: two Kodak crops and the grid trained for 2 steps, minutes; cpu: the published results "
                         "here; paper: the published protocol, needs a CUDA GPU and Vimeo90K (default: cpu)")
-    r.add_argument("--out", default=str(RESULTS), help="folder of the result files (smoke: <out>/smoke); experiments "
-                   "write to the repository's results/ (default: results)")
+    r.add_argument("--out", default=str(RESULTS), help="folder of the result files, the experiments' included "
+                   "(smoke: <out>/smoke; default: results)")
     r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
     r.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     r.set_defaults(func=cmd_reproduce)
@@ -260,18 +261,18 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--cpu-threads", dest="thread_counts", type=lambda s: [int(t) for t in s.split(",")],
                     default=[1, torch.get_num_threads()],
                     help="CPU thread counts, comma-separated (default: 1 and all)")
-    br.add_argument("--out", default=str(RESULTS))
+    br.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/resources/ (default: results)")
     br.set_defaults(func=cmd_bench)
     bc = bsub.add_parser("codecs", help="RD curves and speed of JPEG, WebP, JPEG 2000, AVIF on Kodak")
     bc.add_argument("codecs", nargs="*", type=codec_name, help="jpeg, webp, jpeg2000 or avif (default: all)")
     bc.add_argument("--images", type=positive, default=24, help="first K Kodak images")
-    bc.add_argument("--out", default=str(RESULTS))
+    bc.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codecs/ (default: results)")
     bc.set_defaults(func=cmd_bench)
     bk = bsub.add_parser("codec", help="our compress/decompress against CompressAI's default path, plus JPEG/WebP")
     bk.add_argument("models", nargs="+", help="as for eval")
     bk.add_argument("--images", type=positive, default=24, help="first K Kodak images")
     bk.add_argument("--repeats", type=positive, default=5, help="passes per path; each timing is the best")
-    bk.add_argument("--out", default=str(RESULTS))
+    bk.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codec_speed/ (default: results)")
     bk.set_defaults(func=cmd_bench)
     bte = bsub.add_parser("teacher", help="a KD step's teacher pass: full forward vs the targets the loss reads")
     bte.add_argument("--repeats", type=positive, default=20, help="timed batches per path (median)")
@@ -299,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    x.add_argument("number", type=int, choices=[1, 2, 3, 4, 5], help="experiment number (the paper's order)")
+    x.add_argument("number", type=int, choices=sorted(EXPERIMENTS), help="experiment number (the paper's order)")
     x.add_argument("--scale", default="cpu", choices=list(BUDGETS), help="training budget (kdlib.experiments.BUDGETS)")
     x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash ($KDLIB_RUNS or runs)")
     x.add_argument("--jobs", type=positive, default=2, help="runs trained at a time (cores are split between them)")
@@ -317,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--name", required=True, help="run name (the run folder is <runs>/<name>-<config hash>)")
     t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
                    help="continue a released checkpoint's training: its config, Adam restarts (default: a new run)")
-    t.add_argument("--scale", default="cpu", choices=["smoke", "cpu", "paper"], help="recipe (kdlib.train.SCALES; default: cpu)")
+    t.add_argument("--scale", default="cpu", choices=list(SCALES), help="recipe (kdlib.train.SCALES; default: cpu)")
     t.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     t.add_argument("--stop-after", type=positive, help="stop after this many steps, resumable (default: run to --steps)")
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
@@ -337,9 +338,10 @@ def parser() -> argparse.ArgumentParser:
         kind = positive if name in positive_flags else kind
         where = "the scale's recipe" if default is None and name in SCALES["cpu"] else default
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f"{text} (default: {where})")
-    t.add_argument("--kd", choices=["paper-text", "authors", "best", "authors-l2"],
-                   help="named KD weights (kdlib.losses.KD_PRESETS); explicit --w-* flags win (default: none)")
-    t.add_argument("--latent", choices=["mse", "kld", "kld-mean"],
+    t.add_argument("--kd", choices=list(KD_PRESETS),
+                   help="named KD weights (kdlib.losses.KD_PRESETS); explicit --w-* flags win (default: with --teacher "
+                        "and no --w-* flag, authors: the weights of the experiment grid's KD runs)")
+    t.add_argument("--latent", choices=list(LATENT_LOSSES),
                    help="latent KD distance: MSE, KL per position, or KL at the authors' scale (default: mse)")
     t.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: the student's transforms under bfloat16 autocast (default: fp32)")

@@ -157,9 +157,11 @@ def members(number: int, budget: str) -> list[str]:
 RESULTS = REPO_ROOT / "results"  # the results tree, whatever the working folder
 
 
-def folders(budget: str) -> tuple[Path, Path]:
-    """(results folder, records folder) of a budget: ``cpu`` results are the published ones."""
-    results = RESULTS if budget == "cpu" else RESULTS / budget
+def folders(budget: str, root: Path | None = None) -> tuple[Path, Path]:
+    """(results folder, records folder) of a budget, under ``root`` (default: the repository's
+    ``results/``, whose ``cpu`` results are the published ones)."""
+    root = Path(root) if root is not None else RESULTS
+    results = root if budget == "cpu" else root / budget
     records = CHECKPOINTS / "runs" if budget == "cpu" else CHECKPOINTS / "runs" / budget
     return results / "experiments", (records if budget != "smoke" else results / "records")
 
@@ -257,9 +259,9 @@ def _rate(kd: bool, n: int) -> float:
     return a if low == high else a + (b - a) * (n - low) / (high - low)
 
 
-def status(names: Iterable[str], budget: str, runs: Path) -> dict[str, str]:
-    """Per run: "cached" (result up to date), "evaluate" (weights here), or "train"."""
-    out, _ = folders(budget)
+def status(names: Iterable[str], budget: str, runs: Path, root: Path | None = None) -> dict[str, str]:
+    """Per run: "cached" (result up to date under ``root``), "evaluate" (weights here), or "train"."""
+    out, _ = folders(budget, root)
     states = {}
     for name in names:
         config = RUNS[name].config(budget)
@@ -322,12 +324,13 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     bar.close()
 
 
-def finish(name: str, budget: str, runs: Path, images: list[Path]) -> Path:
-    """Release or record a trained run, then evaluate it with real bitstreams into its result JSON."""
+def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | None = None) -> Path:
+    """Release or record a trained run, then evaluate it with real bitstreams into its result JSON
+    (under ``root``, see :func:`folders`)."""
     from kdlib.evaluate import evaluate, write_json
 
     run, config = RUNS[name], RUNS[name].config(budget)
-    out, records = folders(budget)
+    out, records = folders(budget, root)
     weights = released_weights(run, config)
     folder = run_dir(config, runs)
     if weights is None:
@@ -387,16 +390,17 @@ def teacher_cache() -> Path:
 
 def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", jobs: int = 2,
                    compile: bool = True, dry_run: bool = False, only: list[str] | None = None,
-                   train: bool = True) -> dict[str, str]:
+                   train: bool = True, root: Path | None = None) -> dict[str, str]:
     """Make every result of experiment ``number``: evaluate what has weights, train what has not
     (saying which runs and the estimated time first; ``train=False`` only says it). ``dry_run``
-    does nothing but say. Returns each run's state before the call."""
+    does nothing but say. Results go under ``root`` (:func:`folders`). Returns each run's state before the call."""
     if number not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, not {number}")
     names = [n for n in ORDER if n in members(number, budget) and (not only or n in only)]
     runs = Path(runs)
-    states = status(names, budget, runs)
-    images = data.smoke_images(folders(budget)[0].parent / "images") if budget == "smoke" else data.kodak_paths()
+    states = status(names, budget, runs, root)
+    out = folders(budget, root)[0]
+    images = data.smoke_images(out.parent / "images") if budget == "smoke" else data.kodak_paths()
     restored = [n for n in names if states[n] == "train" and not dry_run and unpark(n, budget, runs)]
     if restored:
         print(f"resumed from the parked state in {folders(budget)[1] / 'parked'}: {', '.join(restored)}")
@@ -411,15 +415,15 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
             print(f"  {n}: {run_dir(RUNS[n].config(budget), runs)}")
     if dry_run:
         return states
-    save_teacher_reconstructions(names, images, folders(budget)[0])
+    save_teacher_reconstructions(names, images, out)
     for n in to_evaluate:
-        print(f"{n}: evaluated -> {finish(n, budget, runs, images)}")
+        print(f"{n}: evaluated -> {finish(n, budget, runs, images, root)}")
     if not train:
         if to_train:
             print(f"not trained here: run `kdlib experiment {number} --scale {budget}` to train them")
         return states
     train_all(to_train, budget, runs, jobs, compile and budget != "smoke",
-              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images)}"),
+              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images, root)}"),
               teacher_cache=None if budget == "smoke" else teacher_cache())
     return states
 

@@ -140,6 +140,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
             raise SystemExit(f"kdlib reproduce --scale paper runs the published protocol (millions of steps on "
                              f"Vimeo90K); missing here: {' and '.join(missing)}. Use --scale cpu on this machine.")
     images, out = data.kodak_paths(), Path(out)
+    root = out  # the experiments' results go under the same folder (kdlib.experiments.folders)
     if scale == "smoke":  # 2 Kodak crops, and the grid trained for a few steps: a run of the whole pipeline
         out = out / "smoke"
         images, train = data.smoke_images(out / "images"), True
@@ -154,7 +155,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
         if product.stale(out):
             raise RuntimeError(f"{product.path} was made but does not record its inputs {product.inputs}")
     for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
-        run_experiment(number, scale, runs, train=train)
+        run_experiment(number, scale, runs, train=train, root=root)
     return [p.path for p in stale]
 
 

@@ -99,3 +99,29 @@ def test_output_and_device_errors_are_one_line(small_model, tmp_path, capsys):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
+def test_choices_come_from_the_declarations_and_train_defaults_to_the_grids_kd_loss(monkeypatch, tmp_path):
+    """--kd, --latent, --scale and the experiment numbers are read from KD_PRESETS, LATENT_LOSSES,
+    SCALES and EXPERIMENTS; `kdlib train --teacher T` trains the grid's KD loss (the authors'
+    weights), not Config's paper-text default, unless weights are given."""
+    from kdlib import cli
+    from kdlib.experiments import EXPERIMENTS
+    from kdlib.losses import KD_PRESETS, LATENT_LOSSES
+    from kdlib.train import SCALES
+
+    actions = {a.dest: a for a in cli.parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert actions["kd"].choices == list(KD_PRESETS) and actions["latent"].choices == list(LATENT_LOSSES)
+    assert actions["scale"].choices == list(SCALES)
+    experiment = {a.dest: a for a in cli.parser()._subparsers._group_actions[0].choices["experiment"]._actions}
+    assert experiment["number"].choices == sorted(EXPERIMENTS)
+    configs = []
+    monkeypatch.setattr(cli, "train", lambda config, **k: configs.append(config) or tmp_path / "best.pth.tar")
+    base = ["train", "--name", "x", "--scale", "smoke", "--runs", str(tmp_path)]
+    assert main([*base, "--teacher", "T5"]) == 0
+    assert main([*base, "--teacher", "T5", "--w-rd", "0.5"]) == 0
+    assert main([*base, "--teacher", "T5", "--kd", "best"]) == 0
+    authors, best = KD_PRESETS["authors"], KD_PRESETS["best"]
+    assert (configs[0].w_latent, configs[0].w_recon, configs[0].w_rd) == (authors["w_latent"], authors["w_recon"], authors["w_rd"])
+    assert configs[1].w_rd == 0.5 and configs[1].w_latent == 0.2  # explicit weights: Config's defaults for the rest
+    assert configs[2].w_rd == best["w_rd"] and configs[2].w_latent == best["w_latent"]
