@@ -243,9 +243,13 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
     symbols = torch.round(y).int()
-    coder = RansEncoder()
-    y_strings = [coder.encode_with_indexes(s.reshape(-1).tolist(), i.reshape(-1).tolist(), *_used_tables(model, i))
-                 for s, i in zip(symbols, indexes)]
+    if rans.available():  # CompressAI's bytes, without holding the GIL (images encode in parallel on threads)
+        tables = _rans_tables(model)
+        y_strings = [rans.encode(s.numpy(), i.numpy(), tables, model._kdl_rans_offsets) for s, i in zip(symbols, indexes)]
+    else:
+        coder = RansEncoder()
+        y_strings = [coder.encode_with_indexes(s.reshape(-1).tolist(), i.reshape(-1).tolist(), *_used_tables(model, i))
+                     for s, i in zip(symbols, indexes)]
     return {"strings": [y_strings, z_strings], "shape": tuple(z.size()[-2:]), "y_hat": symbols.float(),
             "index_crc": [_crc(i) for i in indexes]}
 
@@ -388,9 +392,10 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
 
 def _rans_tables(model: Hyperprior) -> "rans.Tables":
     """The Gaussian conditional's tables for :mod:`kdlib.rans` (all of them), built once per model."""
+    cdfs, lengths, offsets, _ = _tables(model)
     if getattr(model, "_kdl_rans_source", None) is not model._kdl_tables:
-        cdfs, lengths, _, _ = _tables(model)
         model._kdl_rans, model._kdl_rans_source = rans.Tables(cdfs, lengths), model._kdl_tables
+        model._kdl_rans_offsets = np.asarray(offsets, np.int32)
     return model._kdl_rans
 
 

@@ -93,3 +93,71 @@ int64_t kdl_rans_decode(const uint8_t *data, int64_t size, const int32_t *indexe
     if (s.x != RANS_L) return STATE;
     return OK;
 }
+
+/* Encoding, byte for byte CompressAI's BufferedRansEncoder (encode_with_indexes, then flush): each
+ * symbol as its CDF position, an escape (a value outside the table) as the last position followed by
+ * its 4-bit groups, all coded in reverse order into Rans64. Written here so that the encoder, like the
+ * decoder, runs without the GIL (CompressAI's holds it: two threads encode no faster than one). */
+enum { FULL = -7 };
+
+static inline int put(uint64_t *x, uint32_t **ptr, uint32_t *first, uint32_t start, uint32_t freq) {
+    const uint64_t x_max = ((RANS_L >> PRECISION) << 32) * freq;
+    if (*x >= x_max) {
+        if (*ptr == first) return FULL;
+        *--*ptr = (uint32_t)*x;
+        *x >>= 32;
+    }
+    *x = ((*x / freq) << PRECISION) + (*x % freq) + start;
+    return OK;
+}
+
+static inline int put_bits(uint64_t *x, uint32_t **ptr, uint32_t *first, uint32_t val) {
+    const uint64_t x_max = ((RANS_L >> PRECISION) << 32) * (1u << (PRECISION - BYPASS));
+    if (*x >= x_max) {
+        if (*ptr == first) return FULL;
+        *--*ptr = (uint32_t)*x;
+        *x >>= 32;
+    }
+    *x = (*x << BYPASS) | val;
+    return OK;
+}
+
+/* Encode n symbols (values before their table's offset, as CompressAI takes them) with tables
+ * indexes[i] into out[0:capacity] (32-bit words, filled from the end). Returns the number of words
+ * written, which end at out + capacity, or INDEX / FULL. */
+int64_t kdl_rans_encode(const int32_t *symbols, const int32_t *indexes, int64_t n, const int32_t *cdfs,
+                        const int32_t *lengths, const int32_t *offsets, int32_t width, int32_t ntables,
+                        uint32_t *out, int64_t capacity) {
+    uint64_t x = RANS_L;
+    uint32_t *ptr = out + capacity;
+    for (int64_t i = n - 1; i >= 0; --i) {
+        const int32_t t = indexes[i];
+        if (t < 0 || t >= ntables) return INDEX;
+        const int32_t *cdf = cdfs + (int64_t)t * width;
+        const int32_t max_value = lengths[t] - 2;
+        int64_t value = (int64_t)symbols[i] - offsets[t];
+        uint32_t raw = 0;
+        if (value < 0) {
+            raw = (uint32_t)(-2 * value - 1);
+            value = max_value;
+        } else if (value >= max_value) {
+            raw = (uint32_t)(2 * (value - max_value));
+            value = max_value;
+        }
+        if (value == max_value) { /* pushed after the symbol, so coded before it */
+            int32_t groups = 0;
+            while (groups < 8 && (raw >> (groups * BYPASS)) != 0) ++groups;
+            for (int32_t j = groups - 1; j >= 0; --j)
+                if (put_bits(&x, &ptr, out, (raw >> (j * BYPASS)) & BYPASS_MAX)) return FULL;
+            if (put_bits(&x, &ptr, out, (uint32_t)(groups % BYPASS_MAX))) return FULL;
+            for (int32_t k = 0; k < groups / BYPASS_MAX; ++k)
+                if (put_bits(&x, &ptr, out, BYPASS_MAX)) return FULL;
+        }
+        if (put(&x, &ptr, out, (uint32_t)cdf[value], (uint32_t)(cdf[value + 1] - cdf[value]))) return FULL;
+    }
+    if (ptr - out < 2) return FULL;
+    ptr -= 2;
+    ptr[0] = (uint32_t)x;
+    ptr[1] = (uint32_t)(x >> 32);
+    return (out + capacity) - ptr;
+}

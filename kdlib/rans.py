@@ -1,12 +1,15 @@
-"""Bounds-checked decoding of CompressAI's rANS streams: ``rans.c``, compiled on first use.
+"""Bounds-checked decoding, and GIL-free encoding, of CompressAI's rANS streams: ``rans.c``, compiled
+on first use.
 
 CompressAI's decoder has no end-of-stream check (a crafted stream makes it read past its buffer),
 and no maintained library decodes its format with one, so kdlib carries this one small C function
 (CompressAI's arithmetic, every read checked against the stream's real end; see ``rans.c``). It is
 compiled with the system's C compiler into ``<KDLIB_CACHE>/lib/`` the first time it is needed (named
 by the source's hash, so an edited source is rebuilt), and called through ctypes, which releases the
-GIL: streams decode in parallel on threads. :func:`available` says whether it could be built; without
-a C compiler kdlib falls back to CompressAI's decoder on a padded buffer (``kdlib.entropy``).
+GIL: streams decode in parallel on threads. The encoder (:func:`encode`) writes CompressAI's bytes
+exactly; CompressAI's own holds the GIL, so images encoded one per thread took turns in it.
+:func:`available` says whether it could be built; without a C compiler kdlib falls back to
+CompressAI's coders (on a padded buffer for decoding, ``kdlib.entropy``).
 """
 from __future__ import annotations
 
@@ -59,6 +62,9 @@ def _library() -> ctypes.CDLL | None:
     library.kdl_rans_decode.restype = ctypes.c_int64
     library.kdl_rans_decode.argtypes = [ctypes.c_char_p, ctypes.c_int64, pointer, ctypes.c_int64, pointer,
                                         pointer, ctypes.c_int32, ctypes.c_int32, pointer]
+    library.kdl_rans_encode.restype = ctypes.c_int64
+    library.kdl_rans_encode.argtypes = [pointer, pointer, ctypes.c_int64, pointer, pointer, pointer, ctypes.c_int32,
+                                        ctypes.c_int32, pointer, ctypes.c_int64]
     return library
 
 
@@ -106,3 +112,24 @@ def call(stream: bytes | int, size: int, indexes: np.ndarray, tables: Tables) ->
                                    indexes.ctypes.data, len(indexes), tables.rows.ctypes.data,
                                    tables.lengths.ctypes.data, tables.rows.shape[1], len(tables.rows), out.ctypes.data)
     return out, int(code)
+
+
+def encode(symbols: np.ndarray, indexes: np.ndarray, tables: Tables, offsets: np.ndarray) -> bytes:
+    """CompressAI's ``RansEncoder().encode_with_indexes(symbols, indexes, cdfs, lengths, offsets)``,
+    byte for byte (``symbols``: values before their table's offset), without holding the GIL."""
+    library = _library()
+    if library is None:
+        raise RuntimeError("kdlib's rANS coder could not be built: no C compiler (set CC)")
+    symbols = np.ascontiguousarray(symbols, np.int32).reshape(-1)
+    indexes = np.ascontiguousarray(indexes, np.int32).reshape(-1)
+    offsets = np.ascontiguousarray(offsets, np.int32)
+    for capacity in (len(symbols) + 16, 11 * len(symbols) + 16):  # one word per symbol, rarely more
+        out = np.empty(capacity, np.uint32)
+        words = library.kdl_rans_encode(symbols.ctypes.data, indexes.ctypes.data, len(symbols), tables.rows.ctypes.data,
+                                        tables.lengths.ctypes.data, offsets.ctypes.data, tables.rows.shape[1],
+                                        len(tables.rows), out.ctypes.data, capacity)
+        if words >= 0:
+            return out[capacity - words:].tobytes()
+        if words != -7:
+            raise StreamError(f"cannot encode: {ERRORS.get(int(words), words)}")
+    raise RuntimeError("rANS encoder output exceeded its bound")

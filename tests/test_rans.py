@@ -38,6 +38,23 @@ def test_the_same_symbols_as_compressais_decoder_on_real_streams():
         assert ours.tolist() == expected
 
 
+def test_the_encoder_writes_compressais_bytes_escapes_included():
+    """kdlib's GIL-free encoder against CompressAI's RansEncoder on random symbols, from tight ones to
+    escapes of up to 5 groups (|value| near 2^15), with every table of two trained models."""
+    from compressai.ans import RansEncoder
+
+    rng = np.random.default_rng(0)
+    for name in ("S16", "T5"):
+        model = load_model(name)
+        tables, (cdfs, lengths, offsets, _) = entropy._rans_tables(model), entropy._tables(model)
+        for trial, spread in enumerate((0.5, 3, 40, 3000, 30000) * 4):
+            n = int(rng.integers(1, 4000))
+            indexes = rng.integers(0, len(lengths), n).astype(np.int32)
+            symbols = np.clip(rng.normal(0, spread, n).round(), -32767, 32767).astype(np.int32)
+            expected = RansEncoder().encode_with_indexes(symbols.tolist(), indexes.tolist(), cdfs, lengths, offsets)
+            assert rans.encode(symbols, indexes, tables, np.asarray(offsets, np.int32)) == expected, (name, trial)
+
+
 def test_a_table_of_zero_frequency_is_refused():
     with pytest.raises(rans.StreamError, match="CDF table 1 is invalid"):
         rans.Tables([[0, 30000, 65536], [0, 100, 100, 65536]], [3, 4])
