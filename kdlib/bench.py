@@ -256,6 +256,36 @@ def _unchecked_decode(bitstream, blobs: list[bytes], model) -> None:
         entropy.decode_symbols = safe
 
 
+def _coder_seconds(bitstream, blobs: list[bytes], model) -> float:
+    """Seconds spent in the entropy decoder (every ``entropy.decode_symbols`` call, z and y, summed
+    over the threads) while ``blobs`` are decoded once."""
+    from kdlib import entropy
+
+    spent: list[float] = []
+    inner = entropy.decode_symbols
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        values = inner(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return values
+
+    entropy.decode_symbols = timed
+    try:
+        bitstream.decompress_batch(blobs, model)
+    finally:
+        entropy.decode_symbols = inner
+    return sum(spent)
+
+
+def peak_gflops(size: int = 1536, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product rate at the current thread count (GFLOP/s, the best of
+    ``repeats``): the yardstick of a decode's FLOP bound."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b
+    return 2 * size**3 / min(_seconds(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
 def _seconds(function) -> float:
     start = time.perf_counter()
     function()
@@ -268,7 +298,10 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
     one image per core) against CompressAI's default ``compress()`` / ``decompress()`` (one image at
     a time, tensors prepared in advance), same images, one run; each timing is the best of
     ``repeats`` passes over the images, the two paths interleaved (this VM's speed drifts).
-    Pillow JPEG and WebP at a similar bpp for context."""
+    Pillow JPEG and WebP at a similar bpp for context. For our path, also the entropy decoder's share
+    of decode time (``coder_share``) and each model's decode bound (``bound_img_s``: its synthesis
+    GMACs at this machine's matrix-product rate, plus the coder's time spread over the threads) with
+    the fraction of it reached (``of_bound``)."""
     from kdlib import bitstream
     from kdlib.codecs import roundtrip
 
@@ -277,6 +310,7 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
     pixels = sum(image.width * image.height for image in pils)
     n = len(pils)
     rows = []
+    threads, peak = torch.get_num_threads(), peak_gflops()
     for spec in specs:
         model, name = from_spec(spec), spec_name(spec)
         encoded = [model.compress(x) for x in tensors]
@@ -289,6 +323,9 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
             times["od"].append(_seconds(lambda: bitstream.decompress_batch(blobs, model)))
             times["ud"].append(_seconds(lambda: _unchecked_decode(bitstream, blobs, model)))
         ce, cd, oe, od, ud = (min(times[k]) for k in ("ce", "cd", "oe", "od", "ud"))
+        coder = _coder_seconds(bitstream, blobs, model) / n  # per image
+        synthesis = res.flops(model, *tensors[0].shape[-2:])["gmacs_decoder"] * 2 / peak  # seconds per image
+        bound = 1 / (synthesis + coder / threads)  # images/s: synthesis at the threads' rate, coder per core
         compressai_bytes = sum(len(s[0]) for enc in encoded for s in enc["strings"])
         ours_bytes = sum(len(b) for b in blobs)
         bpp = 8 * ours_bytes / pixels
@@ -296,7 +333,8 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
                   "encode_img_s": n / ce, "decode_img_s": n / cd, "bytes": compressai_bytes},
                  {"model": name, "path": "kdlib (.kdl files)", "bpp": bpp, "encode_img_s": n / oe,
                   "decode_img_s": n / od, "bytes": ours_bytes, "encode_ratio": ce / oe, "decode_ratio": cd / od,
-                  "bytes_ratio": ours_bytes / compressai_bytes},
+                  "bytes_ratio": ours_bytes / compressai_bytes, "coder_share": coder * n / (od * threads),
+                  "bound_img_s": bound, "of_bound": (n / od) / bound},
                  {"model": name, "path": "unchecked: kdlib on CompressAI's bare coder (before the safe decoder)",
                   "bpp": bpp, "decode_img_s": n / ud, "bytes": ours_bytes, "decode_ratio": cd / ud, "safe_decode_ratio": ud / od}]
         for codec in ("jpeg", "webp"):
@@ -309,6 +347,6 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
     table = pd.DataFrame(rows)
     (out / "codec_speed").mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "codec_speed" / "codec_speed.csv", index=False)
-    print(f"{n} images, threads={torch.get_num_threads()}, best of {repeats}")
+    print(f"{n} images, threads={threads}, best of {repeats}; float32 matrix products {peak:.0f} GFLOP/s")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return table

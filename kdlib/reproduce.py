@@ -52,10 +52,11 @@ def _sidecar(path: Path) -> dict[str, Any] | None:
     return _json(side) if side.exists() else None
 
 
-def code_digest(*modules: str) -> str:
-    """sha256 prefix of kdlib source files: a benchmark of the codec is stale when its code changes."""
+def code_digest(*files: str) -> str:
+    """sha256 prefix of kdlib source files (``entropy`` for entropy.py, or a file name such as
+    ``rans.c``): a benchmark of the codec is stale when its code changes."""
     root = Path(__file__).parent
-    return hashlib.sha256(b"".join((root / f"{m}.py").read_bytes() for m in modules)).hexdigest()[:16]
+    return hashlib.sha256(b"".join((root / (f if "." in f else f"{f}.py")).read_bytes() for f in files)).hexdigest()[:16]
 
 
 def checkpoint_digest(name: str) -> str:
@@ -110,7 +111,7 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     speed = [m for m in SPEED_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
     items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
         Path("codec_speed") / "codec_speed.csv", "07_codecs",
-        {"models": {m: checkpoint_digest(m) for m in speed}, "code": code_digest("entropy", "bitstream"),
+        {"models": {m: checkpoint_digest(m) for m in speed}, "code": code_digest("entropy", "bitstream", "rans", "rans.c", "bench"),
          "images": n, "repeats": 1 if scale == "smoke" else 3},
         _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=1 if scale == "smoke" else 3)))
     specs = [f"untrained:{size}" for size in UNTRAINED_SIZES]
