@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from kdlib import data
+from kdlib.evaluate import evaluate_to_json
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
 from kdlib.experiments import BUDGETS, EXPERIMENTS
@@ -25,21 +26,6 @@ RUNS = os.environ.get("KDLIB_RUNS", "runs")  # run folders; a path outside the c
 
 def image_list(images: str) -> list[Path]:
     return data.kodak_paths() if images == "kodak" else data.image_files(images)
-
-
-def evaluate_to_json(model, paths: list[Path], name: str, out: Path, sha256: str | None = None) -> dict:
-    """Evaluate, write ``<out>/<name>.json`` and print a one-line summary."""
-    from kdlib.evaluate import evaluate, write_json
-
-    result = evaluate(model, paths, name)
-    if sha256:
-        result["model"]["sha256"] = sha256
-    path = write_json(result, out / f"{name}.json")
-    means = {k: v[0] for k, v in result["results"].items()}
-    print(f"{name}: PSNR {means['psnr-rgb']:.3f} dB, MS-SSIM {means['ms-ssim-rgb']:.4f}, "
-          f"bpp {means['bpp']:.4f} (estimated {means['bpp-estimated']:.4f}), "
-          f"encode {means['encoding_time']:.3f} s, decode {means['decoding_time']:.3f} s -> {path}")
-    return result
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
 from kdlib import __version__
+from kdlib.bitstream import write_atomic
 from kdlib.data import crop, load_image, pad
 from kdlib.entropy import RoundTripError, decode, encode, pack, unpack
 from kdlib.models import Hyperprior
@@ -130,7 +131,7 @@ def mean(values) -> float:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
-    """Write strict JSON (NaN and infinities become null)."""
+    """Write strict JSON (NaN and infinities become null), atomically."""
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -142,5 +143,18 @@ def write_json(result: dict[str, Any], path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(result), indent=2))
+    write_atomic(path, json.dumps(clean(result), indent=2).encode(), overwrite=True)  # never half a JSON
     return path
+
+
+def evaluate_to_json(model: Hyperprior, paths: list[Path], name: str, out: Path, sha256: str | None = None) -> dict:
+    """Evaluate, write ``<out>/<name>.json`` and print a one-line summary."""
+    result = evaluate(model, paths, name)
+    if sha256:
+        result["model"]["sha256"] = sha256
+    path = write_json(result, out / f"{name}.json")
+    means = {k: v[0] for k, v in result["results"].items()}
+    print(f"{name}: PSNR {means['psnr-rgb']:.3f} dB, MS-SSIM {means['ms-ssim-rgb']:.4f}, "
+          f"bpp {means['bpp']:.4f} (estimated {means['bpp-estimated']:.4f}), "
+          f"encode {means['encoding_time']:.3f} s, decode {means['decoding_time']:.3f} s -> {path}")
+    return result

@@ -31,7 +31,9 @@ def _size(tables: Path) -> tuple[str, str, str]:
     same = (ours.params_M.round(2) == ours.paper_params_M).all()
     memory_same = ours.MiB.round(2) == ours.paper_MB
     differ = ", ".join(f"N={r.N}: {r.MiB:.2f} against {r.paper_MB:.2f}" for r in ours[~memory_same].itertuples())
-    return ("T5 5.08 M parameters, 20.18 MB; N=16 0.27 M, 1.01 MB",
+    theirs = pd.read_csv(PUBLISHED / "size.csv").set_index("channels_N")
+    return (f"T5 {theirs.params_M[128]:.2f} M parameters, {theirs.memory_MB[128]:.2f} MB; N=16 {theirs.params_M[16]:.2f} M, "
+            f"{theirs.memory_MB[16]:.2f} MB",
             "every N's parameter count, in millions to two decimals, " + ("is the paper's" if same else "differs")
             + "; float32 parameters in MiB " + ("equal the paper's MB at every N" if memory_same.all() else
                                                 f"equal the paper's MB except {differ}"),
@@ -121,7 +123,10 @@ def _bd(tables: Path, results: Path) -> dict[str, tuple[str, str, str]]:
     bd = _read(tables, "bd_lambda")
     done, total = _runs_done(2, results)
     out = {}
-    for number, teacher, paper in ((1, "T5", "+8.75 %, -0.39 dB"), (2, "T1", "+10.32 %, -0.42 dB")):
+    published = pd.read_csv(PUBLISHED / "bd_lambda.csv").set_index("test")
+    for number, teacher in ((1, "T5"), (2, "T1")):
+        theirs = published.loc[f"KD from {teacher}"]
+        paper = f"{theirs.bd_rate_pct:+.2f} %, {theirs.bd_psnr_db:+.2f} dB"
         row = bd[(bd.test == f"KD from {teacher}") & (bd.anchor == "CompressAI q1-q5")] if bd is not None else None
         if row is None or row.empty or not math.isfinite(row.authors_bd_rate_pct.iloc[0]):
             out[f"kd_lic_rd_lambda_{number}"] = (f"BD vs pretrained {paper}", f"not yet ({done} of {total} runs)",

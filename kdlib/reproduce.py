@@ -89,7 +89,7 @@ def released() -> list[str]:
 def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     """Every result file the notebooks read, at ``scale``, into ``out`` (experiments apart)."""
     from kdlib import bench
-    from kdlib.cli import evaluate_to_json
+    from kdlib.evaluate import evaluate_to_json
     from kdlib.codecs import CODECS
     from kdlib.models import load_model
 
@@ -132,6 +132,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
     """Make every stale product at ``scale`` (into ``out``, or ``out/smoke``) and every experiment's
     results (training only with ``train``); returns the products made. ``paper`` needs a GPU and
     Vimeo90K, and says which is missing."""
+    from kdlib.bitstream import write_atomic
     from kdlib.experiments import EXPERIMENTS, run_experiment
 
     if scale == "paper":
@@ -152,7 +153,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
         product.make()
         side = out / product.path.with_name(product.path.name + ".inputs.json")
         if product.recorded is _sidecar:
-            side.write_text(json.dumps(product.inputs, indent=1) + "\n")
+            write_atomic(side, (json.dumps(product.inputs, indent=1) + "\n").encode(), overwrite=True)
         if product.stale(out):
             raise RuntimeError(f"{product.path} was made but does not record its inputs {product.inputs}")
     for number in EXPERIMENTS:  # evaluate what has weights; train only when asked

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.data import file_digest
 from kdlib.bank import open_bank, order
+from kdlib.bitstream import write_atomic
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
 from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
@@ -448,7 +449,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
             done.update(converged=stopped, lr=optimizer.param_groups[0]["lr"])
         if bank is not None:
             done["bank"] = bank.digest
-        (out / "done.json").write_text(json.dumps(done))
+        write_atomic(out / "done.json", json.dumps(done).encode(), overwrite=True)
     return out / "best.pth.tar"
 
 
