@@ -92,6 +92,13 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, "~/.cache/kdlib")).expanduser()
 
 
+def code_digest(*files: str) -> str:
+    """sha256 prefix of kdlib source files (``entropy`` for entropy.py, or a file name such as
+    ``rans.c``): a result is stale when the code that made it changes."""
+    root = Path(__file__).parent
+    return hashlib.sha256(b"".join((root / (f if "." in f else f"{f}.py")).read_bytes() for f in files)).hexdigest()[:16]
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file, computed once per content state (path, size, modification time): a grid of
     runs hashes its teachers' configs many times, and a crop bank's files are checked at every open."""

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from kdlib import __version__
 from kdlib.bitstream import write_atomic
-from kdlib.data import crop, load_image, pad
+from kdlib.data import code_digest, crop, load_image, pad
 from kdlib.entropy import RoundTripError, decode, encode, pack, unpack
 from kdlib.models import Hyperprior
 
@@ -147,9 +147,20 @@ def write_json(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+EVALUATION_CODE = ("evaluate", "entropy", "rans", "rans.c")  # the code whose edits can move a result's numbers
+
+
+def evaluation_code() -> str:
+    """Digest of :data:`EVALUATION_CODE`, recorded in every result JSON: ``kdlib reproduce`` makes a
+    result again when today's code would compute it differently."""
+    return code_digest(*EVALUATION_CODE)
+
+
 def evaluate_to_json(model: Hyperprior, paths: list[Path], name: str, out: Path, sha256: str | None = None) -> dict:
-    """Evaluate, write ``<out>/<name>.json`` and print a one-line summary."""
+    """Evaluate, write ``<out>/<name>.json`` (with the checkpoint's ``sha256`` and the evaluation code's
+    digest, what ``kdlib reproduce`` checks) and print a one-line summary."""
     result = evaluate(model, paths, name)
+    result["model"]["code"] = evaluation_code()
     if sha256:
         result["model"]["sha256"] = sha256
     path = write_json(result, out / f"{name}.json")

@@ -52,13 +52,6 @@ def _sidecar(path: Path) -> dict[str, Any] | None:
     return _json(side) if side.exists() else None
 
 
-def code_digest(*files: str) -> str:
-    """sha256 prefix of kdlib source files (``entropy`` for entropy.py, or a file name such as
-    ``rans.c``): a benchmark of the codec is stale when its code changes."""
-    root = Path(__file__).parent
-    return hashlib.sha256(b"".join((root / (f if "." in f else f"{f}.py")).read_bytes() for f in files)).hexdigest()[:16]
-
-
 def checkpoint_digest(name: str) -> str:
     from kdlib.train import file_digest
 
@@ -67,7 +60,7 @@ def checkpoint_digest(name: str) -> str:
 
 def _model_inputs(path: Path) -> dict[str, Any]:
     result = _json(path)
-    return {"sha256": result["model"].get("sha256"), "images": len(result["per_image"])}
+    return {"sha256": result["model"].get("sha256"), "images": len(result["per_image"]), "code": result["model"].get("code")}
 
 
 def _codec_inputs(path: Path) -> dict[str, Any]:
@@ -89,7 +82,7 @@ def released() -> list[str]:
 def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     """Every result file the notebooks read, at ``scale``, into ``out`` (experiments apart)."""
     from kdlib import bench
-    from kdlib.evaluate import evaluate_to_json
+    from kdlib.evaluate import evaluate_to_json, evaluation_code
     from kdlib.codecs import CODECS
     from kdlib.models import load_model
 
@@ -98,7 +91,7 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     for name in released():  # our checkpoints on Kodak: notebooks 01, 02, 06
         items.append(Product(
             Path(f"{name}.json"), "01_teachers, 02-05 (teachers), 06_resources",
-            {"sha256": checkpoint_digest(name), "images": n}, _model_inputs,
+            {"sha256": checkpoint_digest(name), "images": n, "code": evaluation_code()}, _model_inputs,
             lambda name=name: evaluate_to_json(load_model(CHECKPOINTS / f"{name}.pth.tar"), images, name, out,
                                                sha256=checkpoint_digest(name))))
     for codec in CODECS:  # classical codecs: notebooks 00, 07
@@ -111,7 +104,7 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     speed = [m for m in SPEED_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
     items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
         Path("codec_speed") / "codec_speed.csv", "07_codecs",
-        {"models": {m: checkpoint_digest(m) for m in speed}, "code": code_digest("entropy", "bitstream", "rans", "rans.c", "bench"),
+        {"models": {m: checkpoint_digest(m) for m in speed}, "code": data.code_digest("entropy", "bitstream", "rans", "rans.c", "bench"),
          "images": n, "repeats": 1 if scale == "smoke" else 3},
         _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=1 if scale == "smoke" else 3)))
     specs = [f"untrained:{size}" for size in UNTRAINED_SIZES]

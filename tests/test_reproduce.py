@@ -54,3 +54,20 @@ def test_out_holds_every_result_the_experiments_included(tmp_path, monkeypatch, 
     assert experiments.folders("cpu", tmp_path)[0] == tmp_path / "experiments"
     assert experiments.folders("smoke", tmp_path) == (tmp_path / "smoke" / "experiments", tmp_path / "smoke" / "records")
     assert experiments.folders("long", tmp_path)[0] == tmp_path / "long" / "experiments"
+
+
+def test_a_result_made_by_other_evaluation_code_is_stale(tmp_path):
+    """A model's result JSON records the digest of the code that evaluated it (kdlib.evaluate.
+    EVALUATION_CODE); one without it, or with another, is made again (issue 27: the staleness check
+    saw only the checkpoint and the image count)."""
+    from kdlib.evaluate import evaluation_code
+
+    inputs = {"sha256": "abc", "images": 2, "code": evaluation_code()}
+    product = rep.Product(Path("M.json"), "nb", inputs, rep._model_inputs, lambda: None)
+    result = {"model": {"sha256": "abc", "code": evaluation_code()}, "per_image": [{}, {}]}
+    (tmp_path / "M.json").write_text(json.dumps(result))
+    assert not product.stale(tmp_path)
+    for code in (None, "0" * 16):
+        result["model"]["code"] = code
+        (tmp_path / "M.json").write_text(json.dumps(result))
+        assert product.stale(tmp_path)
