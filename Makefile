@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
 
-.PHONY: reproduce test gpu-check smoke-check notebooks report chromium kernel clean-venv FORCE
+.PHONY: reproduce test test-fast gpu-check smoke-check notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test: $(VENV)/.installed chromium
 	KDLIB_OUTPUTS=build/nbval $(BIN)/pytest -q tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
 	$(MAKE) smoke-check
+
+# While developing: the unit tests without the slow ones (marked `slow`, over 10 s each); CI runs `make test`.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -q -m "not slow" tests
 
 # The quick reproduction a newcomer runs first, end to end (results, grid trained for 2 steps, every
 # notebook), then a check that it changed no tracked file and left nothing untracked behind.

@@ -296,6 +296,7 @@ def hostile_files(model) -> dict[str, bytes]:
     return files
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_500_hostile_files_decode_cleanly_in_bounded_time_and_memory(coding_model, tmp_path):
     """Each crafted file is one clean BitstreamError or a deterministic image; no crash (each worker is a
     subprocess that decodes many files), no hang (the timeout), peak memory under 1 GB per worker."""

@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kdlib.models import load_model, read_checkpoint
 from kdlib.train import Config, run_dir
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_torchrun_two_processes(photo_folder, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     args = ["--name", "ddp", "--scale", "smoke", "--N", "8", "--M", "16", "--data", str(photo_folder),

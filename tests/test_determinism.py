@@ -26,6 +26,7 @@ def model_file(kind: str, tmp_path: Path) -> str:
     return str(tmp_path / "random.pth.tar")
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 @pytest.mark.parametrize("kind", ["random N=16", "released T5"])
 def test_decode_identical_across_threads_and_processes(kind, tmp_path, mirror):
     model = model_file(kind, tmp_path)

@@ -38,6 +38,7 @@ def tiny_grid(monkeypatch, folder):
     return runs
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_path, monkeypatch, capsys):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.chdir(tmp_path)
@@ -79,6 +80,7 @@ train(Config(name="kill", N=8, M=16, scale="smoke", data=sys.argv[1], crop=64, s
 """
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_a_run_killed_anywhere_loses_at_most_one_checkpoint_interval(photo_folder, tmp_path):
     config = Config(name="kill", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=40, val_every=5)
     folder = run_dir(config, tmp_path / "killed")

@@ -26,6 +26,7 @@ def rendered(page: Path) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_report_renders_every_figure_in_a_browser(tmp_path):
     notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]*.ipynb"))
     index = write_html(notebooks, tmp_path / "report", plots.PAPER / "REPRODUCTION.md", plots.FIGURES)

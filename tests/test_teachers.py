@@ -31,6 +31,7 @@ def calls(monkeypatch):
     return count
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_cached_targets_are_the_teachers_and_are_used(photo_folder, tmp_path, monkeypatch, calls):
     monkeypatch.setattr(teachers, "CHUNK", 2)
     teacher = train(config(photo_folder, name="teacher", N=16), runs=tmp_path, progress=False)
@@ -115,6 +116,7 @@ def test_an_unfinished_chunk_leaves_no_file(tmp_path, small_model):
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.pt"))
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 @pytest.mark.parametrize("hybrid", [False, True])
 def test_hyper_latent_targets_are_cached_too(photo_folder, tmp_path, monkeypatch, hybrid, calls):
     """Hyper-latent KD (z_hat from the teacher, or from a second teacher: hybrid) trains the same

@@ -34,6 +34,7 @@ def test_finished_run_is_cached(photo_folder, tmp_path, monkeypatch):
     assert train(config(photo_folder), runs=tmp_path, progress=False).exists()
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_student_from_teacher(photo_folder, tmp_path):
     teacher = train(config(photo_folder, N=16), runs=tmp_path, progress=False)
     student = train(config(photo_folder, name="s", teacher=str(teacher)), runs=tmp_path, progress=False)
@@ -218,6 +219,7 @@ def test_teacher_targets_equal_the_full_forward(small_model):
     assert list(training.TeacherTargets(small_model, ("z_hat",))(x)) == ["z_hat"]
 
 
+@pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_more_steps_extend_a_finished_run(photo_folder, tmp_path, capsys):
     """--steps 6 after a 4-step run continues from step 4 (the 4-step folder untouched) and ends where
     a 6-step run from scratch ends."""
