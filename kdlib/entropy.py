@@ -245,7 +245,8 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     symbols = torch.round(y).int()
     if rans.available():  # CompressAI's bytes, without holding the GIL (images encode in parallel on threads)
         tables = _rans_tables(model)
-        y_strings = [rans.encode(s.numpy(), i.numpy(), tables, model._kdl_rans_offsets) for s, i in zip(symbols, indexes)]
+        y_strings = [rans.encode(s.cpu().numpy(), i.cpu().numpy(), tables, model._kdl_rans_offsets)  # y may be on a GPU
+                     for s, i in zip(symbols, indexes)]
     else:
         coder = RansEncoder()
         y_strings = [coder.encode_with_indexes(s.reshape(-1).tolist(), i.reshape(-1).tolist(), *_used_tables(model, i))
