@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
 
-.PHONY: reproduce test test-fast gpu-check smoke-check notebooks report chromium kernel clean-venv FORCE
+.PHONY: reproduce test test-fast gpu-check smoke-check park notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ smoke-check:
 	$(MAKE) reproduce SCALE=smoke
 	@dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
 		if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
+
+# Before a session ends: park the long tier's unfinished runs in checkpoints/ and re-execute the one
+# notebook that reports their state (02b), so that the committed outputs match what is committed.
+park: $(VENV)/.installed
+	$(BIN)/kdlib experiment 1 --scale long --park
+	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/02b_converged.ipynb
 
 # On a machine lent a CUDA GPU (issue 29; README "GPU check"): one JSON, results/gpu/gpu_check.json.
 # GPU_PYTHON: a Python with torch and kdlib's requirements (default: the venv's, else python3).
