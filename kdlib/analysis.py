@@ -1,4 +1,5 @@
-"""The gain of KD with its uncertainty: paired differences over Kodak images, bootstraps, seeds.
+"""The gain of KD with its uncertainty: paired differences over Kodak images, bootstraps, seeds,
+and the one verdict rule.
 
 A KD student and its scratch twin are evaluated on the same 24 images, so their difference is
 taken image by image (paired); its 95 % interval comes from resampling the images. Seeds give
@@ -6,6 +7,7 @@ a second spread: the same difference measured on independently trained pairs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -14,7 +16,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from kdlib.codecs import bd_metrics
+from kdlib import experiments
+from kdlib.metrics import bd_metrics, msssim_db
+
+
+def results(number: int, folder: str | Path, budget: str = "cpu") -> pd.DataFrame:
+    """Experiment ``number``'s runs as a DataFrame, one row per run: its :class:`Run` fields,
+    ``arm``, ``path`` of its result JSON in ``folder``, ``done`` and the JSON's means, MS-SSIM in dB
+    too (NaN where missing)."""
+    rows = []
+    for name in experiments.members(number, budget):
+        run, path = experiments.RUNS[name], Path(folder) / f"{name}.json"
+        row = {**dataclasses.asdict(run), "arm": run.arm, "loss_weights": run.loss_weights, "path": str(path), "done": path.exists(),
+               **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}
+        if path.exists():
+            row.update({k: v[0] for k, v in json.loads(path.read_text())["results"].items()})
+        row["ms-ssim-db"] = msssim_db(row["ms-ssim-rgb"]) if path.exists() else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def per_image(path: str | Path, lmbda: float) -> pd.DataFrame:
@@ -91,7 +110,7 @@ def run_spread(paths: list[str | Path], lmbda: float) -> float:
 
 def seed_noise(runs: pd.DataFrame, N: int, lmbda: float = 0.025) -> dict[str, float]:
     """How far two single-seed runs land apart by chance at size ``N``, from experiment 1's seeded
-    KD/scratch pairs (``runs``: :func:`kdlib.experiments.results` of experiment 1): ``paired_sd``,
+    KD/scratch pairs (``runs``: :func:`results` of experiment 1): ``paired_sd``,
     the seeds' sd of the paired KD - scratch RD cost (what a paired comparison of two variants at
     one seed can still move by), ``run_sd``, the seeds' sd of the KD run's own RD cost (what an
     unpaired one moves by), ``paired_rel``, ``paired_sd`` over the scratch runs' mean RD cost (to
@@ -167,15 +186,13 @@ def learning_curves(names: list[str], budget: str) -> pd.DataFrame:
     (:func:`kdlib.experiments.log_path`): one row per validation, with the run's ``name``, ``arm``,
     ``N``, ``seed``, ``budget`` and ``finished`` (False: a parked run, still training). Runs without
     a log are left out."""
-    from kdlib.experiments import RUNS, log_path
-
     frames = []
     for name in names:
-        path, finished = log_path(name, budget)
+        path, finished = experiments.log_path(name, budget)
         if path is None:
             continue
         log = pd.read_csv(path, usecols=["step", "lr", "val_rd_loss"]).dropna(subset=["val_rd_loss"])
-        run = RUNS[name]
+        run = experiments.RUNS[name]
         frames.append(log.assign(name=name, arm=run.arm, N=run.N, seed=run.seed, budget=budget, finished=finished))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["step", "lr", "val_rd_loss", "name", "arm", "N", "seed", "budget", "finished"])
@@ -189,3 +206,47 @@ def paired_curves(curves: pd.DataFrame) -> pd.DataFrame:
     scratch = curves[curves.arm == "scratch"].set_index(keys).val_rd_loss
     both = pd.concat({"kd": kd, "scratch": scratch}, axis=1).dropna().reset_index()
     return both.assign(d_val_rd_loss=both.kd - both.scratch, rel=(both.kd - both.scratch) / both.scratch)
+
+
+def _against(done: pd.DataFrame, name: str, reference: str | None, prefix: str) -> dict[str, float]:
+    """``name`` against ``reference`` (:func:`compare`) as ``<prefix>``, ``<prefix>_low``, ``<prefix>_high``
+    (RD cost), NaN where there is no reference."""
+    d = compare(done, name, reference) if reference else {}
+    return {prefix: d.get("d_rd_cost", np.nan), f"{prefix}_low": d.get("d_rd_cost_low", np.nan),
+            f"{prefix}_high": d.get("d_rd_cost_high", np.nan)}
+
+
+def weights_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 3 (notebook 04), from the results under ``folder``: each KD weighting at N = 64 with
+    its mean RD cost and rank, against the scratch twin (``vs_scratch``) and experiment 1's KD run
+    (``vs_main``), paired over the images."""
+    runs = results(3, Path(folder) / "experiments")
+    done = runs[runs.done]
+    rows = []
+    for r in runs[runs.arm == "kd"].itertuples():
+        run = experiments.RUNS[r.name]
+        rows.append({"name": r.name, "weights": run.loss_weights.label, "psnr": runs.loc[r.Index, "psnr-rgb"],
+                     "bpp": r.bpp, "rd_cost": per_image(r.path, run.lmbda)["rd_cost"].mean() if r.done else np.nan,
+                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"),
+                     **_against(done, r.name, experiments.main_run(r.name), "vs_main")})
+    table = pd.DataFrame(rows)
+    return table.assign(rank=table.rd_cost.rank())
+
+
+def hyper_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 4 (notebook 05), from the results under ``folder``: each KD variant with the small
+    entropy model (Z = 128) against its scratch twin, experiment 1's KD run of its N (``vs_main``, at
+    lambda = 0.025) and the run that lacks only the term it tests (``without``: the run's
+    ``reference`` in the grid), paired over the images."""
+    runs = results(4, Path(folder) / "experiments")
+    done = runs[runs.done]
+    rows = []
+    for r in runs[(runs.arm == "kd") & (runs.Z == 128)].itertuples():
+        without = experiments.RUNS[r.name].reference
+        w = compare(done, r.name, without) if without else {}
+        rows.append({"name": r.name, "N": r.N, "lambda": r.lmbda, "psnr": runs.loc[r.Index, "psnr-rgb"], "bpp": r.bpp,
+                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"),
+                     **_against(done, r.name, experiments.main_run(r.name), "vs_main"),
+                     "without": without, **_against(done, r.name, without, "vs_without"),
+                     "d_psnr_vs_without": w.get("d_psnr-rgb", np.nan), "d_bpp_vs_without": w.get("d_bpp", np.nan)})
+    return pd.DataFrame(rows)

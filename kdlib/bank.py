@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from kdlib import data
+from kdlib.io import atomic, write_json
 
 BANK_SEED = 20250  # the bank's own seed: the same crops whatever the run's seed
 BUILD_BATCH = 16  # crops per teacher pass while building (targets do not depend on it beyond float rounding)
@@ -84,9 +85,8 @@ def _valid(folder: Path, meta_name: str) -> dict[str, Any] | None:
 
 
 def _write_array(path: Path, array: np.ndarray) -> str:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    array.tofile(tmp)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        array.tofile(tmp)
     return data.file_digest(path)
 
 
@@ -101,7 +101,7 @@ def build_crops(size: int, crop: int, root: str | Path, cache: str | Path | None
         array = draw_crops(data.split(data.image_files(root), "train"), size, crop, progress)
         digest = _write_array(folder / "crops.u8", array)
         meta = {"size": size, "crop": crop, "seed": BANK_SEED, "root": str(root), "sha256": {"crops.u8": digest}}
-        (folder / "crops.json").write_text(json.dumps(meta, indent=2))
+        write_json(folder / "crops.json", meta)
     return folder
 
 
@@ -182,7 +182,7 @@ def build_targets(folder: Path, teacher_path: str | Path, progress: bool = True)
             digests[final.name] = data.file_digest(final)
         targets = {"teacher_sha256": teacher_digest, "y_shape": list(shape), "threads": torch.get_num_threads(),
                    "sha256": digests}
-        (out / "targets.json").write_text(json.dumps(targets, indent=2))
+        write_json(out / "targets.json", targets)
     return out
 
 

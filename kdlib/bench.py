@@ -4,7 +4,9 @@ from __future__ import annotations
 import csv
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ from torchvision import transforms
 from kdlib import data
 from kdlib import resources as res
 from kdlib.codecs import evaluate_codec
-from kdlib.evaluate import write_json
+from kdlib.io import write_json
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, from_spec, resolve, save_checkpoint, spec_name
 from kdlib.train import Config, optimizers, run_dir, train
@@ -38,7 +40,7 @@ def resources(specs: list[str], images: list[Path], passes: int, thread_counts: 
         torch.set_num_threads(threads_before)
         if torch.cuda.is_available():
             result["throughput"].append(res.throughput(model, images, passes, device="cuda"))
-        write_json(result, out / f"{name}.json")
+        write_json(out / f"{name}.json", result)
         for t in result["throughput"]:
             notes.add(t["energy_note"])
             rows.append({"model": name, "params_M": result["params_M"], "MiB": result["params_MiB"],
@@ -67,7 +69,7 @@ def codecs(names: list[str], images: list[Path], out: Path, settings: int | None
     that many settings of each sweep, spread over it)."""
     for codec in names:
         result = evaluate_codec(codec, images, chosen_settings(codec, settings))
-        path = write_json(result, out / "codecs" / f"{codec}.json")
+        path = write_json(out / "codecs" / f"{codec}.json", result)
         r = result["results"]
         print(f"{result['name']}: {len(r['bpp'])} settings, bpp {min(r['bpp']):.3f}-{max(r['bpp']):.3f}, "
               f"PSNR {min(r['psnr-rgb']):.2f}-{max(r['psnr-rgb']):.2f} dB, encode {np.mean(r['encode_fps']):.1f} fps, "
@@ -246,14 +248,21 @@ def _unchecked_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths
     return _as_tensor(values).long()
 
 
-def _unchecked_decode(bitstream, blobs: list[bytes], model) -> None:
+@contextmanager
+def _symbol_decoder(decode_symbols):
+    """``entropy.decode_symbols`` replaced by ``decode_symbols`` while the block runs."""
     from kdlib import entropy
 
-    safe, entropy.decode_symbols = entropy.decode_symbols, _unchecked_symbols
+    inner, entropy.decode_symbols = entropy.decode_symbols, decode_symbols
     try:
-        bitstream.decompress_batch(blobs, model)
+        yield inner
     finally:
-        entropy.decode_symbols = safe
+        entropy.decode_symbols = inner
+
+
+def _unchecked_decode(bitstream, blobs: list[bytes], model) -> None:
+    with _symbol_decoder(_unchecked_symbols):
+        bitstream.decompress_batch(blobs, model)
 
 
 def _coder_seconds(bitstream, blobs: list[bytes], model) -> float:
@@ -270,11 +279,8 @@ def _coder_seconds(bitstream, blobs: list[bytes], model) -> float:
         spent.append(time.perf_counter() - start)
         return values
 
-    entropy.decode_symbols = timed
-    try:
+    with _symbol_decoder(timed):
         bitstream.decompress_batch(blobs, model)
-    finally:
-        entropy.decode_symbols = inner
     return sum(spent)
 
 
@@ -290,6 +296,27 @@ def _seconds(function) -> float:
     start = time.perf_counter()
     function()
     return time.perf_counter() - start
+
+
+def speed_rows(name: str, n: int, pixels: int, seconds: dict[str, float], bytes_: dict[str, int],
+               coder_s: float, synthesis_s: float, threads: int) -> list[dict[str, Any]]:
+    """:func:`codec_speed`'s rows for one model from its timings: ``seconds`` for the ``n`` images by
+    CompressAI's encode / decode (``ce``, ``cd``), ours (``oe``, ``od``) and ours on the bare coder
+    (``ud``); ``bytes_`` of CompressAI's strings and of our files; ``coder_s`` spent in the entropy
+    decoder (all images, summed over threads); ``synthesis_s`` per image at the FLOP bound."""
+    ce, cd, oe, od, ud = (seconds[k] for k in ("ce", "cd", "oe", "od", "ud"))
+    coder = coder_s / n  # per image
+    bound = 1 / (synthesis_s + coder / threads)  # images/s: synthesis at the threads' rate, coder per core
+    ours, compressai = bytes_["ours"], bytes_["compressai"]
+    bpp = 8 * ours / pixels
+    return [{"model": name, "path": "CompressAI compress/decompress", "bpp": 8 * compressai / pixels,
+             "encode_img_s": n / ce, "decode_img_s": n / cd, "bytes": compressai},
+            {"model": name, "path": "kdlib (.kdl files)", "bpp": bpp, "encode_img_s": n / oe,
+             "decode_img_s": n / od, "bytes": ours, "encode_ratio": ce / oe, "decode_ratio": cd / od,
+             "bytes_ratio": ours / compressai, "coder_share": coder_s / (od * threads),
+             "bound_img_s": bound, "of_bound": (n / od) / bound},
+            {"model": name, "path": "unchecked: kdlib on CompressAI's bare coder (before the safe decoder)",
+             "bpp": bpp, "decode_img_s": n / ud, "bytes": ours, "decode_ratio": cd / ud, "safe_decode_ratio": ud / od}]
 
 
 @torch.no_grad()
@@ -322,21 +349,11 @@ def codec_speed(specs: list[str], images: list[Path], out: Path, repeats: int = 
             times["oe"].append(_seconds(lambda: bitstream.compress_batch(pils, model)))
             times["od"].append(_seconds(lambda: bitstream.decompress_batch(blobs, model)))
             times["ud"].append(_seconds(lambda: _unchecked_decode(bitstream, blobs, model)))
-        ce, cd, oe, od, ud = (min(times[k]) for k in ("ce", "cd", "oe", "od", "ud"))
-        coder = _coder_seconds(bitstream, blobs, model) / n  # per image
         synthesis = res.flops(model, *tensors[0].shape[-2:])["gmacs_decoder"] * 2 / peak  # seconds per image
-        bound = 1 / (synthesis + coder / threads)  # images/s: synthesis at the threads' rate, coder per core
-        compressai_bytes = sum(len(s[0]) for enc in encoded for s in enc["strings"])
-        ours_bytes = sum(len(b) for b in blobs)
-        bpp = 8 * ours_bytes / pixels
-        rows += [{"model": name, "path": "CompressAI compress/decompress", "bpp": 8 * compressai_bytes / pixels,
-                  "encode_img_s": n / ce, "decode_img_s": n / cd, "bytes": compressai_bytes},
-                 {"model": name, "path": "kdlib (.kdl files)", "bpp": bpp, "encode_img_s": n / oe,
-                  "decode_img_s": n / od, "bytes": ours_bytes, "encode_ratio": ce / oe, "decode_ratio": cd / od,
-                  "bytes_ratio": ours_bytes / compressai_bytes, "coder_share": coder * n / (od * threads),
-                  "bound_img_s": bound, "of_bound": (n / od) / bound},
-                 {"model": name, "path": "unchecked: kdlib on CompressAI's bare coder (before the safe decoder)",
-                  "bpp": bpp, "decode_img_s": n / ud, "bytes": ours_bytes, "decode_ratio": cd / ud, "safe_decode_ratio": ud / od}]
+        bytes_ = {"compressai": sum(len(s[0]) for enc in encoded for s in enc["strings"]), "ours": sum(len(b) for b in blobs)}
+        rows += speed_rows(name, n, pixels, {k: min(v) for k, v in times.items()}, bytes_,
+                           _coder_seconds(bitstream, blobs, model), synthesis, threads)
+        bpp = rows[-1]["bpp"]
         for codec in ("jpeg", "webp"):
             setting = _closest_setting(codec, bpp, out)
             trips = [roundtrip(image, codec, setting) for image in pils]

@@ -18,13 +18,9 @@ transparent images are refused.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
-import os
 import re
 import struct
-import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +32,8 @@ from PIL import Image
 
 from kdlib import entropy
 from kdlib.data import DataError, open_image, pad, to_rgb, to_tensor
-from kdlib.models import Hyperprior, current_umask, from_spec
+from kdlib.models import Hyperprior, from_spec, load_model
+from kdlib.registry import Manifest
 
 MAGIC, VERSION = b"KDLC", 1
 GRAYSCALE = 1
@@ -256,14 +253,12 @@ def _check_geometry(header: Header) -> None:
 def released_model(name: str) -> Hyperprior:
     """The released checkpoint a file names (``checkpoints/manifest.json``), and nothing else: the
     name in a file never reaches a path, a download or an architecture builder."""
-    from kdlib.models import CHECKPOINTS, load_model
-
-    manifest = CHECKPOINTS / "manifest.json"
-    names = json.loads(manifest.read_text()) if manifest.exists() else {}
-    if name not in names or not NAME.fullmatch(name):
+    manifest = Manifest()
+    weights = manifest.weights(name) if NAME.fullmatch(name) else None
+    if weights is None:
         raise BitstreamError(f"File needs model {name!r}, which is not a released model here "
-                             f"({', '.join(sorted(names)) or 'none'}); pass the model explicitly (--model).")
-    model = load_model(CHECKPOINTS / names[name]["file"])
+                             f"({', '.join(sorted(manifest.entries())) or 'none'}); pass the model explicitly (--model).")
+    model = load_model(weights)
     model.name = name
     return model
 
@@ -316,22 +311,3 @@ def decompress_batch(blobs: list[bytes], model: str | Path | Hyperprior | None =
     if all(_on_cpu(decoder) for decoder in ([given] if given else released.values())):
         return _parallel(lambda job: _decode_one(*job), jobs)
     return [_decode_one(*job) for job in jobs]
-
-
-def write_atomic(path: str | Path, data: bytes, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file; refuse to replace a file unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(errno.EEXIST, "exists; pass overwrite=True to replace it", str(path))
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"Cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -17,6 +17,7 @@ from kdlib.entropy import RoundTripError
 from kdlib.experiments import BUDGETS, EXPERIMENTS
 from kdlib.losses import KD_PRESETS, LATENT_LOSSES
 from kdlib.gpu import NoGPU
+from kdlib.io import write_atomic
 from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
 from kdlib.train import SCALES, Config, TrainingError, train
 
@@ -85,7 +86,7 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
     blob = bitstream.compress(args.input, args.model, args.device, args.max_pixels or bitstream.MAX_PIXELS,
                               args.max_memory or bitstream.MAX_MEMORY)
-    bitstream.write_atomic(args.output, blob, overwrite=args.force)
+    write_atomic(args.output, blob, overwrite=args.force)
     header = bitstream.read_header(blob)[0]
     print(f"{args.input} -> {args.output}: {len(blob)} bytes, {8 * len(blob) / (header.width * header.height):.4f} bpp")
 
@@ -99,7 +100,7 @@ def cmd_decompress(args: argparse.Namespace) -> None:
                                  args.max_pixels or bitstream.MAX_PIXELS, args.max_memory or bitstream.MAX_MEMORY)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    bitstream.write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
+    write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
     print(f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}")
 
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import bjontegaard
 import PIL
 from PIL import Image
 from tqdm import tqdm
@@ -77,23 +76,3 @@ def evaluate_codec(codec: str, images: list[Path], settings: list[int] | None = 
                                                   f"settings {settings}", "options": CODECS[codec][1]("SETTING"),
             "results": results,
             "settings": settings, "per_setting": per_setting}
-
-
-def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]], method: str = "akima",
-               rate: str = "bpp") -> dict[str, float]:
-    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` (eval_model ``results``).
-
-    ``bjontegaard`` package, integrated over the range the two curves share, however small
-    (``min_overlap=0``); ``overlap_pct`` says how much that is. ``method="akima"`` (default) or
-    ``"cubic"`` (Bjontegaard's cubic polynomial fit, the authors' way); ``rate="bpp-estimated"`` for the
-    likelihood rate the paper reports.
-    """
-    args = (anchor[rate], anchor["psnr-rgb"], test[rate], test["psnr-rgb"])
-    options = {"method": method, "require_matching_points": False, "min_overlap": 0}
-    lo, hi = max(min(anchor["psnr-rgb"]), min(test["psnr-rgb"])), min(max(anchor["psnr-rgb"]), max(test["psnr-rgb"]))
-    span = max(max(anchor["psnr-rgb"]), max(test["psnr-rgb"])) - min(min(anchor["psnr-rgb"]), min(test["psnr-rgb"]))
-    try:
-        rate_pct, psnr_db = float(bjontegaard.bd_rate(*args, **options)), float(bjontegaard.bd_psnr(*args, **options))
-    except AssertionError:  # bjontegaard asserts, in places, what its ValueErrors say elsewhere
-        raise ValueError("a curve is not monotonic (PSNR falls where the rate rises)") from None
-    return {"bd_rate_pct": rate_pct, "bd_psnr_db": psnr_db, "overlap_pct": 100 * max(0.0, hi - lo) / span}

@@ -14,7 +14,6 @@ import hashlib
 import os
 import shutil
 import struct
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -25,6 +24,8 @@ import torch.nn.functional as F
 from compressai.ops import compute_padding
 from PIL import Image
 from torch.utils.data import Dataset
+
+from kdlib.io import atomic
 
 DATA_ENV = "KDLIB_DATA"
 CACHE_ENV = "KDLIB_CACHE"
@@ -122,14 +123,8 @@ def sha256sum(path: str | Path) -> str:
 def download(url: str, dest: Path) -> None:
     """Download ``url`` to ``dest`` atomically (no partial file is ever left)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                shutil.copyfileobj(response, tmp)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, dest)
+    with atomic(dest) as tmp, open(tmp, "wb") as file, urllib.request.urlopen(url, timeout=60) as response:
+        shutil.copyfileobj(response, file)
 
 
 def kodak_paths(root: str | Path | None = None, download_missing: bool = True) -> list[Path]:

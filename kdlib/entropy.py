@@ -244,8 +244,8 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     indexes = scale_indexes(model, z_hat, deterministic)
     symbols = torch.round(y).int()
     if rans.available():  # CompressAI's bytes, without holding the GIL (images encode in parallel on threads)
-        tables = _rans_tables(model)
-        y_strings = [rans.encode(s.cpu().numpy(), i.cpu().numpy(), tables, model._kdl_rans_offsets)  # y may be on a GPU
+        tables, offsets = _rans_tables(model), np.asarray(_tables(model)[2], np.int32)
+        y_strings = [rans.encode(s.cpu().numpy(), i.cpu().numpy(), tables, offsets)  # y may be on a GPU
                      for s, i in zip(symbols, indexes)]
     else:
         coder = RansEncoder()
@@ -393,10 +393,9 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
 
 def _rans_tables(model: Hyperprior) -> "rans.Tables":
     """The Gaussian conditional's tables for :mod:`kdlib.rans` (all of them), built once per model."""
-    cdfs, lengths, offsets, _ = _tables(model)
+    cdfs, lengths, _, _ = _tables(model)
     if getattr(model, "_kdl_rans_source", None) is not model._kdl_tables:
         model._kdl_rans, model._kdl_rans_source = rans.Tables(cdfs, lengths), model._kdl_tables
-        model._kdl_rans_offsets = np.asarray(offsets, np.int32)
     return model._kdl_rans
 
 

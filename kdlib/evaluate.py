@@ -9,7 +9,6 @@ bpp on the original pixel count, as CompressAI's ``eval_model`` does.
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -22,9 +21,9 @@ from pytorch_msssim import ms_ssim
 from tqdm import tqdm
 
 from kdlib import __version__
-from kdlib.bitstream import write_atomic
 from kdlib.data import code_digest, crop, load_image, pad
 from kdlib.entropy import RoundTripError, decode, encode, pack, unpack
+from kdlib.io import write_json
 from kdlib.models import Hyperprior
 
 MS_SSIM_MIN_SIDE = 160
@@ -130,23 +129,6 @@ def mean(values) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def write_json(result: dict[str, Any], path: str | Path) -> Path:
-    """Write strict JSON (NaN and infinities become null), atomically."""
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(clean(result), indent=2).encode(), overwrite=True)  # never half a JSON
-    return path
-
-
 EVALUATION_CODE = ("evaluate", "entropy", "rans", "rans.c")  # the code whose edits can move a result's numbers
 
 
@@ -163,7 +145,7 @@ def evaluate_to_json(model: Hyperprior, paths: list[Path], name: str, out: Path,
     result["model"]["code"] = evaluation_code()
     if sha256:
         result["model"]["sha256"] = sha256
-    path = write_json(result, out / f"{name}.json")
+    path = write_json(out / f"{name}.json", result)
     means = {k: v[0] for k, v in result["results"].items()}
     print(f"{name}: PSNR {means['psnr-rgb']:.3f} dB, MS-SSIM {means['ms-ssim-rgb']:.4f}, "
           f"bpp {means['bpp']:.4f} (estimated {means['bpp-estimated']:.4f}), "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -29,14 +28,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 
 from kdlib import data
-from kdlib.losses import KD_PRESETS
+from kdlib.io import copy, read_json, write_atomic, write_json
+from kdlib.losses import KDWeights
 from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model, repo_relative
+from kdlib.registry import Manifest, record, release
 from kdlib.teachers import stored
-from kdlib.train import Config, record, release, run_dir, teacher_cache_key, train
+from kdlib.train import Config, run_dir, teacher_cache_key, train
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
 SIZES = (16, 32, 64, 96, 112)
@@ -72,7 +74,9 @@ STORED_TARGETS = 1.0
 @dataclass(frozen=True)
 class Run:
     """One training run of the grid. ``kd`` names a preset of :data:`kdlib.losses.KD_PRESETS`
-    (ignored without a teacher); ``release`` is the checkpoint name it is published under."""
+    (ignored without a teacher), ``weights`` overrides it; ``release`` is the checkpoint name it is
+    published under; ``experiments`` are those that read it, its own first; ``reference`` is the run
+    that lacks only the term this one tests (experiment 4)."""
 
     name: str
     N: int
@@ -81,64 +85,100 @@ class Run:
     hyper_teacher: str | None = None
     Z: int | None = None
     kd: str = "authors"
-    weights: tuple[float, float, float, float] | None = None  # (w_latent, w_hyper, w_recon, w_rd), over kd
+    weights: KDWeights | None = None
     latent: str = "mse"
     seed: int = 0
     release: str | None = None
+    experiments: tuple[int, ...] = ()
+    reference: str | None = None
 
     @property
     def arm(self) -> str:
         return "scratch" if self.teacher is None else "kd"
 
     @property
-    def loss_weights(self) -> tuple[float, float, float, float] | None:
-        """(w_latent, w_hyper, w_recon, w_rd) of a KD run, None from scratch."""
+    def experiment(self) -> int | None:
+        """The experiment that declares this run (None: the long tier's extra seeds only)."""
+        return self.experiments[0] if self.experiments else None
+
+    @property
+    def loss_weights(self) -> KDWeights | None:
+        """The KD loss's weights of a KD run, None from scratch."""
         if self.teacher is None:
             return None
-        return self.weights or tuple(KD_PRESETS[self.kd][k] for k in ("w_latent", "w_hyper", "w_recon", "w_rd"))
+        return self.weights or KDWeights.preset(self.kd)
 
     def config(self, budget: str = "cpu") -> Config:
         fields: dict[str, Any] = dict(name=self.name, N=self.N, Z=self.Z, lmbda=self.lmbda, seed=self.seed,
                                       **BUDGETS[budget])
         if self.teacher is not None:
-            weights = dict(zip(("w_latent", "w_hyper", "w_recon", "w_rd"), self.weights)) if self.weights \
-                else KD_PRESETS[self.kd]
-            fields.update(teacher=self.teacher, hyper_teacher=self.hyper_teacher, latent=self.latent, **weights)
+            fields.update(teacher=self.teacher, hyper_teacher=self.hyper_teacher, latent=self.latent,
+                          **self.loss_weights.fields())
         return Config(**fields)
+
+
+def _e1_experiments(N: int, seed: int, arm: str) -> tuple[int, ...]:
+    """Experiment 1's runs, and the other experiments that compare against them: the N = 64 pair is
+    experiments 2, 3 and 5's reference (KD N = 64 experiment 4's too), the N = 16 and 112 pairs
+    experiment 5's (their KD runs experiment 4's)."""
+    if seed != 0 and N not in (16, 64):
+        return ()  # the long tier's extra seeds
+    if seed != 0:
+        return (1,)
+    also = {64: (2, 3, 4, 5), 16: (4, 5), 112: (4, 5)}.get(N, ())
+    return (1, *(e for e in also if arm == "kd" or e not in (4,)))
 
 
 def _grid() -> dict[str, Run]:
     runs: list[Run] = []
     for N in SIZES:  # experiment 1: size; 3 seeds at N = 16 and 64 (and N = 32 in the long tier)
         for seed in (0, 1, 2) if N in (16, 32, 64) else (0,):
-            runs.append(Run(f"e1-kd-N{N}-s{seed}", N, seed=seed, release=f"S{N}" if seed == 0 else None))
-            runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, teacher=None, seed=seed))
+            runs.append(Run(f"e1-kd-N{N}-s{seed}", N, seed=seed, release=f"S{N}" if seed == 0 else None,
+                            experiments=_e1_experiments(N, seed, "kd")))
+            runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, teacher=None, seed=seed,
+                            experiments=_e1_experiments(N, seed, "scratch")))
+    e2, e3, e4, e5 = (2,), (3,), (4,), (5,)
     for lmbda in LAMBDAS[:-1]:  # experiment 2: rate; lambda = 0.025 with T5 and scratch are experiment 1's
-        runs += [Run(f"e2-kdT5-l{lmbda}", 64, lmbda), Run(f"e2-scratch-l{lmbda}", 64, lmbda, teacher=None)]
-    runs += [Run(f"e2-kdT1-l{lmbda}", 64, lmbda, teacher="T1") for lmbda in LAMBDAS]
+        runs += [Run(f"e2-kdT5-l{lmbda}", 64, lmbda, experiments=e2),
+                 Run(f"e2-scratch-l{lmbda}", 64, lmbda, teacher=None, experiments=e2)]
+    runs += [Run(f"e2-kdT1-l{lmbda}", 64, lmbda, teacher="T1", experiments=e2) for lmbda in LAMBDAS]
     for w in ((0.1, 0.1, 0.8), (0.2, 0.2, 0.4), (0.3, 0.3, 0.4), (0.4, 0.4, 0.2)):  # experiment 3: weights
-        runs.append(Run("e3-w" + "-".join(map(str, w)), 64, weights=(w[0], 0.0, w[1], w[2])))
+        runs.append(Run("e3-w" + "-".join(map(str, w)), 64, weights=KDWeights(w[0], 0.0, w[1], w[2]), experiments=e3))
     for N in (16, 64, 112):  # experiment 4: entropy model shrunk to N, z kept at the teacher's 128
-        runs += [Run(f"e4-l2-N{N}", N, Z=128, kd="authors-l2"),
-                 Run(f"e4-l1-N{N}", N, Z=128, weights=(0.3, 0.0, 0.3, 0.4)),
-                 Run(f"e4-scratch-N{N}", N, Z=128, teacher=None)]
-    for lmbda in (0.013, 0.025):  # hybrid KD: T5 for y_hat and x_hat, T1 for z_hat
-        runs.append(Run(f"e4-hybrid-l{lmbda}", 64, lmbda, Z=128, hyper_teacher="T1", kd="authors-l2"))
-    runs.append(Run("e4-scratch-N64-l0.013", 64, 0.013, Z=128, teacher=None))
+        runs += [Run(f"e4-l2-N{N}", N, Z=128, kd="authors-l2", experiments=e4, reference=f"e4-l1-N{N}"),
+                 Run(f"e4-l1-N{N}", N, Z=128, weights=KDWeights(0.3, 0.0, 0.3, 0.4), experiments=e4),
+                 Run(f"e4-scratch-N{N}", N, Z=128, teacher=None, experiments=e4)]
+    for lmbda in (0.013, 0.025):  # hybrid KD: T5 for y_hat and x_hat, T1 for z_hat; against L2 from T5
+        runs.append(Run(f"e4-hybrid-l{lmbda}", 64, lmbda, Z=128, hyper_teacher="T1", kd="authors-l2", experiments=e4,
+                        reference="e4-l2-N64" if lmbda == 0.025 else None))  # the grid has no L2 run at 0.013
+    runs.append(Run("e4-scratch-N64-l0.013", 64, 0.013, Z=128, teacher=None, experiments=e4))
     for N in (16, 64, 112):  # experiment 5: KLD latent term at the authors' scale; per-position KL as ablation
-        runs.append(Run(f"e5-kld-N{N}", N, latent="kld-mean"))
-    runs.append(Run("e5-kldsum-N64", 64, latent="kld"))
+        runs.append(Run(f"e5-kld-N{N}", N, latent="kld-mean", experiments=e5))
+    runs.append(Run("e5-kldsum-N64", 64, latent="kld", experiments=e5))
     return {r.name: r for r in runs}
 
 
 RUNS: dict[str, Run] = _grid()
+# Each experiment's runs: its own, in declaration order, then those it borrows from experiment 1.
 EXPERIMENTS: dict[int, list[str]] = {
-    1: [n for n in RUNS if n.startswith("e1-") and (RUNS[n].seed == 0 or RUNS[n].N in (16, 64))],
-    2: [n for n in RUNS if n.startswith("e2-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
-    3: [n for n in RUNS if n.startswith("e3-")] + ["e1-kd-N64-s0", "e1-scratch-N64-s0"],
-    4: [n for n in RUNS if n.startswith("e4-")] + [f"e1-kd-N{N}-s0" for N in (16, 64, 112)],
-    5: [n for n in RUNS if n.startswith("e5-")] + [f"e1-{a}-N{N}-s0" for N in (16, 64, 112) for a in ("kd", "scratch")],
-}
+    number: sorted((n for n in RUNS if number in RUNS[n].experiments), key=lambda n: RUNS[n].experiment != number)
+    for number in (1, 2, 3, 4, 5)}
+
+
+def twin(name: str) -> str | None:
+    """The scratch run a KD run is paired with: same N, Z, lambda and seed, no teacher."""
+    run = RUNS[name]
+    matches = [n for n, r in RUNS.items() if r.teacher is None and (r.N, r.Z, r.lmbda, r.seed) == (run.N, run.Z, run.lmbda, run.seed)]
+    return matches[0] if run.teacher is not None and matches else None
+
+
+def main_run(name: str) -> str | None:
+    """Experiment 1's KD run (seed 0) of the same N, when ``name`` is at its lambda (0.025)."""
+    run = RUNS[name]
+    mains = [n for n, r in RUNS.items() if r.experiment == 1 and r.arm == "kd" and r.N == run.N and r.seed == 0]
+    return mains[0] if run.lmbda == 0.025 and mains else None
+
+
 # Training order: experiment 1's seed-0 pairs first (N = 64, the paper's recommended student, then
 # 16, the smallest), KD before its scratch twin, then the other experiments, then more seeds.
 ORDER = sorted(RUNS, key=lambda n: (RUNS[n].seed, not n.startswith("e1-"),
@@ -184,10 +224,8 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
         target.mkdir(parents=True, exist_ok=True)
         for file in ("last.pth.tar", "best.pth.tar", "config.json"):
             if (folder / file).exists():
-                atomic_copy(folder / file, target / file)
-        tmp = target / "log.csv.gz.tmp"
-        tmp.write_bytes(gzip.compress((folder / "log.csv").read_bytes(), mtime=0))
-        os.replace(tmp, target / "log.csv.gz")
+                copy(folder / file, target / file)
+        write_atomic(target / "log.csv.gz", gzip.compress((folder / "log.csv").read_bytes(), mtime=0), overwrite=True)
         parked.append(name)
     return parked
 
@@ -204,16 +242,10 @@ def unpark(name: str, budget: str, runs: str | Path) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     for file in source.iterdir():
         if file.name == "log.csv.gz":
-            (folder / "log.csv").write_bytes(gzip.decompress(file.read_bytes()))
+            write_atomic(folder / "log.csv", gzip.decompress(file.read_bytes()), overwrite=True)
         else:
-            atomic_copy(file, folder / file.name)
+            copy(file, folder / file.name)
     return True
-
-
-def atomic_copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
@@ -221,8 +253,7 @@ def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
     run's ``checkpoints/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
     log parked with an unfinished run; (None, False) where there is none."""
     run, records = RUNS[name], folders(budget)[1]
-    manifest = json.loads((CHECKPOINTS / "manifest.json").read_text()) if (CHECKPOINTS / "manifest.json").exists() else {}
-    if budget == "cpu" and run.release and manifest.get(run.release, {}).get("config_hash") == run.config(budget).hash():
+    if budget == "cpu" and run.release and Manifest().weights(run.release, run.config(budget).hash()):
         return CHECKPOINTS / f"{run.release}.log.csv", True
     if (records / f"{name}.log.csv.gz").exists():
         return records / f"{name}.log.csv.gz", True
@@ -230,11 +261,25 @@ def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
     return (parked, False) if parked.exists() else (None, False)
 
 
+def training_states(names: Iterable[str], budget: str) -> pd.DataFrame:
+    """How far each run of ``budget`` is, from what is committed: ``state`` (converged by the stop
+    rule, step cap, finished, training (parked) or not started), ``steps`` and the ``last_lr``."""
+    ends = Manifest(folders(budget)[1]).entries()
+    rows = []
+    for name in names:
+        path, finished = log_path(name, budget)
+        end = ends.get(name, {}).get("end", {})
+        state = ("converged (stop rule)" if end.get("converged") else "step cap" if end else "finished") if finished \
+            else "training (parked)" if path else "not started"
+        last = pd.read_csv(path).step.max() if path else 0
+        rows.append({"name": name, "state": state, "steps": int(end.get("steps", last)),
+                     "last_lr": end.get("lr", float("nan"))})
+    return pd.DataFrame(rows, columns=["name", "state", "steps", "last_lr"])
+
+
 def released_weights(run: Run, config: Config) -> Path | None:
     """The released checkpoint of ``run`` when its config hash is this config's."""
-    manifest = CHECKPOINTS / "manifest.json"
-    entry = json.loads(manifest.read_text()).get(run.release or "") if manifest.exists() else None
-    return CHECKPOINTS / entry["file"] if entry and entry["config_hash"] == config.hash() else None
+    return Manifest().weights(run.release, config.hash()) if run.release else None
 
 
 def estimate_s(run: Run, config: Config, cache: Path | None = None) -> float:
@@ -327,7 +372,7 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
 def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | None = None) -> Path:
     """Release or record a trained run, then evaluate it with real bitstreams into its result JSON
     (under ``root``, see :func:`folders`)."""
-    from kdlib.evaluate import evaluate, write_json
+    from kdlib.evaluate import evaluate
 
     run, config = RUNS[name], RUNS[name].config(budget)
     out, records = folders(budget, root)
@@ -343,13 +388,13 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
             if (folder / "done.json").exists():
                 record_end(name, folder, records)
             if budget == "long":  # hours of training each: the weights are kept beside the log
-                atomic_copy(weights, records / f"{name}.pth.tar")
+                copy(weights, records / f"{name}.pth.tar")
             shutil.rmtree(parked_folder(name, budget), ignore_errors=True)
     model = load_model(weights)
     result = evaluate(model, images, name, progress=False, keep={KODIM14: out / "kodim14" / f"{name}.png"})
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
                            arm=run.arm, budget=budget)
-    path = write_json(result, out / f"{name}.json")
+    path = write_json(out / f"{name}.json", result)
     if run.release and budget == "cpu":
         note_kodak(run.release, path)
     return path
@@ -357,23 +402,17 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
 
 def note_kodak(release: str, result: Path) -> None:
     """Put a released student's Kodak means (real bitstreams) into its manifest entry."""
-    manifest_path = CHECKPOINTS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    evaluation = json.loads(Path(result).read_text())
+    evaluation = read_json(result)
     means = {k: round(v[0], 6) for k, v in evaluation["results"].items()
              if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
-    manifest[release]["kodak"] = {**means, "images": len(evaluation["per_image"]),
-                                  "result": repo_relative(result).as_posix()}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    Manifest().update(release, kodak={**means, "images": len(evaluation["per_image"]),
+                                      "result": repo_relative(result).as_posix()})
 
 
 def record_end(name: str, folder: Path, records: Path) -> None:
     """Add how a run ended (``done.json``: stop rule met or step cap, final learning rate, bank) to its
     manifest entry."""
-    manifest_path = records / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest[name]["end"] = json.loads((folder / "done.json").read_text())
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    Manifest(records).update(name, end=read_json(folder / "done.json"))
 
 
 def recipe(config: Config) -> str:
@@ -426,26 +465,6 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
               on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images, root)}"),
               teacher_cache=None if budget == "smoke" else teacher_cache())
     return states
-
-
-def results(number: int, folder: str | Path, budget: str = "cpu") -> "Any":
-    """Experiment ``number``'s runs as a DataFrame, one row per run: its :class:`Run` fields,
-    ``arm``, ``path`` of its result JSON in ``folder``, ``done`` and the JSON's means, MS-SSIM in dB
-    too (NaN where missing)."""
-    import pandas as pd
-
-    from kdlib.plots import msssim_db
-
-    rows = []
-    for name in members(number, budget):
-        run, path = RUNS[name], Path(folder) / f"{name}.json"
-        row = {**dataclasses.asdict(run), "arm": run.arm, "loss_weights": run.loss_weights, "path": str(path), "done": path.exists(),
-               **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}
-        if path.exists():
-            row.update({k: v[0] for k, v in json.loads(path.read_text())["results"].items()})
-        row["ms-ssim-db"] = msssim_db(row["ms-ssim-rgb"]) if path.exists() else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def save_teacher_reconstructions(names: Iterable[str], images: list[Path], out: Path) -> None:

@@ -26,6 +26,7 @@ from PIL import Image
 
 from kdlib import bitstream, data
 from kdlib import resources as res
+from kdlib.io import write_json
 from kdlib.models import CHECKPOINTS, load_model, resolve
 
 MODELS = ("T5", "S16", "S32", "S64", "S96", "S112")
@@ -207,7 +208,7 @@ def run_check(out: Path, images: list[Path], models: list[str], passes: int = 10
     def save() -> None:
         result["wall_s"] = time.perf_counter() - start
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
+        write_json(path, result)
 
     steps_todo = [(f"codec {m}", lambda m=m: result["codec"].append(codec(m, images, passes, device))) for m in models]
     steps_todo += [(f"cross-device {m}", lambda m=m: result["cross_device"].append(cross_device(m, images, device)))

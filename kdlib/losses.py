@@ -6,6 +6,7 @@ latents as they are), as in the authors' code; only the RD term scales its MSE b
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +26,32 @@ KD_PRESETS: dict[str, dict[str, float]] = {
     "authors-l2": dict(w_latent=0.2, w_hyper=0.2, w_recon=0.2, w_rd=0.4),
 }
 LATENT_LOSSES = ("mse", "kld", "kld-mean")
+
+
+@dataclass(frozen=True)
+class KDWeights:
+    """The weights of the KD loss's four terms: latent (y_hat), hyper-latent (z_hat), reconstruction
+    (x_hat) and the student's own RD loss."""
+
+    latent: float
+    hyper: float
+    recon: float
+    rd: float
+
+    @classmethod
+    def preset(cls, name: str) -> KDWeights:
+        """A named weighting of :data:`KD_PRESETS`."""
+        w = KD_PRESETS[name]
+        return cls(w["w_latent"], w["w_hyper"], w["w_recon"], w["w_rd"])
+
+    def fields(self) -> dict[str, float]:
+        """As :class:`kdlib.train.Config`'s ``w_*`` fields."""
+        return {"w_latent": self.latent, "w_hyper": self.hyper, "w_recon": self.recon, "w_rd": self.rd}
+
+    @property
+    def label(self) -> str:
+        """The paper's way of naming a weighting without hyper-latent term: "latent, recon, rd"."""
+        return ", ".join(f"{w:g}" for w in (self.latent, self.recon, self.rd))
 
 
 def latent_kld(student: torch.Tensor, teacher: torch.Tensor, per_position: bool = True) -> torch.Tensor:

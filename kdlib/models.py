@@ -1,10 +1,8 @@
 """Teacher and student codecs: CompressAI's scale hyperprior, checkpoints, pretrained weights."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from compressai.zoo.image import model_urls
 from compressai.zoo.pretrained import load_pretrained
 
 from kdlib.data import sha256sum
+from kdlib.io import atomic
 
 ARCHITECTURE = "bmshj2018-hyperprior"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -113,21 +112,8 @@ def save_checkpoint(path: str | Path, model: Hyperprior, meta: dict[str, Any],
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"architecture": ARCHITECTURE, **model.config, "commit": git_commit(), **meta}
     payload = {"state_dict": model.state_dict(), "meta": meta, **(extra or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic(path) as tmp:
         torch.save(payload, tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdlib import plots
+from kdlib import metrics, plots
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,7 +50,7 @@ def runs_line(runs: "pd.DataFrame", number: int, scale: str) -> str:
 
 
 def points(rows: "pd.DataFrame", family: str, tag: str = "", kind: str = "student") -> "pd.DataFrame":
-    """Rows of :func:`kdlib.experiments.results` (done runs) as :func:`kdlib.plots.families_figure`
+    """Rows of :func:`kdlib.analysis.results` (done runs) as :func:`kdlib.plots.families_figure`
     points of one ``family``; ``tag`` is a format string over a row's fields, e.g. ``"N={N}"``."""
     import pandas as pd
 
@@ -63,9 +63,9 @@ def teacher_point(path: str | Path, label: str) -> "pd.DataFrame":
     """A teacher's result JSON as one ``kind == "teacher"`` point."""
     import pandas as pd
 
-    r = plots.read_result(path)["results"]
+    r = metrics.read_result(path)["results"]
     return pd.DataFrame([{"family": label, "kind": "teacher", "bpp": r["bpp"][0], "psnr": r["psnr-rgb"][0],
-                          "ms-ssim-db": plots.msssim_db(r["ms-ssim-rgb"][0]), "tag": ""}])
+                          "ms-ssim-db": metrics.msssim_db(r["ms-ssim-rgb"][0]), "tag": ""}])
 
 
 def kodim14_panel(results: Path, name: str, title: str, result_path: str | Path,
@@ -78,7 +78,7 @@ def kodim14_panel(results: Path, name: str, title: str, result_path: str | Path,
     path = results / "experiments" / "kodim14" / f"{name}.png"
     if not path.exists() or not Path(result_path).exists():
         return None
-    image = next(r for r in plots.read_result(result_path)["per_image"] if r["image"] == "kodim14.png")
+    image = next(r for r in metrics.read_result(result_path)["per_image"] if r["image"] == "kodim14.png")
     return f"{title}\n{image['psnr-rgb']:.2f} dB, {image['bpp']:.3f} bpp", np.asarray(Image.open(path).crop(box))
 
 
@@ -89,7 +89,7 @@ def check_results(done: "pd.DataFrame", scale: str) -> None:
     from kdlib import experiments
 
     for r in done.itertuples():
-        result = plots.read_result(r.path)
+        result = metrics.read_result(r.path)
         assert len(result["per_image"]) == 24 or scale == "smoke", r.name
         assert result["model"]["config_hash"] == experiments.RUNS[r.name].config("cpu").hash() or scale != "cpu", r.name
         assert scale == "smoke" or abs(result["results"]["bpp"][0] / result["results"]["bpp-estimated"][0] - 1) < 0.05, r.name

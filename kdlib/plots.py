@@ -1,7 +1,6 @@
 """Read eval_model JSON results into tables and draw rate-distortion figures."""
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 from pathlib import Path
@@ -12,23 +11,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from kdlib.metrics import msssim_db, read_result
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAPER = REPO_ROOT / "paper"
 FIGURES = REPO_ROOT / "figures"  # where save() writes; notebooks at smoke scale point it elsewhere
 TABLES = PAPER / "tables"
-
-
-def msssim_db(value: float) -> float:
-    """MS-SSIM as -10 log10(1 - MS-SSIM), the paper's and CompressAI's dB scale (NaN where not measured)."""
-    return -10 * math.log10(1 - value) if value is not None and math.isfinite(value) else float("nan")
-
-
-def read_result(path: str | Path) -> dict:
-    """An eval_model JSON file, with a message naming the command that writes it if missing."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `make reproduce` (or the kdlib command in the notebook).")
-    return json.loads(path.read_text())
 
 
 def read_curve(path: str | Path, label: str | None = None) -> pd.DataFrame:
@@ -39,16 +27,6 @@ def read_curve(path: str | Path, label: str | None = None) -> pd.DataFrame:
     frame["ms-ssim-db"] = frame["ms-ssim"].map(msssim_db)
     frame.insert(0, "label", label or result["name"])
     return frame.sort_values("bpp", ignore_index=True)
-
-
-def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, float]:
-    """Where one RD point sits against a curve (``bpp``, ``psnr`` columns; piecewise linear in
-    log bpp): PSNR minus the curve's PSNR at that rate, and the extra rate against the rate
-    the curve needs for that PSNR (%). NaN where the point is outside the curve's range."""
-    log_bpp, psnrs = np.log(curve.bpp.to_numpy()), curve.psnr.to_numpy()
-    at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
-    rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))
-    return {"psnr_gap_db": psnr - at_rate, "rate_excess_pct": 100 * (bpp / rate_for_psnr - 1)}
 
 
 def rd_figure(curves: pd.DataFrame, title: str = "", xlim: tuple[float, float] | None = None,

@@ -19,12 +19,12 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from kdlib import data
+from kdlib.io import atomic
 
 SOURCE = Path(__file__).with_name("rans.c")
 ERRORS = {-1: "is no rANS stream (whole 32-bit words, two at least)",
@@ -48,14 +48,11 @@ def _library() -> ctypes.CDLL | None:
         if compiler is None:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
-        os.close(fd)
         try:
-            subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)], check=True,
-                           capture_output=True)
-            os.replace(tmp, target)
+            with atomic(target) as tmp:
+                subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], check=True,
+                               capture_output=True)
         except (OSError, subprocess.CalledProcessError):
-            Path(tmp).unlink(missing_ok=True)
             return None
     library = ctypes.CDLL(str(target))
     pointer = ctypes.c_void_p

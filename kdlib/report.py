@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib import analysis, experiments, plots
+from kdlib import analysis, metrics, plots
 
 PUBLISHED = plots.PAPER / "published"
 
@@ -19,7 +19,7 @@ def _read(folder: Path, name: str) -> pd.DataFrame | None:
 
 
 def _runs_done(number: int, results: Path) -> tuple[int, int]:
-    runs = experiments.results(number, results / "experiments")
+    runs = analysis.results(number, results / "experiments")
     own = runs[~runs.name.str.startswith("e1-")] if number > 1 else runs
     return int(own.done.sum()), len(own)
 
@@ -155,9 +155,8 @@ def _seed_sd(tables: Path, N: int = 64) -> float:
 
 def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
     claim, done = "(0.3, 0.3, 0.4) best", _runs_done(3, results)
-    w = _read(tables, "kd_weights")
-    w = w.dropna(subset=["rank"]) if w is not None else None
-    if w is None or len(w) < 2:
+    w = analysis.weights_table(results).dropna(subset=["rank"])
+    if len(w) < 2:
         return _pending(3, results, claim, "04")
     paper_best, top = w[w.weights == "0.3, 0.3, 0.4"], w.sort_values("rank").iloc[0]
     gap, sd = w.vs_main.abs().max(), _seed_sd(tables)
@@ -177,7 +176,7 @@ def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
         return _pending(5, results, claim, "05b")
     ours = "; ".join(f"N={r.N}: {r.d_bpp_vs_mse:+.3f} bpp [{r.d_bpp_vs_mse_low:+.3f}, {r.d_bpp_vs_mse_high:+.3f}] "
                      f"against the MSE-latent student, RD cost {r.vs_scratch:+.3f} against scratch" for r in k.itertuples())
-    e1 = experiments.results(1, results / "experiments")
+    e1 = analysis.results(1, results / "experiments")
     seeded = e1[(e1.arm == "kd") & e1.done]
     spans = {n: (g.bpp.min(), g.bpp.max()) for n, g in seeded.groupby("N") if len(g) > 1}
     inside = k.apply(lambda r: r.N in spans and spans[r.N][0] <= r.bpp <= spans[r.N][1], axis=1)
@@ -203,9 +202,9 @@ def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, s
     the ``prefix`` runs (``e4-l2``: hyper-latent KD; ``e4-hybrid``: hybrid KD) against the same
     student without that term (``vs_without``), read against experiment 1's seeds' spread."""
     done, total = _runs_done(4, results)
-    v = _read(tables, "kd_hyper")
-    v = v[v.vs_scratch.notna() | v.vs_without.notna()] if v is not None else None  # a run and a reference landed
-    if v is None or v.empty:
+    v = analysis.hyper_table(results)
+    v = v[v.vs_scratch.notna() | v.vs_without.notna()]  # a run and a reference landed
+    if v.empty:
         return _pending(4, results, claim, "05")
     mine = v[v.name.str.startswith(prefix)]
     related = v[v.name.str.startswith(prefix) | v.name.isin(mine.get("without", []))]
@@ -246,7 +245,7 @@ def _codecs(results: Path) -> tuple[str, str, str]:
     for row in theirs[theirs.codec.isin(["JPEG", "WebP"])].itertuples():
         path = results / "codecs" / f"{row.codec.lower()}.json"
         if path.exists():
-            gap = plots.gap_to_curve(plots.read_curve(path), row.bpp, row.psnr_db)["psnr_gap_db"]
+            gap = metrics.gap_to_curve(plots.read_curve(path), row.bpp, row.psnr_db)["psnr_gap_db"]
             if math.isfinite(gap):
                 gaps.append(f"{row.codec} {row.bpp} bpp: {gap:+.2f} dB")
                 values.append(gap)

@@ -9,7 +9,6 @@ config hash in each run's result; :mod:`kdlib.experiments`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from kdlib import data
+from kdlib.io import write_json
 from kdlib.models import CHECKPOINTS, spec_name
 
 # Models whose coding speed notebook 07 draws: the teacher, the recommended and the smallest student.
@@ -125,7 +125,6 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
     """Make every stale product at ``scale`` (into ``out``, or ``out/smoke``) and every experiment's
     results (training only with ``train``); returns the products made. ``paper`` needs a GPU and
     Vimeo90K, and says which is missing."""
-    from kdlib.bitstream import write_atomic
     from kdlib.experiments import EXPERIMENTS, run_experiment
 
     if scale == "paper":
@@ -146,7 +145,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
         product.make()
         side = out / product.path.with_name(product.path.name + ".inputs.json")
         if product.recorded is _sidecar:
-            write_atomic(side, (json.dumps(product.inputs, indent=1) + "\n").encode(), overwrite=True)
+            write_json(side, product.inputs, indent=1, newline=True)
         if product.stale(out):
             raise RuntimeError(f"{product.path} was made but does not record its inputs {product.inputs}")
     for number in EXPERIMENTS:  # evaluate what has weights; train only when asked

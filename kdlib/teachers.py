@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdlib.io import atomic
 from kdlib.models import Hyperprior
 
 CHUNK = 500  # steps per cache file
@@ -188,10 +189,8 @@ class TargetCache:
             self.loaded.pop(part, None)
 
     def _save(self, value: dict[str, torch.Tensor], name: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
-        torch.save(value, tmp)
-        os.replace(tmp, self.folder / name)
+        with atomic(self.folder / name) as tmp:
+            torch.save(value, tmp)
 
     def close(self) -> None:
         """Forget an unfinished chunk (its temporary file is removed)."""

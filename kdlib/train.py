@@ -29,7 +29,7 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.data import file_digest
 from kdlib.bank import open_bank, order
-from kdlib.bitstream import write_atomic
+from kdlib.io import write_atomic, write_json
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
 from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
@@ -301,7 +301,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        write_json(out / "config.json", dataclasses.asdict(config))
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(config.seed)  # same initial weights on every rank
@@ -510,83 +510,3 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def handed_over(earlier: str | Path) -> tuple[Any, int, float]:
-    """(log as a DataFrame, steps, wall seconds) up to the state a continued run started from: a run
-    directory's ``last.pth.tar``, or a released checkpoint's best step (by name)."""
-    import pandas as pd
-
-    from kdlib.models import CHECKPOINTS
-
-    if Path(earlier).is_dir():
-        state = read_checkpoint(Path(earlier) / "last.pth.tar")["meta"]
-        log, steps = pd.read_csv(Path(earlier) / "log.csv"), state["steps"]
-        return log[log.step <= steps], steps, state["wall_s"]
-    manifest = json.loads((CHECKPOINTS / "manifest.json").read_text())
-    if earlier not in manifest:
-        raise TrainingError(f"{earlier} is neither a run directory nor a released checkpoint ({sorted(manifest)})")
-    log, steps = pd.read_csv(CHECKPOINTS / f"{earlier}.log.csv"), manifest[earlier]["steps"]
-    log = log[log.step <= steps]
-    return log, steps, float(log.wall_s.iloc[-1])
-
-
-def record(run: str | Path, name: str, folder: str | Path) -> dict[str, Any]:
-    """Keep what a run leaves when its weights are not released: ``<folder>/<name>.log.csv.gz`` and an
-    entry in ``<folder>/manifest.json`` (config, its hash, the best weights' sha256, steps, hours)."""
-    import gzip
-
-    run, folder = Path(run), Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    best, last = read_checkpoint(run / "best.pth.tar")["meta"], read_checkpoint(run / "last.pth.tar")["meta"]
-    (folder / f"{name}.log.csv.gz").write_bytes(gzip.compress((run / "log.csv").read_bytes(), mtime=0))
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[name] = {"config": best["config"], "config_hash": Config(**best["config"]).hash(),
-                      "sha256": data.sha256sum(run / "best.pth.tar"), "steps": best["steps"],
-                      "steps_run": last["steps"], "wall_h": round(last["wall_s"] / 3600, 2),
-                      "machine": f"{cpu_model()}, {os.cpu_count()} cores; {last['threads']} thread(s), "
-                                 f"device {last.get('device', 'cpu')}", "commit": best.get("commit")}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return manifest[name]
-
-
-def release(run: str | Path, name: str, recipe: str = "",
-            after: str | Path | list[str | Path] | None = None) -> dict[str, Any]:
-    """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
-    optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``.
-    ``after``: what this run continues, earliest first (``--continue``): run directories, each
-    handing over its ``last.pth.tar``, or the name of a released checkpoint (``--continue T5``),
-    handing over its best step with its released log. Their logs come first and steps and
-    hours count every run."""
-    import pandas as pd
-
-    from kdlib.models import CHECKPOINTS
-
-    run = Path(run)
-    model = load_model(run / "best.pth.tar")  # updates the CDF tables, as CompressAI's update_model
-    meta = dict(model.meta)
-    last = read_checkpoint(run / "last.pth.tar")["meta"]
-    earlier_runs = [] if after is None else [after] if isinstance(after, (str, Path)) else list(after)
-    logs, offset, wall = [], 0, 0.0
-    for earlier in earlier_runs:
-        part, steps, seconds = handed_over(earlier)
-        logs.append(part.assign(step=part.step + offset, wall_s=part.wall_s + wall))
-        offset, wall = offset + steps, wall + seconds
-    log = pd.read_csv(run / "log.csv")
-    log = pd.concat([*logs, log.assign(step=log.step + offset, wall_s=log.wall_s + wall)])
-    target = CHECKPOINTS / f"{name}.pth.tar"
-    save_checkpoint(target, model, {**meta, "name": name, "commit": meta.get("commit")})
-    log.to_csv(CHECKPOINTS / f"{name}.log.csv", index=False)
-    manifest_path = CHECKPOINTS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[name] = {
-        "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
-        "config_hash": Config(**meta["config"]).hash(), "lambda": meta["lambda"], "steps": offset + meta["steps"],
-        "steps_run": offset + last["steps"], "wall_h": round((wall + last["wall_s"]) / 3600, 2), "data": meta["data"],
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s) per run, "
-                   f"device {meta.get('device', 'cpu')}",
-        "recipe": recipe, "commit": meta.get("commit"), "init": meta["config"].get("init"),
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return manifest[name]

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from kdlib.data import image_files, load_image
 from kdlib.entropy import RoundTripError, decode, encode
-from kdlib.evaluate import evaluate, evaluate_image, fresh_copy, write_json
+from kdlib.evaluate import evaluate, evaluate_image, fresh_copy
+from kdlib.io import write_json
 
 
 def test_roundtrip_is_exact(small_model):
@@ -41,7 +42,7 @@ def test_corrupted_decoder_is_caught(small_model):
 
 def test_json_layout(small_model, photo_folder, tmp_path):
     result = evaluate(small_model, image_files(photo_folder), "tiny", progress=False)
-    path = write_json(result, tmp_path / "tiny.json")
+    path = write_json(tmp_path / "tiny.json", result)
     loaded = json.loads(path.read_text())
     assert {"name", "description", "results"} <= set(loaded)
     assert set(loaded["results"]) == {"psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated", "encoding_time", "decoding_time"}

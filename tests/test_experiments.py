@@ -5,12 +5,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from kdlib import analysis, experiments
+from kdlib import experiments
 from kdlib.experiments import EXPERIMENTS, RUNS, Run, run_experiment, status
 from kdlib.models import read_checkpoint
 from kdlib.train import Config, run_dir, train
@@ -98,106 +97,6 @@ def test_a_run_killed_anywhere_loses_at_most_one_checkpoint_interval(photo_folde
     whole = train(config, runs=tmp_path / "whole", progress=False)
     for key, value in read_checkpoint(whole)["state_dict"].items():
         assert torch.equal(value, read_checkpoint(resumed)["state_dict"][key]), key
-
-
-def test_paired_bootstrap_and_kd_gain(tmp_path):
-    rng = np.random.default_rng(1)
-    base = rng.uniform(28, 34, 24)
-
-    def result(path, shift, bpp):
-        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": p + shift, "ms-ssim-rgb": 0.98, "bpp": bpp,
-                      "bpp-estimated": bpp} for i, p in enumerate(base)]
-        path.write_text(json.dumps({"per_image": per_image}))
-        return path
-
-    kd = [result(tmp_path / f"kd{s}.json", 0.3 + 0.01 * s, 0.5) for s in range(3)]
-    scratch = [result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
-    gain = analysis.kd_gain(kd, scratch, 0.025)
-    assert gain["d_psnr-rgb"] == pytest.approx(0.31) and gain["d_bpp"] == 0
-    assert gain["d_psnr-rgb_low"] == pytest.approx(0.31) and gain["d_psnr-rgb_seed_sd"] == pytest.approx(0.01)
-    assert gain["d_rd_cost"] < 0  # better PSNR at the same rate: lower RD cost
-    noisy = analysis.paired_bootstrap(rng.normal(0, 1, 24), np.zeros(24))
-    assert noisy["low"] < noisy["mean"] < noisy["high"] and noisy["high"] - noisy["low"] > 0.3
-    with pytest.raises(ValueError, match="same seeds"):
-        analysis.kd_gain(kd, scratch[:2], 0.025)
-
-
-def _result(path, psnr_shift, bpp):
-    per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": 30 + 0.1 * i + psnr_shift, "ms-ssim-rgb": 0.98,
-                  "bpp": bpp, "bpp-estimated": bpp} for i in range(24)]
-    path.write_text(json.dumps({"per_image": per_image}))
-    return path
-
-
-def test_seeds_that_disagree_are_no_gain_however_tight_the_images_interval(tmp_path):
-    scratch = [_result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
-    agree = [_result(tmp_path / f"kd{s}.json", 0.3 + 0.01 * s, 0.5) for s in range(3)]
-    disagree = [_result(tmp_path / f"kx{s}.json", shift, 0.5) for s, shift in enumerate((0.6, -0.4, 0.2))]
-    a, d = analysis.kd_gain(agree, scratch, 0.025), analysis.kd_gain(disagree, scratch, 0.025)
-    assert a["d_rd_cost_seeds_low"] < a["d_rd_cost"] < a["d_rd_cost_seeds_high"] < 0
-    assert analysis.verdict(a) == "KD better"
-    assert analysis.verdict(a, better="T5 better", worse="T1 better") == "T5 better"
-    # every image moves alike, so the images' interval excludes zero; the seeds' interval does not
-    assert d["d_rd_cost_high"] < 0 and d["d_rd_cost_seeds_low"] < 0 < d["d_rd_cost_seeds_high"]
-    assert analysis.verdict(d).startswith("not established (") and "seeds' interval" in analysis.verdict(d)
-    worse = analysis.kd_gain(scratch, agree, 0.025)  # the arms swapped: the anchor is better
-    assert analysis.verdict(worse) == "scratch better"
-
-
-def test_one_seed_is_never_enough_whatever_its_images_interval(tmp_path):
-    one = analysis.kd_gain([_result(tmp_path / "kd.json", -0.3, 0.5)], [_result(tmp_path / "sc.json", 0.0, 0.5)], 0.025)
-    assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0 and one["d_rd_cost_low"] > 0
-    said = analysis.verdict(one)
-    assert said.startswith("one seed: not established (+") and "over the images" in said
-    single = {k: v for k, v in one.items() if k != "seeds"}  # kdlib.analysis.compare's columns: one seed
-    assert analysis.verdict(single) == said
-    assert analysis.verdict({"d_rd_cost": float("nan"), "d_rd_cost_low": 0, "d_rd_cost_high": 0}) == "not measured"
-
-
-def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
-    def result(name, psnr):
-        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
-                      "bpp-estimated": 0.5} for i in range(24)]
-        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
-        return tmp_path / f"{name}.json"
-
-    paths = [result(f"s{s}", 30.0 + 0.1 * s) for s in range(3)]
-    costs = [analysis.per_image(p, 0.025)["rd_cost"].mean() for p in paths]
-    spread = analysis.run_spread(paths, 0.025)
-    assert spread > 0 and spread == pytest.approx(np.std(costs, ddof=1))
-    assert np.isnan(analysis.run_spread(paths[:1], 0.025))
-
-
-def test_seed_noise_reads_the_seeded_pairs_of_one_size(tmp_path):
-    rows = [{"name": f"{arm}{s}", "N": N, "arm": arm, "seed": s, "done": True,
-             "path": _result(tmp_path / f"{arm}{N}-{s}.json", shift, 0.5)}
-            for N in (16, 64) for s in range(3)
-            for arm, shift in (("kd", 0.1 * s * (N == 64)), ("scratch", 0.0))]
-    runs = pd.DataFrame(rows + [{"name": "kd3", "N": 64, "arm": "kd", "seed": 3, "done": True, "path": rows[0]["path"]}])
-    noise = analysis.seed_noise(runs, 64)
-    gain = analysis.kd_gain([r["path"] for r in rows[6::2]], [r["path"] for r in rows[7::2]], 0.025)
-    assert noise["seeds"] == [0, 1, 2] and noise["paired_sd"] > 0
-    assert noise["paired_sd"] == pytest.approx(gain["d_rd_cost_seed_sd"])
-    scratch_cost = np.mean([analysis.per_image(r["path"], 0.025)["rd_cost"].mean() for r in rows[7::2]])
-    assert noise["paired_rel"] == pytest.approx(noise["paired_sd"] / scratch_cost)
-    assert noise["run_sd"] > 0 and analysis.seed_noise(runs, 16)["paired_sd"] == 0
-    assert np.isnan(analysis.seed_noise(runs, 32)["paired_sd"])
-
-
-def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
-    def result(name, psnr):
-        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
-                      "bpp-estimated": 0.5} for i in range(24)]
-        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
-        return {"name": name, "path": str(tmp_path / f"{name}.json")}
-
-    done = pd.DataFrame([{**result("a", 30.2), "lmbda": 0.025}, {**result("b", 30.0), "lmbda": 0.025},
-                         {**result("c", 30.0), "lmbda": 0.013}])
-    d = analysis.compare(done, "a", "b")
-    assert d["d_psnr-rgb"] == pytest.approx(0.2) and d["d_rd_cost"] < 0 and d["d_rd_cost_high"] < 0
-    assert np.isnan(analysis.compare(done, "a", "missing")["d_rd_cost"])
-    with pytest.raises(ValueError, match="different lambdas"):
-        analysis.compare(done, "a", "c")
 
 
 def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rate(tmp_path):

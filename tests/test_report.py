@@ -44,17 +44,24 @@ def _table(folder: Path, name: str, rows: list[dict]) -> None:
     pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
 
 
-def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path):
+def _frame(monkeypatch, function: str, rows: list[dict]) -> None:
+    """``kdlib.analysis.<function>`` (an experiment's table) returns ``rows``."""
+    frame = pd.DataFrame(rows)
+    monkeypatch.setattr(report.analysis, function, lambda *a, **k: frame)
+
+
+def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path, monkeypatch):
     tables = tmp_path / "tables"
+    _frame(monkeypatch, "weights_table", [{"name": "main", "rank": float("nan")}])
     assert "not measured yet" in report._weights(tmp_path, tables)[2]
     main = {"name": "main", "weights": "0.2, 0.2, 0.6", "vs_main": 0.0, "rank": 1.0}
     best = {"name": "paper", "weights": "0.3, 0.3, 0.4", "vs_main": 0.15, "rank": 2.0}
-    _table(tables, "kd_weights", [main, best])
+    _frame(monkeypatch, "weights_table", [main, best])
     _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     _, ours, verdict = report._weights(tmp_path, tables)
     assert "(0.3, 0.3, 0.4) ranks 2 of 2" in ours and verdict.startswith("one seed: not established")
     assert "sd of 0.200" in verdict
-    _table(tables, "kd_weights", [{**main, "rank": 2.0, "vs_main": 0.0}, {**best, "rank": 1.0, "vs_main": -0.5}])
+    _frame(monkeypatch, "weights_table", [{**main, "rank": 2.0, "vs_main": 0.0}, {**best, "rank": 1.0, "vs_main": -0.5}])
     _, ours, verdict = report._weights(tmp_path, tables)  # first by one seed is still one seed
     assert "(0.3, 0.3, 0.4) ranks 1 of 2" in ours and verdict.startswith("one seed: not established")
 
@@ -89,7 +96,7 @@ def test_a_kld_rate_inside_the_mse_students_range_over_seeds_is_not_established(
     _table(tables, "kd_kld", [row])
     seeds = pd.DataFrame({"name": [f"e1-kd-N16-s{s}" for s in range(3)], "arm": "kd", "done": True, "N": 16,
                           "bpp": [0.5, 0.65, 0.55], "seed": [0, 1, 2]})
-    monkeypatch.setattr(report.experiments, "results", lambda *a, **k: seeds)
+    monkeypatch.setattr(report.analysis, "results", lambda *a, **k: seeds)
     verdict = report._kld(tmp_path, tables)[2]
     assert verdict.startswith("one seed: not established") and "inside the MSE-latent students' 0.500-0.650 over seeds" in verdict
 
@@ -108,14 +115,15 @@ def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path):
     assert "against scratch: not measurable yet" in ours and verdict.startswith("close to the paper's")
 
 
-def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
+def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path, monkeypatch):
     tables = tmp_path / "tables"
-    assert "not measured yet" in report._hyper(tmp_path, tables, "claim", "e4-l2")[2]
     nan = float("nan")
+    _frame(monkeypatch, "hyper_table", [{"name": "e4-l1-N16", "vs_scratch": nan, "vs_without": nan}])
+    assert "not measured yet" in report._hyper(tmp_path, tables, "claim", "e4-l2")[2]
     row = {"name": "e4-l1-N16", "N": 16, "vs_scratch": -0.1, "vs_scratch_low": -0.2, "vs_scratch_high": -0.05,
            "without": None, "vs_without": nan, "vs_without_low": nan, "vs_without_high": nan,
            "d_psnr_vs_without": nan, "d_bpp_vs_without": nan}
-    _table(tables, "kd_hyper", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": nan}])
+    _frame(monkeypatch, "hyper_table", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": nan}])
     _table(tables, "kd_size", [{"N": 16, "d_rd_cost_seed_sd": 0.1}, {"N": 64, "d_rd_cost_seed_sd": 0.2}])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
     assert "e4-l1-N16 -0.100 [-0.200, -0.050]" in ours and "e4-l2-N64" not in ours
@@ -124,24 +132,24 @@ def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path):
             "d_psnr_vs_without": 0.1, "d_bpp_vs_without": -0.05}
     small = {**row, **test, "name": "e4-l2-N16", "without": "e4-l1-N16", "vs_without": -0.15, "lambda": 0.025}
     row["lambda"] = test["lambda"] = 0.025
-    _table(tables, "kd_hyper", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}])
+    _frame(monkeypatch, "hyper_table", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
     assert "e4-l2-N64 against e4-l1-N64 -0.500 [-0.600, -0.400] (+0.10 dB, -0.050 bpp)" in ours
     # one seed per variant: whatever its images' interval, nothing is established (kdlib.analysis.verdict)
     assert verdict.startswith("one seed: not established at N = 16, 64 (`kdlib.analysis.verdict`")
     big = {**row, **test, "name": "e4-l2-N112", "N": 112, "without": "e4-l1-N112", "vs_scratch": nan}
-    _table(tables, "kd_hyper", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}, big])
+    _frame(monkeypatch, "hyper_table", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}, big])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")  # N = 112 landed without its scratch twin
     assert "e4-l2-N112 (scratch twin not trained yet)" in ours and "e4-l2-N112 against e4-l1-N112 -0.500" in ours
     assert verdict.startswith("one seed: not established at N = 16, 64, 112")
     hybrid = {**row, **test, "name": "e4-hybrid-l0.025", "N": 64, "without": "e4-l2-N64", "vs_without": 0.3,
               "vs_without_low": 0.2, "vs_without_high": 0.5}
-    _table(tables, "kd_hyper", [row, hybrid])
+    _frame(monkeypatch, "hyper_table", [row, hybrid])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-hybrid")  # +0.10 dB at -0.050 bpp
     assert verdict.startswith("one seed: not established at lambda = 0.025; over the images, not the paper's trade "
                               "(a small rate gain for a quality loss): ours +0.10 dB at -0.050 bpp")
     assert "e4-l1-N16" not in ours  # only the claim's runs
-    _table(tables, "kd_hyper", [row, {**hybrid, "d_psnr_vs_without": -0.1}])  # the paper's trade
+    _frame(monkeypatch, "hyper_table", [row, {**hybrid, "d_psnr_vs_without": -0.1}])  # the paper's trade
     verdict = report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2]
     assert verdict.startswith("one seed: not established at lambda = 0.025; over the images, the paper's trade")
 

@@ -1,0 +1,54 @@
+"""RD metrics and result files: MS-SSIM in dB, CompressAI's eval_model JSON, where a point sits
+against a curve, and BD-rate / BD-PSNR (the ``bjontegaard`` package)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import bjontegaard
+import numpy as np
+import pandas as pd
+
+
+def msssim_db(value: float) -> float:
+    """MS-SSIM as -10 log10(1 - MS-SSIM), the paper's and CompressAI's dB scale (NaN where not measured)."""
+    return -10 * math.log10(1 - value) if value is not None and math.isfinite(value) else float("nan")
+
+
+def read_result(path: str | Path) -> dict:
+    """An eval_model JSON file, with a message naming the command that writes it if missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `make reproduce` (or the kdlib command in the notebook).")
+    return json.loads(path.read_text())
+
+
+def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, float]:
+    """Where one RD point sits against a curve (``bpp``, ``psnr`` columns; piecewise linear in
+    log bpp): PSNR minus the curve's PSNR at that rate, and the extra rate against the rate
+    the curve needs for that PSNR (%). NaN where the point is outside the curve's range."""
+    log_bpp, psnrs = np.log(curve.bpp.to_numpy()), curve.psnr.to_numpy()
+    at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
+    rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))
+    return {"psnr_gap_db": psnr - at_rate, "rate_excess_pct": 100 * (bpp / rate_for_psnr - 1)}
+
+
+def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]], method: str = "akima",
+               rate: str = "bpp") -> dict[str, float]:
+    """BD-rate (%) and BD-PSNR (dB) of ``test`` against ``anchor`` (eval_model ``results``).
+
+    ``bjontegaard`` package, integrated over the range the two curves share, however small
+    (``min_overlap=0``); ``overlap_pct`` says how much that is. ``method="akima"`` (default) or
+    ``"cubic"`` (Bjontegaard's cubic polynomial fit, the authors' way); ``rate="bpp-estimated"`` for the
+    likelihood rate the paper reports.
+    """
+    args = (anchor[rate], anchor["psnr-rgb"], test[rate], test["psnr-rgb"])
+    options = {"method": method, "require_matching_points": False, "min_overlap": 0}
+    lo, hi = max(min(anchor["psnr-rgb"]), min(test["psnr-rgb"])), min(max(anchor["psnr-rgb"]), max(test["psnr-rgb"]))
+    span = max(max(anchor["psnr-rgb"]), max(test["psnr-rgb"])) - min(min(anchor["psnr-rgb"]), min(test["psnr-rgb"]))
+    try:
+        rate_pct, psnr_db = float(bjontegaard.bd_rate(*args, **options)), float(bjontegaard.bd_psnr(*args, **options))
+    except AssertionError:  # bjontegaard asserts, in places, what its ValueErrors say elsewhere
+        raise ValueError("a curve is not monotonic (PSNR falls where the rate rises)") from None
+    return {"bd_rate_pct": rate_pct, "bd_psnr_db": psnr_db, "overlap_pct": 100 * max(0.0, hi - lo) / span}

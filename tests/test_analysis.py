@@ -1,0 +1,149 @@
+"""kdlib.analysis: reading results, paired bootstraps and seeds, BD metrics, and the one verdict rule."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib import analysis
+from kdlib.analysis import bd_two_ways, family_bd
+from kdlib.metrics import bd_metrics, gap_to_curve
+
+
+def test_gap_to_curve():
+    bpp = np.array([0.1, 0.2, 0.4, 0.8])
+    curve = pd.DataFrame({"bpp": bpp, "psnr": 30 + 3 * np.log2(bpp / 0.1)})  # +3 dB per doubling
+    on = gap_to_curve(curve, 0.4, 36.0)
+    assert math.isclose(on["psnr_gap_db"], 0, abs_tol=1e-9) and math.isclose(on["rate_excess_pct"], 0, abs_tol=1e-9)
+    worse = gap_to_curve(curve, 0.4, 33.0)  # the curve gets 33 dB at 0.2 bpp
+    assert math.isclose(worse["psnr_gap_db"], -3) and math.isclose(worse["rate_excess_pct"], 100)
+    outside = gap_to_curve(curve, 0.3, 28.0)
+    assert math.isnan(outside["rate_excess_pct"]) and outside["psnr_gap_db"] < -3
+
+
+@pytest.mark.parametrize("method, rate", [("akima", "bpp"), ("cubic", "bpp-estimated")])
+def test_bd_of_a_curve_needing_ten_percent_more_rate(method, rate):
+    anchor = {"bpp": [0.1, 0.2, 0.4, 0.8], "bpp-estimated": [0.1, 0.2, 0.4, 0.8], "psnr-rgb": [27, 29, 31, 33]}
+    test = {**anchor, rate: [1.1 * v for v in anchor[rate]]}
+    bd = bd_metrics(anchor, test, method, rate)
+    assert bd["bd_rate_pct"] == pytest.approx(10.0) and bd["bd_psnr_db"] < 0 and bd["overlap_pct"] == 100
+
+
+def test_bd_two_ways_reads_estimated_rate_for_the_authors_and_real_rate_for_akima():
+    anchor = {"bpp": [0.1, 0.2, 0.4, 0.8], "psnr-rgb": [27, 29, 31, 33]}  # published: no estimate
+    test = {"bpp": [0.12, 0.24, 0.48, 0.96], "bpp-estimated": [0.11, 0.22, 0.44, 0.88], "psnr-rgb": [27, 29, 31, 33]}
+    bd = bd_two_ways(anchor, test)
+    assert bd["authors_bd_rate_pct"] == pytest.approx(10.0, abs=0.05)  # estimated rate, 10 % above
+    assert bd["akima_bd_rate_pct"] == pytest.approx(20.0, abs=0.05)  # real rate, 20 % above
+    assert bd["authors_bd_psnr_db"] < 0 and bd["akima_bd_psnr_db"] < bd["authors_bd_psnr_db"]
+    assert all(math.isnan(v) for v in bd_two_ways(anchor, {k: v[:1] for k, v in test.items()}).values())
+
+
+def test_a_family_whose_psnr_falls_as_its_rate_rises_has_no_bd_metric():
+    rows = pd.DataFrame({"arm": ["kd"] * 3 + ["scratch"] * 3, "seed": 0, "bpp": [0.5, 0.7, 0.9, 0.6, 0.8, 0.95],
+                         "psnr-rgb": [27, 29, 31, 27.5, 31, 30]})  # scratch: more rate, less PSNR at the top
+    bd = family_bd(rows, "scratch", "kd")
+    assert math.isnan(bd["bd_rate_pct"]) and "not monotonic" in bd["note"]
+    assert math.isnan(bd_two_ways({"bpp": [0.6, 0.8, 0.95], "psnr-rgb": [27.5, 31, 30]},
+                                  {"bpp": [0.5, 0.7, 0.9], "psnr-rgb": [27, 29, 31]})["akima_bd_rate_pct"])
+
+
+def test_paired_bootstrap_and_kd_gain(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(28, 34, 24)
+
+    def result(path, shift, bpp):
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": p + shift, "ms-ssim-rgb": 0.98, "bpp": bpp,
+                      "bpp-estimated": bpp} for i, p in enumerate(base)]
+        path.write_text(json.dumps({"per_image": per_image}))
+        return path
+
+    kd = [result(tmp_path / f"kd{s}.json", 0.3 + 0.01 * s, 0.5) for s in range(3)]
+    scratch = [result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
+    gain = analysis.kd_gain(kd, scratch, 0.025)
+    assert gain["d_psnr-rgb"] == pytest.approx(0.31) and gain["d_bpp"] == 0
+    assert gain["d_psnr-rgb_low"] == pytest.approx(0.31) and gain["d_psnr-rgb_seed_sd"] == pytest.approx(0.01)
+    assert gain["d_rd_cost"] < 0  # better PSNR at the same rate: lower RD cost
+    noisy = analysis.paired_bootstrap(rng.normal(0, 1, 24), np.zeros(24))
+    assert noisy["low"] < noisy["mean"] < noisy["high"] and noisy["high"] - noisy["low"] > 0.3
+    with pytest.raises(ValueError, match="same seeds"):
+        analysis.kd_gain(kd, scratch[:2], 0.025)
+
+
+def _result(path, psnr_shift, bpp):
+    per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": 30 + 0.1 * i + psnr_shift, "ms-ssim-rgb": 0.98,
+                  "bpp": bpp, "bpp-estimated": bpp} for i in range(24)]
+    path.write_text(json.dumps({"per_image": per_image}))
+    return path
+
+
+def test_seeds_that_disagree_are_no_gain_however_tight_the_images_interval(tmp_path):
+    scratch = [_result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
+    agree = [_result(tmp_path / f"kd{s}.json", 0.3 + 0.01 * s, 0.5) for s in range(3)]
+    disagree = [_result(tmp_path / f"kx{s}.json", shift, 0.5) for s, shift in enumerate((0.6, -0.4, 0.2))]
+    a, d = analysis.kd_gain(agree, scratch, 0.025), analysis.kd_gain(disagree, scratch, 0.025)
+    assert a["d_rd_cost_seeds_low"] < a["d_rd_cost"] < a["d_rd_cost_seeds_high"] < 0
+    assert analysis.verdict(a) == "KD better"
+    assert analysis.verdict(a, better="T5 better", worse="T1 better") == "T5 better"
+    # every image moves alike, so the images' interval excludes zero; the seeds' interval does not
+    assert d["d_rd_cost_high"] < 0 and d["d_rd_cost_seeds_low"] < 0 < d["d_rd_cost_seeds_high"]
+    assert analysis.verdict(d).startswith("not established (") and "seeds' interval" in analysis.verdict(d)
+    worse = analysis.kd_gain(scratch, agree, 0.025)  # the arms swapped: the anchor is better
+    assert analysis.verdict(worse) == "scratch better"
+
+
+def test_one_seed_is_never_enough_whatever_its_images_interval(tmp_path):
+    one = analysis.kd_gain([_result(tmp_path / "kd.json", -0.3, 0.5)], [_result(tmp_path / "sc.json", 0.0, 0.5)], 0.025)
+    assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0 and one["d_rd_cost_low"] > 0
+    said = analysis.verdict(one)
+    assert said.startswith("one seed: not established (+") and "over the images" in said
+    single = {k: v for k, v in one.items() if k != "seeds"}  # kdlib.analysis.compare's columns: one seed
+    assert analysis.verdict(single) == said
+    assert analysis.verdict({"d_rd_cost": float("nan"), "d_rd_cost_low": 0, "d_rd_cost_high": 0}) == "not measured"
+
+
+def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
+    def result(name, psnr):
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
+                      "bpp-estimated": 0.5} for i in range(24)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
+        return tmp_path / f"{name}.json"
+
+    paths = [result(f"s{s}", 30.0 + 0.1 * s) for s in range(3)]
+    costs = [analysis.per_image(p, 0.025)["rd_cost"].mean() for p in paths]
+    spread = analysis.run_spread(paths, 0.025)
+    assert spread > 0 and spread == pytest.approx(np.std(costs, ddof=1))
+    assert np.isnan(analysis.run_spread(paths[:1], 0.025))
+
+
+def test_seed_noise_reads_the_seeded_pairs_of_one_size(tmp_path):
+    rows = [{"name": f"{arm}{s}", "N": N, "arm": arm, "seed": s, "done": True,
+             "path": _result(tmp_path / f"{arm}{N}-{s}.json", shift, 0.5)}
+            for N in (16, 64) for s in range(3)
+            for arm, shift in (("kd", 0.1 * s * (N == 64)), ("scratch", 0.0))]
+    runs = pd.DataFrame(rows + [{"name": "kd3", "N": 64, "arm": "kd", "seed": 3, "done": True, "path": rows[0]["path"]}])
+    noise = analysis.seed_noise(runs, 64)
+    gain = analysis.kd_gain([r["path"] for r in rows[6::2]], [r["path"] for r in rows[7::2]], 0.025)
+    assert noise["seeds"] == [0, 1, 2] and noise["paired_sd"] > 0
+    assert noise["paired_sd"] == pytest.approx(gain["d_rd_cost_seed_sd"])
+    scratch_cost = np.mean([analysis.per_image(r["path"], 0.025)["rd_cost"].mean() for r in rows[7::2]])
+    assert noise["paired_rel"] == pytest.approx(noise["paired_sd"] / scratch_cost)
+    assert noise["run_sd"] > 0 and analysis.seed_noise(runs, 16)["paired_sd"] == 0
+    assert np.isnan(analysis.seed_noise(runs, 32)["paired_sd"])
+
+
+def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
+    def result(name, psnr):
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": psnr + 0.01 * i, "ms-ssim-rgb": 0.98, "bpp": 0.5,
+                      "bpp-estimated": 0.5} for i in range(24)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
+        return {"name": name, "path": str(tmp_path / f"{name}.json")}
+
+    done = pd.DataFrame([{**result("a", 30.2), "lmbda": 0.025}, {**result("b", 30.0), "lmbda": 0.025},
+                         {**result("c", 30.0), "lmbda": 0.013}])
+    d = analysis.compare(done, "a", "b")
+    assert d["d_psnr-rgb"] == pytest.approx(0.2) and d["d_rd_cost"] < 0 and d["d_rd_cost_high"] < 0
+    assert np.isnan(analysis.compare(done, "a", "missing")["d_rd_cost"])
+    with pytest.raises(ValueError, match="different lambdas"):
+        analysis.compare(done, "a", "c")
