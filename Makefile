@@ -19,7 +19,7 @@ reproduce: $(VENV)/.installed
 	$(BIN)/kdlib reproduce --scale $(SCALE)
 	$(MAKE) -j2 notebooks
 
-RESULTS_DIR := $(if $(filter smoke,$(SCALE)),results/smoke,results)
+RESULTS_DIR = $(shell $(BIN)/python -m kdlib.scales results-dir $(SCALE))  # kdlib.scales: results/ at cpu, results/<scale> otherwise
 EXECUTED := $(patsubst notebooks/%,build/notebooks/$(SCALE)/%,$(NOTEBOOKS))
 
 # Executed copies go to build/notebooks/<scale>/ (one rule per notebook: make -j2 works); a cpu
@@ -74,7 +74,7 @@ park: $(VENV)/.installed
 	$(BIN)/kdlib experiment 1 --scale long --park
 	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/02b_converged.ipynb
 
-# On a machine lent a CUDA GPU (issue 29; README "GPU check"): one JSON, results/gpu/gpu_check.json.
+# On a machine lent a CUDA GPU (issue 29; docs/codec.md "GPU check"): one JSON, results/gpu/gpu_check.json.
 # GPU_PYTHON: a Python with torch and kdlib's requirements (default: the venv's, else python3).
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 gpu-check:

@@ -18,6 +18,9 @@ from scipy import stats
 
 from kdlib import experiments
 from kdlib.metrics import bd_metrics, msssim_db
+from kdlib.scales import REPO_ROOT
+
+PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers
 
 
 def results(number: int, folder: str | Path, budget: str = "cpu") -> pd.DataFrame:
@@ -250,3 +253,77 @@ def hyper_table(folder: str | Path) -> pd.DataFrame:
                      "without": without, **_against(done, r.name, without, "vs_without"),
                      "d_psnr_vs_without": w.get("d_psnr-rgb", np.nan), "d_bpp_vs_without": w.get("d_bpp", np.nan)})
     return pd.DataFrame(rows)
+
+
+def kld_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 5 (notebook 05b), from the results under ``folder``: each KLD-latent student against
+    its scratch twin (``vs_scratch``) and experiment 1's MSE-latent KD run of its N (``vs_mse``, and
+    its bpp difference ``d_bpp_vs_mse``), paired over the images."""
+    runs = results(5, Path(folder) / "experiments")
+    done = runs[runs.done]
+    rows = []
+    for r in runs[runs.name.map(lambda n: experiments.RUNS[n].experiment == 5)].itertuples():
+        mse = experiments.main_run(r.name)
+        m = compare(done, r.name, mse) if mse else {}
+        rows.append({"name": r.name, "N": r.N, "latent": r.latent, "psnr": runs.loc[r.Index, "psnr-rgb"], "bpp": r.bpp,
+                     "d_bpp_vs_mse": m.get("d_bpp", np.nan), "d_bpp_vs_mse_low": m.get("d_bpp_low", np.nan),
+                     "d_bpp_vs_mse_high": m.get("d_bpp_high", np.nan),
+                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"), **_against(done, r.name, mse, "vs_mse")})
+    return pd.DataFrame(rows)
+
+
+def size_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 1 (notebook 02), from the results under ``folder``: per N, KD against its scratch
+    twin over the seeds both arms have (:func:`kd_gain`), each seed's RD-cost difference, the
+    paper's point and the verdict (:func:`verdict`)."""
+    runs = results(1, Path(folder) / "experiments")
+    done = runs[runs.done]
+    published = pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
+    rows = []
+    for N in experiments.SIZES:
+        arms = {arm: done[(done.N == N) & (done.arm == arm)].sort_values("seed") for arm in ("kd", "scratch")}
+        seeds = sorted(set(arms["kd"].seed) & set(arms["scratch"].seed))
+        if not seeds:
+            continue
+        kd, scratch = (arms[a][arms[a].seed.isin(seeds)] for a in ("kd", "scratch"))
+        lmbda = experiments.RUNS[kd.name.iloc[0]].lmbda
+        gain = kd_gain(list(kd.path), list(scratch.path), lmbda)
+        by_seed = [kd_gain([k], [s], lmbda)["d_rd_cost"] for k, s in zip(kd.path, scratch.path)]
+        rows.append({"N": N, "seeds": len(seeds), "kd_psnr": kd["psnr-rgb"].mean(), "kd_bpp": kd.bpp.mean(),
+                     "scratch_psnr": scratch["psnr-rgb"].mean(), "scratch_bpp": scratch.bpp.mean(),
+                     **{k: v for k, v in gain.items() if k != "seeds"},
+                     "d_rd_cost_by_seed": " ".join(f"{d:+.3f}" for d in by_seed),
+                     "paper_psnr": published.loc[N, "psnr_db"], "paper_bpp": published.loc[N, "bpp"],
+                     "verdict": verdict(gain)})
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["N", "seeds", "verdict"])
+
+
+FINISHED = ("converged (stop rule)", "step cap", "finished")  # kdlib.experiments.training_states
+
+
+def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> pd.DataFrame:
+    """The long tier's verdict at convergence (notebook 02b), per N: KD against its scratch twin over
+    the seeds whose two arms have both finished (``status``: :func:`results` merged with
+    :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect."""
+    rows = []
+    for n in sizes:
+        done = status[(status.N == n) & status.done & status.state.isin(FINISHED)]
+        seeds = sorted(set(done[done.arm == "kd"].seed) & set(done[done.arm == "scratch"].seed))
+        if not seeds:
+            rows.append({"N": n, "seeds": 0, "verdict": "no pair has finished yet"})
+            continue
+        kd = [done[(done.arm == "kd") & (done.seed == s)].path.iloc[0] for s in seeds]
+        scratch = [done[(done.arm == "scratch") & (done.seed == s)].path.iloc[0] for s in seeds]
+        gain = kd_gain(kd, scratch, experiments.RUNS[done.name.iloc[0]].lmbda)
+        half = (gain["d_rd_cost_seeds_high"] - gain["d_rd_cost_seeds_low"]) / 2
+        rows.append({"N": n, "seeds": len(seeds), **{k: gain[k] for k in (
+            "d_rd_cost", "d_rd_cost_low", "d_rd_cost_high", "d_rd_cost_seeds_low", "d_rd_cost_seeds_high",
+            "d_rd_cost_seed_sd", "d_psnr-rgb", "d_bpp")}, "detectable": half, "verdict": verdict(gain)})
+    return pd.DataFrame(rows)
+
+
+def training_status(number: int, budget: str) -> pd.DataFrame:
+    """Experiment ``number``'s runs at ``budget`` (:func:`results`) with how far each has trained
+    (:func:`kdlib.experiments.training_states`: state, steps, last learning rate)."""
+    runs = results(number, experiments.folders(budget)[0], budget)
+    return runs.merge(experiments.training_states(runs.name, budget), on="name")

@@ -14,14 +14,14 @@ from kdlib import data
 from kdlib.evaluate import evaluate_to_json
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
-from kdlib.experiments import BUDGETS, EXPERIMENTS
+from kdlib.experiments import EXPERIMENTS
 from kdlib.losses import KD_PRESETS, LATENT_LOSSES
 from kdlib.gpu import NoGPU
 from kdlib.io import write_atomic
 from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
-from kdlib.train import SCALES, Config, TrainingError, train
+from kdlib.scales import RECIPES, RESULTS, SCALES
+from kdlib.train import Config, TrainingError, train
 
-RESULTS = Path("results")
 RUNS = os.environ.get("KDLIB_RUNS", "runs")  # run folders; a path outside the clone outlives it
 
 
@@ -225,11 +225,10 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_decompress)
 
     r = sub.add_parser("reproduce", help="make every result file the notebooks read that is missing or stale")
-    r.add_argument("--scale", default="cpu", choices=list(SCALES),
-                   help="smoke: two Kodak crops and the grid trained for 2 steps, minutes; cpu: the published results "
-                        "here; paper: the published protocol, needs a CUDA GPU and Vimeo90K (default: cpu)")
+    r.add_argument("--scale", default="cpu", choices=list(RECIPES),
+                   help="; ".join(f"{name}: {SCALES[name].about}" for name in RECIPES) + " (default: cpu)")
     r.add_argument("--out", default=str(RESULTS), help="folder of the result files, the experiments' included "
-                   "(smoke: <out>/smoke; default: results)")
+                   "(written to <out> at cpu, <out>/<scale> otherwise; default: the repository's results/)")
     r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
     r.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     r.set_defaults(func=cmd_reproduce)
@@ -248,18 +247,18 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--cpu-threads", dest="thread_counts", type=lambda s: [int(t) for t in s.split(",")],
                     default=[1, torch.get_num_threads()],
                     help="CPU thread counts, comma-separated (default: 1 and all)")
-    br.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/resources/ (default: results)")
+    br.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/resources/ (default: the repository's results/)")
     br.set_defaults(func=cmd_bench)
     bc = bsub.add_parser("codecs", help="RD curves and speed of JPEG, WebP, JPEG 2000, AVIF on Kodak")
     bc.add_argument("codecs", nargs="*", type=codec_name, help="jpeg, webp, jpeg2000 or avif (default: all)")
     bc.add_argument("--images", type=positive, default=24, help="first K Kodak images")
-    bc.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codecs/ (default: results)")
+    bc.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codecs/ (default: the repository's results/)")
     bc.set_defaults(func=cmd_bench)
     bk = bsub.add_parser("codec", help="our compress/decompress against CompressAI's default path, plus JPEG/WebP")
     bk.add_argument("models", nargs="+", help="as for eval")
     bk.add_argument("--images", type=positive, default=24, help="first K Kodak images")
     bk.add_argument("--repeats", type=positive, default=5, help="passes per path; each timing is the best")
-    bk.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codec_speed/ (default: results)")
+    bk.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codec_speed/ (default: the repository's results/)")
     bk.set_defaults(func=cmd_bench)
     bte = bsub.add_parser("teacher", help="a KD step's teacher pass: full forward vs the targets the loss reads")
     bte.add_argument("--repeats", type=positive, default=20, help="timed batches per path (median)")
@@ -273,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--no-compile", dest="compile_too", action="store_false", help="skip the torch.compile rows")
     bt.set_defaults(func=cmd_bench)
 
-    g = sub.add_parser("gpu-check", help="what only a CUDA GPU measures, in one JSON (README, \"GPU check\")",
+    g = sub.add_parser("gpu-check", help="what only a CUDA GPU measures, in one JSON (docs/codec.md, \"GPU check\")",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g.add_argument("--images", default="kodak", help="a folder of images, or kodak")
     g.add_argument("--count", type=positive, default=24, help="first K of those images")
@@ -288,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("number", type=int, choices=sorted(EXPERIMENTS), help="experiment number (the paper's order)")
-    x.add_argument("--scale", default="cpu", choices=list(BUDGETS), help="training budget (kdlib.experiments.BUDGETS)")
+    x.add_argument("--scale", default="cpu", choices=list(SCALES), help="training budget (kdlib.scales.SCALES; default: cpu)")
     x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash ($KDLIB_RUNS or runs)")
     x.add_argument("--jobs", type=positive, default=2, help="runs trained at a time (cores are split between them)")
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
@@ -301,11 +300,11 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher",
                        description="Train a scale-hyperprior codec (kdlib.train). Flags left unset take the "
-                                   "scale's recipe (kdlib.train.SCALES) or kdlib.train.Config's default.")
+                                   "scale's recipe (kdlib.scales.RECIPES) or kdlib.train.Config's default.")
     t.add_argument("--name", required=True, help="run name (the run folder is <runs>/<name>-<config hash>)")
     t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
                    help="continue a released checkpoint's training: its config, Adam restarts (default: a new run)")
-    t.add_argument("--scale", default="cpu", choices=list(SCALES), help="recipe (kdlib.train.SCALES; default: cpu)")
+    t.add_argument("--scale", default="cpu", choices=list(RECIPES), help="recipe (kdlib.scales.RECIPES; default: cpu)")
     t.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
     t.add_argument("--stop-after", type=positive, help="stop after this many steps, resumable (default: run to --steps)")
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
@@ -323,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
     for name, kind, text in flags:
         default = defaults[name]
         kind = positive if name in positive_flags else kind
-        where = "the scale's recipe" if default is None and name in SCALES["cpu"] else default
+        where = "the scale's recipe" if default is None and name in RECIPES["cpu"] else default
         t.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=f"{text} (default: {where})")
     t.add_argument("--kd", choices=list(KD_PRESETS),
                    help="named KD weights (kdlib.losses.KD_PRESETS); explicit --w-* flags win (default: with --teacher "

@@ -33,10 +33,13 @@ import torch
 from tqdm import tqdm
 
 from kdlib import data
+from kdlib.evaluate import evaluate, evaluation_code
 from kdlib.io import copy, read_json, write_atomic, write_json
 from kdlib.losses import KDWeights
-from kdlib.models import CHECKPOINTS, REPO_ROOT, load_model, repo_relative
+from kdlib.models import CHECKPOINTS, load_model, repo_relative
 from kdlib.registry import Manifest, record, release
+from kdlib.scales import RESULTS, SCALES
+from kdlib.scales import get as get_scale
 from kdlib.teachers import stored
 from kdlib.train import Config, run_dir, teacher_cache_key, train
 
@@ -44,23 +47,11 @@ LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
 SIZES = (16, 32, 64, 96, 112)
 KODIM14 = "kodim14.png"  # the image the paper shows reconstructed
 
-# Training budgets of the experiment runs (the teachers have their own, see kdlib.train.SCALES).
-# "cpu": 10000 steps of 128x128 x 8 crops, bf16 autocast for the student (teachers fp32), chosen
-# from measured steps/s so that experiment 1 (18 runs) takes about 8 hours of a 2-core machine,
-# two runs at a time on one thread each (README, "The paper's experiments").
-BUDGETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(scale="smoke", steps=2, val_every=2),  # the pipeline end to end in seconds, not a result
-    "cpu": dict(scale="cpu", steps=10_000, precision="bf16"),
-    "paper": dict(scale="paper"),
-    # "long": experiment 1's N = 16 and 32 pairs trained to convergence (kdlib.train.converged: the
-    # learning rate cut to 1/8 and the best validation RD loss flat within 0.5 % over the last 10 % of
-    # steps), capped at 150k steps; batches from a fixed bank of 32,768 crops whose teacher targets are
-    # computed once (kdlib.bank), so a KD step costs what a scratch step does. README, "Long runs".
-    "long": dict(scale="cpu", steps=150_000, precision="bf16", bank=32_768, converge_lr=0.125, converge_flat=0.005),
-}
+# The experiment runs' budgets (Config fields), read from kdlib.scales (the teachers have their recipes there too).
+BUDGETS: dict[str, dict[str, Any]] = {name: scale.runs for name, scale in SCALES.items()}
 LONG_SEEDS = (0, 1, 2)  # seeds of the long tier; up to 5 when the seeds' interval is too wide (issue 26)
 LONG = [f"e1-{arm}-N{N}-s{seed}" for seed in LONG_SEEDS for N in (16, 32) for arm in ("kd", "scratch")]
-# Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (README):
+# Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (docs/training.md):
 # {(kd?, N): steps/s}, measured for N = 16, 64 and 112 (KD: teacher targets computed or cached, on
 # average); other sizes are interpolated.
 STEPS_PER_S = {(True, 16): 3.6, (True, 64): 2.0, (True, 112): 1.5, (False, 16): 18.9, (False, 64): 4.7, (False, 112): 2.0}
@@ -162,7 +153,7 @@ RUNS: dict[str, Run] = _grid()
 # Each experiment's runs: its own, in declaration order, then those it borrows from experiment 1.
 EXPERIMENTS: dict[int, list[str]] = {
     number: sorted((n for n in RUNS if number in RUNS[n].experiments), key=lambda n: RUNS[n].experiment != number)
-    for number in (1, 2, 3, 4, 5)}
+    for number in sorted({e for run in RUNS.values() for e in run.experiments})}
 
 
 def twin(name: str) -> str | None:
@@ -189,21 +180,17 @@ ORDER = sorted(RUNS, key=lambda n: (RUNS[n].seed, not n.startswith("e1-"),
 def members(number: int, budget: str) -> list[str]:
     """The runs experiment ``number`` trains at ``budget``: the long tier is experiment 1's N = 16
     and 32 pairs (:data:`LONG`), every other budget the whole experiment."""
-    if budget == "long":
-        return LONG if number == 1 else []
-    return EXPERIMENTS[number]
-
-
-RESULTS = REPO_ROOT / "results"  # the results tree, whatever the working folder
+    if get_scale(budget).experiments is not None and number not in get_scale(budget).experiments:
+        return []
+    return LONG if budget == "long" else EXPERIMENTS[number]
 
 
 def folders(budget: str, root: Path | None = None) -> tuple[Path, Path]:
     """(results folder, records folder) of a budget, under ``root`` (default: the repository's
-    ``results/``, whose ``cpu`` results are the published ones)."""
-    root = Path(root) if root is not None else RESULTS
-    results = root if budget == "cpu" else root / budget
-    records = CHECKPOINTS / "runs" if budget == "cpu" else CHECKPOINTS / "runs" / budget
-    return results / "experiments", (records if budget != "smoke" else results / "records")
+    ``results/``, whose ``cpu`` results are the published ones): :meth:`kdlib.scales.Scale.results`
+    and :meth:`~kdlib.scales.Scale.records`."""
+    scale, root = get_scale(budget), Path(root) if root is not None else RESULTS
+    return scale.results(root) / "experiments", scale.records(root)
 
 
 def parked_folder(name: str, budget: str) -> Path:
@@ -305,19 +292,33 @@ def _rate(kd: bool, n: int) -> float:
 
 
 def status(names: Iterable[str], budget: str, runs: Path, root: Path | None = None) -> dict[str, str]:
-    """Per run: "cached" (result up to date under ``root``), "evaluate" (weights here), or "train"."""
+    """Per run: "cached" (result up to date under ``root``), "evaluate" (weights here), "train", or
+    "as recorded": a result of this config evaluated by other evaluation code (or before the code was
+    recorded, :func:`kdlib.evaluate.evaluation_code`) whose weights are not kept, so it cannot be
+    made again without training; it stands as recorded."""
     out, _ = folders(budget, root)
-    states = {}
+    states, code = {}, evaluation_code()
     for name in names:
         config = RUNS[name].config(budget)
         result = out / f"{name}.json"
-        if result.exists() and json.loads(result.read_text())["model"].get("config_hash") == config.hash():
-            states[name] = "cached"
-        elif (run_dir(config, runs) / "done.json").exists() or released_weights(RUNS[name], config):
+        model = json.loads(result.read_text())["model"] if result.exists() else {}
+        here = (run_dir(config, runs) / "done.json").exists() or released_weights(RUNS[name], config) \
+            or kept_weights(name, budget)  # weights to evaluate
+        if model.get("config_hash") == config.hash():
+            states[name] = "cached" if model.get("code") == code else "evaluate" if here else "as recorded"
+        elif here:
             states[name] = "evaluate"
         else:
             states[name] = "train"
     return states
+
+
+def kept_weights(name: str, budget: str) -> Path | None:
+    """The best weights of a recorded run kept beside its log (the long tier's), when their sha256 is
+    the one its manifest entry records."""
+    records = folders(budget)[1]
+    path, entry = records / f"{name}.pth.tar", Manifest(records).get(name)
+    return path if path.exists() and entry and data.sha256sum(path) == entry.get("sha256") else None
 
 
 def _train_one(config: Config, runs: str, threads: int, compile: bool, cache: Path | None) -> None:
@@ -372,11 +373,9 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
 def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | None = None) -> Path:
     """Release or record a trained run, then evaluate it with real bitstreams into its result JSON
     (under ``root``, see :func:`folders`)."""
-    from kdlib.evaluate import evaluate
-
     run, config = RUNS[name], RUNS[name].config(budget)
     out, records = folders(budget, root)
-    weights = released_weights(run, config)
+    weights = released_weights(run, config) or kept_weights(name, budget)
     folder = run_dir(config, runs)
     if weights is None:
         if run.release and budget == "cpu":
@@ -393,7 +392,7 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
     model = load_model(weights)
     result = evaluate(model, images, name, progress=False, keep={KODIM14: out / "kodim14" / f"{name}.png"})
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
-                           arm=run.arm, budget=budget)
+                           arm=run.arm, budget=budget, code=evaluation_code())
     path = write_json(out / f"{name}.json", result)
     if run.release and budget == "cpu":
         note_kodak(run.release, path)
@@ -439,14 +438,17 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     runs = Path(runs)
     states = status(names, budget, runs, root)
     out = folders(budget, root)[0]
-    images = data.smoke_images(out.parent / "images") if budget == "smoke" else data.kodak_paths()
+    scale = get_scale(budget)
+    images = scale.images(root)
     restored = [n for n in names if states[n] == "train" and not dry_run and unpark(n, budget, runs)]
     if restored:
         print(f"resumed from the parked state in {folders(budget)[1] / 'parked'}: {', '.join(restored)}")
     to_train = [n for n in names if states[n] == "train"]
     to_evaluate = [n for n in names if states[n] == "evaluate"]
-    print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate)} cached, "
-          f"{len(to_evaluate)} to evaluate, {len(to_train)} to train")
+    recorded = [n for n in names if states[n] == "as recorded"]
+    print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate) - len(recorded)} cached, "
+          f"{len(to_evaluate)} to evaluate, {len(to_train)} to train"
+          + (f", {len(recorded)} as recorded (evaluated by earlier code; their weights are not kept)" if recorded else ""))
     if to_train and (train or dry_run):
         hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / jobs
         print(f"to train (about {hours:.1f} h at {jobs} runs at a time on this machine's estimate):")
@@ -461,17 +463,15 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
         if to_train:
             print(f"not trained here: run `kdlib experiment {number} --scale {budget}` to train them")
         return states
-    train_all(to_train, budget, runs, jobs, compile and budget != "smoke",
+    train_all(to_train, budget, runs, jobs, compile and not scale.quick,
               on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images, root)}"),
-              teacher_cache=None if budget == "smoke" else teacher_cache())
+              teacher_cache=None if scale.quick else teacher_cache())
     return states
 
 
 def save_teacher_reconstructions(names: Iterable[str], images: list[Path], out: Path) -> None:
     """``<out>/kodim14/<teacher>.png``: each teacher's decoded kodim14 (real bitstream), for the
     figures that show students beside their teacher."""
-    from kdlib.evaluate import evaluate
-
     image = next((p for p in images if p.name == KODIM14), None)
     for teacher in {RUNS[n].teacher for n in names} - {None}:
         target = out / "kodim14" / f"{teacher}.png"

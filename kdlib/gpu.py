@@ -7,7 +7,7 @@ the GPU's codec speed and energy per frame (NVML) for T5 and the released studen
 real ``.kdl`` files; whether files encoded with the transforms on the GPU decode on the CPU, and how far
 their bytes and pixels are from the CPU's; the CUDA tests; and ``paper``-scale training steps/s of KD
 N = 64 from T5 and its scratch twin (bf16, compiled). It runs from a slim tree: the code, the
-checkpoints it names and a few Kodak images (``--images``); README, "GPU check".
+checkpoints it names and a few Kodak images (``--images``); docs/codec.md, "GPU check".
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def require_cuda(device: str = "cuda") -> torch.device:
         raise NoGPU(f"the GPU check runs on a CUDA device, not {device}")
     if not torch.cuda.is_available():
         raise NoGPU("no CUDA GPU here (torch.cuda.is_available() is False): the GPU check measures nothing "
-                    "on a CPU; run it on a machine with one (README, \"GPU check\")")
+                    "on a CPU; run it on a machine with one (docs/codec.md, \"GPU check\")")
     return device
 
 

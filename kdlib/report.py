@@ -90,8 +90,8 @@ def _codecs_energy(tables: Path) -> tuple[str, str, str]:
 
 
 def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
-    gains, theirs = _read(tables, "kd_size"), pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
-    if gains is None or gains.empty:
+    gains, theirs = analysis.size_table(results), pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
+    if gains.empty:
         return "", "no pair trained yet", "run `kdlib experiment 1`"
     g = gains.set_index("N")
     N = 64 if 64 in g.index else g.index[0]
@@ -106,14 +106,12 @@ def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
             "differs: 10k CPU steps, not millions on a GPU; KD vs its scratch twin in RD cost: "
             + "; ".join(f"{side} at N = {sizes[side]}" for side in sizes if sizes[side])
             + " (`kdlib.analysis.verdict`: paired bootstrap over images and the seeds' interval; notebook 02); "
-            + _converged(tables))
+            + _converged())
 
 
-def _converged(tables: Path) -> str:
+def _converged() -> str:
     """The long tier's verdict per N (notebook 02b), or how far it has come."""
-    table = _read(tables, "kd_converged")
-    if table is None:
-        return "converged tier (long budget): not made yet (notebook 02b)"
+    table = analysis.converged_table(analysis.training_status(1, "long"))
     parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
              f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}") for r in table.to_dict("records")]
     return "converged tier (long budget, notebook 02b): " + "; ".join(parts)
@@ -146,11 +144,11 @@ def _bd(tables: Path, results: Path) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def _seed_sd(tables: Path, N: int = 64) -> float:
+def _seed_sd(results: Path, N: int = 64) -> float:
     """The seeds' sd of experiment 1's paired KD - scratch RD cost at size ``N`` (NaN if unseeded)."""
-    size = _read(tables, "kd_size")
-    rows = size[size.N == N] if size is not None else []
-    return float(rows.d_rd_cost_seed_sd.iloc[0]) if len(rows) else math.nan
+    size = analysis.size_table(results)
+    rows = size[size.N == N]
+    return float(rows.d_rd_cost_seed_sd.iloc[0]) if len(rows) and "d_rd_cost_seed_sd" in rows else math.nan
 
 
 def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
@@ -159,7 +157,7 @@ def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
     if len(w) < 2:
         return _pending(3, results, claim, "04")
     paper_best, top = w[w.weights == "0.3, 0.3, 0.4"], w.sort_values("rank").iloc[0]
-    gap, sd = w.vs_main.abs().max(), _seed_sd(tables)
+    gap, sd = w.vs_main.abs().max(), _seed_sd(results)
     rank = f"ranks {int(paper_best['rank'].iloc[0])} of {len(w)}" if len(paper_best) else "not trained yet"
     ours = (f"lowest RD cost: ({top.weights}); (0.3, 0.3, 0.4) {rank}; largest gap to the main run "
             f"{gap:.3f} ({done[0]} of {done[1]} runs, seed 0)")
@@ -170,9 +168,9 @@ def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
 
 def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
     claim, done = "KLD: slightly higher rates", _runs_done(5, results)
-    k = _read(tables, "kd_kld")
-    k = k[k.latent == "kld-mean"].dropna(subset=["d_bpp_vs_mse"]) if k is not None else None
-    if k is None or k.empty:
+    k = analysis.kld_table(results)
+    k = k[k.latent == "kld-mean"].dropna(subset=["d_bpp_vs_mse"])
+    if k.empty:
         return _pending(5, results, claim, "05b")
     ours = "; ".join(f"N={r.N}: {r.d_bpp_vs_mse:+.3f} bpp [{r.d_bpp_vs_mse_low:+.3f}, {r.d_bpp_vs_mse_high:+.3f}] "
                      f"against the MSE-latent student, RD cost {r.vs_scratch:+.3f} against scratch" for r in k.itertuples())
@@ -185,7 +183,7 @@ def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
                 f"student)" for r in k.itertuples()}
     gap = k.vs_scratch.abs().max()
     near = (f"; the authors' KLD scale leaves the student near its scratch twin (RD cost within {gap:.3f}), so its "
-            "rate against the MSE-latent student follows that student's" if gap < _seed_sd(tables) else "")
+            "rate against the MSE-latent student follows that student's" if gap < _seed_sd(results) else "")
     within = [f"N={r.N} ({r.bpp:.3f} bpp, inside the MSE-latent students' {spans[r.N][0]:.3f}-{spans[r.N][1]:.3f} "
               "over seeds: not established)" for r in k[inside].itertuples()]
     near += ("; " + ", ".join(within) if within else "") + " (notebook 05b)"

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.io import write_json
 from kdlib.models import CHECKPOINTS, spec_name
+from kdlib.scales import get as get_scale
 
 # Models whose coding speed notebook 07 draws: the teacher, the recommended and the smallest student.
 SPEED_MODELS = ("T5", "S64", "S16")
@@ -86,7 +87,8 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     from kdlib.codecs import CODECS
     from kdlib.models import load_model
 
-    n, settings = len(images), 3 if scale == "smoke" else None
+    this = get_scale(scale)
+    n, settings, repeats = len(images), this.codec_settings, this.repeats
     items = []
     for name in released():  # our checkpoints on Kodak: notebooks 01, 02, 06
         items.append(Product(
@@ -105,13 +107,13 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
         Path("codec_speed") / "codec_speed.csv", "07_codecs",
         {"models": {m: checkpoint_digest(m) for m in speed}, "code": data.code_digest("entropy", "bitstream", "rans", "rans.c", "bench"),
-         "images": n, "repeats": 1 if scale == "smoke" else 3},
-        _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=1 if scale == "smoke" else 3)))
+         "images": n, "repeats": repeats},
+        _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=repeats)))
     specs = [f"untrained:{size}" for size in UNTRAINED_SIZES]
     specs += [m for m in RESOURCE_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
-    if scale == "smoke":  # each costs two fresh processes (peak memory): every architecture, the teacher, S16
+    if this.quick:  # each costs two fresh processes (peak memory): every architecture, the teacher, S16
         specs = [s for s in specs if s.startswith("untrained:") or s in ("T5", "S16")]
-    threads = [1] if scale == "smoke" else [1, torch.get_num_threads()]
+    threads = [1] if this.quick else [1, torch.get_num_threads()]
     for spec in specs:  # resources of experiment 6: notebook 06
         trained = not spec.startswith("untrained:")
         items.append(Product(
@@ -122,7 +124,8 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
 
 
 def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False) -> list[Path]:
-    """Make every stale product at ``scale`` (into ``out``, or ``out/smoke``) and every experiment's
+    """Make every stale product at ``scale`` (into its results folder under ``out``,
+    :meth:`kdlib.scales.Scale.results`: ``out`` at cpu, ``out/<scale>`` otherwise) and every experiment's
     results (training only with ``train``); returns the products made. ``paper`` needs a GPU and
     Vimeo90K, and says which is missing."""
     from kdlib.experiments import EXPERIMENTS, run_experiment
@@ -133,11 +136,10 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
         if missing:
             raise SystemExit(f"kdlib reproduce --scale paper runs the published protocol (millions of steps on "
                              f"Vimeo90K); missing here: {' and '.join(missing)}. Use --scale cpu on this machine.")
-    images, out = data.kodak_paths(), Path(out)
-    root = out  # the experiments' results go under the same folder (kdlib.experiments.folders)
-    if scale == "smoke":  # 2 Kodak crops, and the grid trained for a few steps: a run of the whole pipeline
-        out = out / "smoke"
-        images, train = data.smoke_images(out / "images"), True
+    root = Path(out)  # the experiments' results go under the same folder (kdlib.experiments.folders)
+    chosen = get_scale(scale)
+    out, images = chosen.results(root), chosen.images(root)
+    train = train or chosen.quick  # a quick scale trains the grid for a few steps: a run of the whole pipeline
     items = products(scale, out, images)
     stale = [p for p in items if p.stale(out)]
     print(f"reproduce ({scale}): {len(items) - len(stale)} of {len(items)} result files up to date, {len(stale)} to make")

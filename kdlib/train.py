@@ -32,16 +32,8 @@ from kdlib.bank import open_bank, order
 from kdlib.io import write_atomic, write_json
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
+from kdlib.scales import RECIPES
 from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
-
-# Per-scale recipe. "cpu" was chosen from measurements on a 2-core machine (see README);
-# "paper" is the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
-SCALES: dict[str, dict[str, Any]] = {
-    "smoke": dict(crop=64, batch=2, steps=6, lr=1e-4, val_every=3, val_images=4, patience=2),
-    "cpu": dict(crop=128, batch=8, steps=40_000, lr=5e-4, val_every=500, val_images=62, patience=4),
-    "paper": dict(crop=256, batch=16, steps=5_000_000, lr=1e-4, val_every=5_000, val_images=0, patience=10),
-}
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, bad configuration)."""
@@ -83,9 +75,9 @@ class Config:
     converge_flat: float | None = None  # ...and the best validation RD loss fell by less than this over the last 10 %
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise TrainingError(f"scale must be one of {sorted(SCALES)}, not {self.scale!r}")
-        for key, value in SCALES[self.scale].items():
+        if self.scale not in RECIPES:
+            raise TrainingError(f"scale must be one of {sorted(RECIPES)}, not {self.scale!r}")
+        for key, value in RECIPES[self.scale].items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         if self.precision not in ("fp32", "bf16"):

@@ -147,3 +147,17 @@ def test_compare_is_test_minus_anchor_and_refuses_mixed_lambdas(tmp_path):
     assert np.isnan(analysis.compare(done, "a", "missing")["d_rd_cost"])
     with pytest.raises(ValueError, match="different lambdas"):
         analysis.compare(done, "a", "c")
+
+
+def test_converged_table_pairs_only_seeds_whose_two_arms_finished(tmp_path):
+    row = lambda name, arm, seed, state, shift: {  # noqa: E731
+        "name": name, "N": 16, "arm": arm, "seed": seed, "done": True, "state": state,
+        "path": _result(tmp_path / f"{name}.json", shift, 0.5)}
+    status = pd.DataFrame([row("e1-kd-N16-s0", "kd", 0, "converged (stop rule)", 0.2),
+                           row("e1-scratch-N16-s0", "scratch", 0, "step cap", 0.0),
+                           row("e1-kd-N16-s1", "kd", 1, "converged (stop rule)", 0.2),
+                           row("e1-scratch-N16-s1", "scratch", 1, "training (parked)", 0.0)])
+    table = analysis.converged_table(status, sizes=(16, 32)).set_index("N")
+    assert table.loc[16, "seeds"] == 1 and table.loc[16, "d_rd_cost"] < 0  # seed 1's scratch arm is still training
+    assert table.loc[16, "verdict"].startswith("one seed: not established")
+    assert table.loc[32, "seeds"] == 0 and table.loc[32, "verdict"] == "no pair has finished yet"

@@ -103,18 +103,18 @@ def test_output_and_device_errors_are_one_line(small_model, tmp_path, capsys):
 
 def test_choices_come_from_the_declarations_and_train_defaults_to_the_grids_kd_loss(monkeypatch, tmp_path):
     """--kd, --latent, --scale and the experiment numbers are read from KD_PRESETS, LATENT_LOSSES,
-    SCALES and EXPERIMENTS; `kdlib train --teacher T` trains the grid's KD loss (the authors'
+    kdlib.scales and EXPERIMENTS; `kdlib train --teacher T` trains the grid's KD loss (the authors'
     weights), not Config's paper-text default, unless weights are given."""
     from kdlib import cli
     from kdlib.experiments import EXPERIMENTS
     from kdlib.losses import KD_PRESETS, LATENT_LOSSES
-    from kdlib.train import SCALES
+    from kdlib.scales import RECIPES, SCALES
 
     actions = {a.dest: a for a in cli.parser()._subparsers._group_actions[0].choices["train"]._actions}
     assert actions["kd"].choices == list(KD_PRESETS) and actions["latent"].choices == list(LATENT_LOSSES)
-    assert actions["scale"].choices == list(SCALES)
+    assert actions["scale"].choices == list(RECIPES)
     experiment = {a.dest: a for a in cli.parser()._subparsers._group_actions[0].choices["experiment"]._actions}
-    assert experiment["number"].choices == sorted(EXPERIMENTS)
+    assert experiment["number"].choices == sorted(EXPERIMENTS) and experiment["scale"].choices == list(SCALES)
     configs = []
     monkeypatch.setattr(cli, "train", lambda config, **k: configs.append(config) or tmp_path / "best.pth.tar")
     base = ["train", "--name", "x", "--scale", "smoke", "--runs", str(tmp_path)]

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,10 +56,22 @@ def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_pat
     capsys.readouterr()
     run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
     assert "1 cached, 1 to evaluate, 0 to train" in capsys.readouterr().out
+    # evaluated by other evaluation code: made again where its weights are here, else it stands as recorded
+    result = json.loads((out / "s.json").read_text())
+    (out / "s.json").write_text(json.dumps({**result, "model": {**result["model"], "code": "earlier"}}))
+    assert status(["s"], "smoke", tmp_path / "runs") == {"s": "evaluate"}
+    shutil.rmtree(run_dir(RUNS_config("s"), tmp_path / "runs"))
+    assert status(["s"], "smoke", tmp_path / "runs") == {"s": "as recorded"}
+    run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
+    assert "1 to evaluate, 0 to train, 1 as recorded (evaluated by earlier code" in capsys.readouterr().out
 
 
 def RUNS_hash(name):
-    return experiments.RUNS[name].config("smoke").hash()
+    return RUNS_config(name).hash()
+
+
+def RUNS_config(name):
+    return experiments.RUNS[name].config("smoke")
 
 
 def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folder, tmp_path, capsys):

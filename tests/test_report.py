@@ -57,7 +57,7 @@ def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path, monkeypat
     main = {"name": "main", "weights": "0.2, 0.2, 0.6", "vs_main": 0.0, "rank": 1.0}
     best = {"name": "paper", "weights": "0.3, 0.3, 0.4", "vs_main": 0.15, "rank": 2.0}
     _frame(monkeypatch, "weights_table", [main, best])
-    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     _, ours, verdict = report._weights(tmp_path, tables)
     assert "(0.3, 0.3, 0.4) ranks 2 of 2" in ours and verdict.startswith("one seed: not established")
     assert "sd of 0.200" in verdict
@@ -66,23 +66,23 @@ def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path, monkeypat
     assert "(0.3, 0.3, 0.4) ranks 1 of 2" in ours and verdict.startswith("one seed: not established")
 
 
-def test_kld_verdict_names_the_sizes_whose_rate_is_clearly_higher(tmp_path):
+def test_kld_verdict_names_the_sizes_whose_rate_is_clearly_higher(tmp_path, monkeypatch):
     tables = tmp_path / "tables"
-    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     row = {"name": "e5-kld-N16", "N": 16, "latent": "kld-mean", "bpp": 0.6, "d_bpp_vs_mse": 0.1,
            "d_bpp_vs_mse_low": 0.05, "d_bpp_vs_mse_high": 0.15, "vs_scratch": 0.01}
-    _table(tables, "kd_kld", [row, {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": float("nan")}])
+    _frame(monkeypatch, "kld_table", [row, {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": float("nan")}])
     assert report._kld(tmp_path, tables)[2].startswith("one seed: not established (a higher rate over the images at "
                                                        "N=16 (+20 % against seed 0's MSE-latent student)")
     lower = {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": -0.02, "d_bpp_vs_mse_low": -0.03, "vs_scratch": -0.05}
-    _table(tables, "kd_kld", [row, lower])
+    _frame(monkeypatch, "kld_table", [row, lower])
     verdict = report._kld(tmp_path, tables)[2]
     assert verdict.startswith("one seed: not established (a higher rate over the images at N=16 (+20 % against seed "
                               "0's MSE-latent student), not at N=112")
     assert "within 0.050" in verdict
-    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.02}])
+    _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.02}])
     assert "scratch twin" not in report._kld(tmp_path, tables)[2]
-    _table(tables, "kd_kld", [{**row, "d_bpp_vs_mse_low": -0.01}])
+    _frame(monkeypatch, "kld_table", [{**row, "d_bpp_vs_mse_low": -0.01}])
     assert report._kld(tmp_path, tables)[2].startswith("one seed: not established (no clearly higher rate")
 
 
@@ -90,10 +90,10 @@ def test_a_kld_rate_inside_the_mse_students_range_over_seeds_is_not_established(
     """The KLD student's bpp against seed 0's MSE-latent student says little when the MSE-latent
     students of other seeds span it (experiment 1's seeded KD runs)."""
     tables = tmp_path / "tables"
-    _table(tables, "kd_size", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     row = {"name": "e5-kld-N16", "N": 16, "latent": "kld-mean", "bpp": 0.6, "d_bpp_vs_mse": 0.1,
            "d_bpp_vs_mse_low": 0.05, "d_bpp_vs_mse_high": 0.15, "vs_scratch": 0.01}
-    _table(tables, "kd_kld", [row])
+    _frame(monkeypatch, "kld_table", [row])
     seeds = pd.DataFrame({"name": [f"e1-kd-N16-s{s}" for s in range(3)], "arm": "kd", "done": True, "N": 16,
                           "bpp": [0.5, 0.65, 0.55], "seed": [0, 1, 2]})
     monkeypatch.setattr(report.analysis, "results", lambda *a, **k: seeds)
@@ -124,7 +124,7 @@ def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path, monke
            "without": None, "vs_without": nan, "vs_without_low": nan, "vs_without_high": nan,
            "d_psnr_vs_without": nan, "d_bpp_vs_without": nan}
     _frame(monkeypatch, "hyper_table", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": nan}])
-    _table(tables, "kd_size", [{"N": 16, "d_rd_cost_seed_sd": 0.1}, {"N": 64, "d_rd_cost_seed_sd": 0.2}])
+    _frame(monkeypatch, "size_table", [{"N": 16, "d_rd_cost_seed_sd": 0.1}, {"N": 64, "d_rd_cost_seed_sd": 0.2}])
     _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
     assert "e4-l1-N16 -0.100 [-0.200, -0.050]" in ours and "e4-l2-N64" not in ours
     assert verdict.startswith("not measured yet: no `e4-l2` run")

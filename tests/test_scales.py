@@ -1,0 +1,42 @@
+"""The scales, declared once in kdlib.scales and read by the trainer, the runner, reproduce and make."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdlib import experiments, scales
+from kdlib.train import Config, TrainingError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_each_scale_says_where_it_writes(tmp_path):
+    assert scales.get("cpu").results(tmp_path) == tmp_path  # the published results
+    assert scales.get("smoke").results(tmp_path) == tmp_path / "smoke"
+    assert scales.get("smoke").records(tmp_path) == tmp_path / "smoke" / "records"  # never committed
+    assert scales.get("long").records(tmp_path) == scales.CHECKPOINTS / "runs" / "long"
+    assert experiments.folders("long", tmp_path) == (tmp_path / "long" / "experiments", scales.CHECKPOINTS / "runs" / "long")
+    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, long, paper"):
+        scales.get("huge")
+
+
+def test_recipes_and_budgets_come_from_the_scales():
+    assert Config(name="x", scale="smoke").steps == scales.SCALES["smoke"].recipe["steps"]
+    assert Config(name="x").crop == scales.CPU_RECIPE["crop"]
+    with pytest.raises(TrainingError, match="scale must be one of"):
+        Config(name="x", scale="long")  # a budget of the grid, not a recipe
+    run = experiments.RUNS["e1-kd-N16-s1"]
+    assert run.config("long").steps == scales.SCALES["long"].runs["steps"] and run.config("long").scale == "cpu"
+    assert experiments.members(2, "long") == [] and experiments.members(1, "long") == experiments.LONG
+    quick, full = scales.get("smoke"), scales.get("cpu")
+    assert (quick.repeats, quick.codec_settings) == (1, 3) and (full.repeats, full.codec_settings) == (3, None)
+
+
+def test_the_makefile_asks_the_scales_for_the_notebooks_results_folder():
+    ask = [sys.executable, "-m", "kdlib.scales", "results-dir"]
+    assert subprocess.run([*ask, "smoke"], capture_output=True, text=True, check=True).stdout.strip() == "results/smoke"
+    assert subprocess.run([*ask, "cpu"], capture_output=True, text=True, check=True).stdout.strip() == "results"
+    wrong = subprocess.run([*ask, "huge"], capture_output=True, text=True)
+    assert wrong.returncode == 1 and wrong.stderr.strip().startswith("scale must be one of")
+    assert "kdlib.scales results-dir" in (REPO / "Makefile").read_text()
