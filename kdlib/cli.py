@@ -48,7 +48,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from kdlib import plots
-    from kdlib.report import write_html
+    from kdlib.htmlreport import write_html
 
     notebooks = sorted(Path(args.notebooks).glob("[0-9][0-9]*.ipynb"))
     if not notebooks:

@@ -3,7 +3,6 @@ a one-line verdict, written from the result files and tables (never by hand, so 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,15 +24,15 @@ def _runs_done(number: int, results: Path) -> tuple[int, int]:
 
 
 def _size(tables: Path) -> tuple[str, str, str]:
-    ours = _read(tables, "size_compute")
+    ours, theirs = _read(tables, "size_compute"), pd.read_csv(PUBLISHED / "size.csv").set_index("channels_N")
+    claim = (f"T5 {theirs.params_M[128]:.2f} M parameters, {theirs.memory_MB[128]:.2f} MB; N=16 {theirs.params_M[16]:.2f} M, "
+             f"{theirs.memory_MB[16]:.2f} MB")
     if ours is None:
-        return "", "not made yet", "run notebook 06"
+        return claim, "not made yet", "run notebook 06"
     same = (ours.params_M.round(2) == ours.paper_params_M).all()
     memory_same = ours.MiB.round(2) == ours.paper_MB
     differ = ", ".join(f"N={r.N}: {r.MiB:.2f} against {r.paper_MB:.2f}" for r in ours[~memory_same].itertuples())
-    theirs = pd.read_csv(PUBLISHED / "size.csv").set_index("channels_N")
-    return (f"T5 {theirs.params_M[128]:.2f} M parameters, {theirs.memory_MB[128]:.2f} MB; N=16 {theirs.params_M[16]:.2f} M, "
-            f"{theirs.memory_MB[16]:.2f} MB",
+    return (claim,
             "every N's parameter count, in millions to two decimals, " + ("is the paper's" if same else "differs")
             + "; float32 parameters in MiB " + ("equal the paper's MB at every N" if memory_same.all() else
                                                 f"equal the paper's MB except {differ}"),
@@ -47,12 +46,13 @@ def _size(tables: Path) -> tuple[str, str, str]:
 def _compute(tables: Path) -> tuple[str, str, str]:
     ours, theirs = _read(tables, "size_compute"), pd.read_csv(PUBLISHED / "compute.csv")
     speed = _read(tables, "compute")
+    claim = f"teacher {theirs.gflops_per_frame[0]:.2f} GFLOPs, {theirs.throughput_fps[0]:.0f} fps (RTX 3090)"
     if ours is None or speed is None:
-        return "", "not made yet", "run notebook 06"
+        return claim, "not made yet", "run notebook 06"
     worst = ours.GMACs_diff_pct.abs().max()
     t5 = speed[speed.model == "teacher"].iloc[0]
     on_gpu = _on_gpu(tables, "forward_fps", "fps")
-    return (f"teacher {theirs.gflops_per_frame[0]:.2f} GFLOPs, {theirs.throughput_fps[0]:.0f} fps (RTX 3090)",
+    return (claim,
             f"FLOPs within {worst:.2f} %; teacher decodes {t5.decode_fps_1t:.2f} fps on one CPU thread"
             + (f"; {on_gpu}" if on_gpu else ""),
             "FLOPs reproduced (fvcore's count: one multiply-add is one flop); speed on this 2-core CPU differs by "
@@ -91,15 +91,16 @@ def _codecs_energy(tables: Path) -> tuple[str, str, str]:
 
 def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
     gains, theirs = analysis.size_table(results), pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
+    claim = f"N=64 {theirs.loc[64, 'psnr_db']:.2f} dB at {theirs.loc[64, 'bpp']:.2f} bpp, 0.4 dB under the teacher"
     if gains.empty:
-        return "", "no pair trained yet", "run `kdlib experiment 1`"
+        return claim, "no pair trained yet", "run `kdlib experiment 1`"
     g = gains.set_index("N")
     N = 64 if 64 in g.index else g.index[0]
     done, total = _runs_done(1, results)
     side_of = lambda v: v if v in ("KD better", "scratch better") else "not established"  # noqa: E731
     sizes = {side: ", ".join(str(n) for n in g.index if side_of(str(g.loc[n, "verdict"])) == side)
              for side in ("KD better", "scratch better", "not established")}
-    return (f"N=64 {theirs.loc[64, 'psnr_db']:.2f} dB at {theirs.loc[64, 'bpp']:.2f} bpp, 0.4 dB under the teacher",
+    return (claim,
             f"N={N} KD {g.loc[N, 'kd_psnr']:.2f} dB at {g.loc[N, 'kd_bpp']:.3f} bpp, scratch "
             f"{g.loc[N, 'scratch_psnr']:.2f} dB at {g.loc[N, 'scratch_bpp']:.3f} bpp (mean of {g.loc[N, 'seeds']} "
             f"seed(s); {done} of {total} runs)",
@@ -151,8 +152,8 @@ def _seed_sd(results: Path, N: int = 64) -> float:
     return float(rows.d_rd_cost_seed_sd.iloc[0]) if len(rows) and "d_rd_cost_seed_sd" in rows else math.nan
 
 
-def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
-    claim, done = "(0.3, 0.3, 0.4) best", _runs_done(3, results)
+def _weights(results: Path, claim: str) -> tuple[str, str, str]:
+    done = _runs_done(3, results)
     w = analysis.weights_table(results).dropna(subset=["rank"])
     if len(w) < 2:
         return _pending(3, results, claim, "04")
@@ -166,8 +167,8 @@ def _weights(results: Path, tables: Path) -> tuple[str, str, str]:
     return claim, ours, verdict
 
 
-def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
-    claim, done = "KLD: slightly higher rates", _runs_done(5, results)
+def _kld(results: Path, claim: str) -> tuple[str, str, str]:
+    done = _runs_done(5, results)
     k = analysis.kld_table(results)
     k = k[k.latent == "kld-mean"].dropna(subset=["d_bpp_vs_mse"])
     if k.empty:
@@ -195,7 +196,7 @@ def _kld(results: Path, tables: Path) -> tuple[str, str, str]:
     return claim, f"{ours} ({done[0]} of {done[1]} runs, the authors' scale)", verdict
 
 
-def _hyper(results: Path, tables: Path, claim: str, prefix: str) -> tuple[str, str, str]:
+def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
     """Experiment 4's rows so far: each variant against its scratch twin, and the claim's own test,
     the ``prefix`` runs (``e4-l2``: hyper-latent KD; ``e4-hybrid``: hybrid KD) against the same
     student without that term (``vs_without``), read against experiment 1's seeds' spread."""
@@ -237,7 +238,7 @@ def _pending(number: int, results: Path, claim: str, notebook: str) -> tuple[str
     return claim, f"{done} of {total} runs", f"{state} (`kdlib experiment {number}`)"
 
 
-def _codecs(results: Path) -> tuple[str, str, str]:
+def _codecs(results: Path, claim: str) -> tuple[str, str, str]:
     theirs = pd.read_csv(PUBLISHED / "codecs.csv")
     gaps, values = [], []
     for row in theirs[theirs.codec.isin(["JPEG", "WebP"])].itertuples():
@@ -250,100 +251,65 @@ def _codecs(results: Path) -> tuple[str, str, str]:
     worst = max((abs(g) for g in values), default=math.nan)
     verdict = (f"reproduced: within {worst:.2f} dB of our curves" if worst <= 0.5 else
                f"differs by up to {worst:.2f} dB" if worst == worst else "no published point inside our sweeps")
-    return ("JPEG, JPEG 2000, WebP: three points each", "full sweeps of JPEG, WebP, JPEG 2000, AVIF; "
+    return (claim, "full sweeps of JPEG, WebP, JPEG 2000, AVIF; "
             "the paper's points in our range, PSNR against our curve: " + ("; ".join(gaps) or "none"), verdict)
+
+
+CLAIMS = pd.read_csv(plots.PAPER / "claims.csv", keep_default_na=False).to_dict("records")
+"""``paper/claims.csv``, one row per figure and table of the paper, in the report's order: its notebook,
+the paper's claim (empty where the report reads it from ``paper/published/``), and the ``measure``
+that gives ours and the verdict (``stated``: the row's own ``ours`` and ``verdict``)."""
+
+
+def _measured(results: Path, tables: Path) -> list[tuple[str, str, str]]:
+    """(the paper, ours, verdict) of every row of :data:`CLAIMS`, each measure computed once."""
+    quality = _read(tables, "quality_lambda")
+    same = quality is not None and quality.equals(pd.read_csv(PUBLISHED / "quality_lambda.csv"))
+    measures = {
+        "experiment1": lambda c: _experiment1(results, tables),
+        "bd_lambda_1": lambda c: _bd(tables, results)["kd_lic_rd_lambda_1"],
+        "bd_lambda_2": lambda c: _bd(tables, results)["kd_lic_rd_lambda_2"],
+        "weights": lambda c: _weights(results, c["claim"]),
+        "hyper_latent": lambda c: _hyper(results, c["claim"], "e4-l2"),
+        "hybrid": lambda c: _hyper(results, c["claim"], "e4-hybrid"),
+        "kld": lambda c: _kld(results, c["claim"]),
+        "size": lambda c: _size(tables), "compute": lambda c: _compute(tables), "energy": lambda c: _energy(tables),
+        "codecs": lambda c: _codecs(results, c["claim"]), "codecs_energy": lambda c: _codecs_energy(tables),
+        "quality": lambda c: (c["claim"], "the same" if same else "differ", "reproduced" if same else "differs"),
+        "stated": lambda c: (c["claim"], c["ours"], c["verdict"]),
+    }
+    done: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for c in CLAIMS:
+        key = (c["measure"], c["claim"])
+        if key not in done:
+            done[key] = measures[c["measure"]](c)
+    return [done[(c["measure"], c["claim"])] for c in CLAIMS]
 
 
 def reproduction(results: str | Path, tables: str | Path, figures: str | Path) -> str:
     """The markdown of ``paper/REPRODUCTION.md`` from the result files, tables and figures."""
     results, tables, figures = Path(results), Path(tables), Path(figures)
-    e1 = _experiment1(results, tables)
-    rows = {
-        "kd_lic_rd_channels": e1, "kd_lic_mse": e1, "kd_lic_kodak_14": e1, **_bd(tables, results),
-        "bdpsnr_kodak_14_pretrained": ("CompressAI's q1-q8 on kodim14", "our teachers and students "
-                                       "(`bdpsnr_kodak_14_students`)", "differs: CompressAI's weights cannot be "
-                                       "downloaded here"),
-        "kd_lic_param_lambda_1": _weights(results, tables),
-        **dict.fromkeys(("kd_lic_hyper_rd_channels_1", "kd_lic_hyper_rd_channels_2"),
-                        _hyper(results, tables, "hyper-latent KD: small gain for large N", "e4-l2")),
-        "kd_lic_hyper_hybrid_rd_lambda_1": _hyper(results, tables, "hybrid KD not worth it", "e4-hybrid"),
-        "kd_lic_rd_channels_kld": _kld(results, tables),
-        **dict.fromkeys(("kd_lic_parameters", "kd_lic_memory"), _size(tables)),
-        **dict.fromkeys(("kd_lic_flop", "kd_lic_fps", "kd_lic_time"), _compute(tables)),
-        "kd_lic_energy": _energy(tables), "codecs_rd": _codecs(results),
-        "codecs_fps": ("GPU host fps", "this CPU's fps (notebook 07)", "differs by design (CPU, not GPU)"),
-        "codecs_energy": _codecs_energy(tables),
-        **dict.fromkeys(("scale_hyperprior_1", "scale_hyperprior_2"),
-                        ("the architecture", "`kdlib.models.Hyperprior` (CompressAI's ScaleHyperprior)",
-                         "not a result: a diagram")),
-    }
+    rows = {(c["kind"], c["name"]): cells for c, cells in zip(CLAIMS, _measured(results, tables))}
     lines = ["# The paper, figure by figure, beside ours", "",
              "Written by `kdlib.report.reproduction` from `results/`, `paper/tables/` and `figures/` (notebook "
              "`08_reproduction`); do not edit. Published figures are in the data mirror "
              "(`$KDLIB_DATA/reference/paper-figures/`), published tables in `paper/published/`.", "",
              "## Figures", "", "| figure | the paper | ours | verdict |", "|---|---|---|---|"]
     groups: dict[tuple[str, str, str], list[str]] = {}  # figures that share a claim share a row
-    for name, cells in rows.items():
-        groups.setdefault(cells, []).append(name)
+    for (kind, name), cells in rows.items():
+        if kind == "figure":
+            groups.setdefault(cells, []).append(name)
     for (paper, ours, verdict), names in groups.items():
         links = ", ".join(f"[{name}](../figures/{name}.png)" if (figures / f"{name}.png").exists()
                           else f"{name} (not drawn)" for name in names)
         lines.append(f"| {links} | {paper} | {ours} | {verdict} |")
     lines += ["", "## Tables", "", "| table | the paper | ours | verdict |", "|---|---|---|---|"]
-    quality = _read(tables, "quality_lambda")
-    same = quality is not None and quality.equals(pd.read_csv(PUBLISHED / "quality_lambda.csv"))
-    for name, (paper, ours, verdict) in {
-            "size.csv": _size(tables), "compute.csv": _compute(tables), "energy.csv": _energy(tables),
-            "codecs.csv": _codecs(results),
-            "quality_lambda.csv": ("q1..q5 lambdas", "the same" if same else "differ",
-                                   "reproduced" if same else "differs")}.items():
-        lines.append(f"| [{name}](tables/{name}) | {paper} | {ours} | {verdict} |")
+    for (kind, name), (paper, ours, verdict) in rows.items():
+        if kind == "table":
+            lines.append(f"| [{name}](tables/{name}) | {paper} | {ours} | {verdict} |")
     deviations = pd.read_csv(plots.PAPER / "deviations.csv")
     lines += ["", "## Deviations from the authors' protocol", "",
               "From `paper/deviations.csv`; the authors' code and logbook (FABallemand/PRIM) decide where the paper's "
               "text is ambiguous.", "", "| what | the authors | ours | why |", "|---|---|---|---|"]
     lines += [f"| {r['what']} | {r['the authors']} | {r['ours']} | {r['why']} |" for r in deviations.to_dict("records")]
     return "\n".join(lines) + "\n"
-
-
-# Added to every page of the HTML report: once the page has loaded, it writes how many of its images
-# rendered (decoded, non-zero width) into #kdlib-figures, which a headless browser's DOM dump shows.
-_CHECK = """<div id="kdlib-figures"></div><script>
-window.addEventListener("load", () => { const images = [...document.images];
-  const shown = images.filter(i => i.complete && i.naturalWidth > 0).length;
-  document.getElementById("kdlib-figures").textContent = `figures rendered: ${shown}/${images.length}`; });
-</script>"""
-
-
-def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Path, figures: str | Path) -> Path:
-    """A static HTML report in ``out``: ``index.html`` (REPRODUCTION.md, with every figure shown) and
-    one page per executed notebook (nbconvert, figures embedded). Returns the index."""
-    import shutil
-
-    from nbconvert import HTMLExporter
-    from nbconvert.filters.markdown import markdown2html
-
-    out, figures = Path(out), Path(figures)
-    out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
-    pages = []
-    back = '<p><a href="index.html">&larr; the reproduction, figure by figure (index)</a></p>'
-    for notebook in notebooks:
-        body, _ = exporter.from_filename(str(notebook))
-        page = out / f"{Path(notebook).stem}.html"
-        body = body.replace('"../figures/', '"figures/').replace("](../figures/", "](figures/")  # the report's copy
-        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + back, body, count=1)
-        page.write_text(body.replace("</body>", back + _CHECK + "</body>"))
-        pages.append(page.name)
-    for folder, name in ((figures, "figures"), (plots.TABLES, "tables")):
-        if folder.is_dir():
-            shutil.copytree(folder, out / name, dirs_exist_ok=True)
-    text = Path(reproduction_md).read_text().replace("](../figures/", "](figures/")
-    shown = [f'<figure><img src="figures/{p.name}" width="600"><figcaption>{p.stem}</figcaption></figure>'
-             for p in sorted((out / "figures").glob("*.png"))]
-    links = "".join(f'<li><a href="{p}">{p.removesuffix(".html")}</a></li>' for p in pages)
-    (out / "index.html").write_text(
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>kdlib: the reproduction</title></head><body>"
-        + markdown2html(text) + f"<h2>Notebooks</h2><ul>{links}</ul><h2>Every figure</h2>" + "".join(shown)
-        + _CHECK + "</body></html>")
-    return out / "index.html"

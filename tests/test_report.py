@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kdlib import plots, report
-from kdlib.report import write_html
+from kdlib.htmlreport import write_html
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -51,45 +51,42 @@ def _frame(monkeypatch, function: str, rows: list[dict]) -> None:
 
 
 def test_weights_verdict_reads_the_ranks_and_the_seed_spread(tmp_path, monkeypatch):
-    tables = tmp_path / "tables"
     _frame(monkeypatch, "weights_table", [{"name": "main", "rank": float("nan")}])
-    assert "not measured yet" in report._weights(tmp_path, tables)[2]
+    assert "not measured yet" in report._weights(tmp_path, "(0.3, 0.3, 0.4) best")[2]
     main = {"name": "main", "weights": "0.2, 0.2, 0.6", "vs_main": 0.0, "rank": 1.0}
     best = {"name": "paper", "weights": "0.3, 0.3, 0.4", "vs_main": 0.15, "rank": 2.0}
     _frame(monkeypatch, "weights_table", [main, best])
     _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
-    _, ours, verdict = report._weights(tmp_path, tables)
+    _, ours, verdict = report._weights(tmp_path, "(0.3, 0.3, 0.4) best")
     assert "(0.3, 0.3, 0.4) ranks 2 of 2" in ours and verdict.startswith("one seed: not established")
     assert "sd of 0.200" in verdict
     _frame(monkeypatch, "weights_table", [{**main, "rank": 2.0, "vs_main": 0.0}, {**best, "rank": 1.0, "vs_main": -0.5}])
-    _, ours, verdict = report._weights(tmp_path, tables)  # first by one seed is still one seed
+    _, ours, verdict = report._weights(tmp_path, "(0.3, 0.3, 0.4) best")  # first by one seed is still one seed
     assert "(0.3, 0.3, 0.4) ranks 1 of 2" in ours and verdict.startswith("one seed: not established")
 
 
 def test_kld_verdict_names_the_sizes_whose_rate_is_clearly_higher(tmp_path, monkeypatch):
-    tables = tmp_path / "tables"
     _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     row = {"name": "e5-kld-N16", "N": 16, "latent": "kld-mean", "bpp": 0.6, "d_bpp_vs_mse": 0.1,
            "d_bpp_vs_mse_low": 0.05, "d_bpp_vs_mse_high": 0.15, "vs_scratch": 0.01}
     _frame(monkeypatch, "kld_table", [row, {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": float("nan")}])
-    assert report._kld(tmp_path, tables)[2].startswith("one seed: not established (a higher rate over the images at "
+    assert report._kld(tmp_path, "KLD: slightly higher rates")[2].startswith("one seed: not established (a higher rate over the images at "
                                                        "N=16 (+20 % against seed 0's MSE-latent student)")
     lower = {**row, "name": "e5-kld-N112", "N": 112, "d_bpp_vs_mse": -0.02, "d_bpp_vs_mse_low": -0.03, "vs_scratch": -0.05}
     _frame(monkeypatch, "kld_table", [row, lower])
-    verdict = report._kld(tmp_path, tables)[2]
+    verdict = report._kld(tmp_path, "KLD: slightly higher rates")[2]
     assert verdict.startswith("one seed: not established (a higher rate over the images at N=16 (+20 % against seed "
                               "0's MSE-latent student), not at N=112")
     assert "within 0.050" in verdict
     _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.02}])
-    assert "scratch twin" not in report._kld(tmp_path, tables)[2]
+    assert "scratch twin" not in report._kld(tmp_path, "KLD: slightly higher rates")[2]
     _frame(monkeypatch, "kld_table", [{**row, "d_bpp_vs_mse_low": -0.01}])
-    assert report._kld(tmp_path, tables)[2].startswith("one seed: not established (no clearly higher rate")
+    assert report._kld(tmp_path, "KLD: slightly higher rates")[2].startswith("one seed: not established (no clearly higher rate")
 
 
 def test_a_kld_rate_inside_the_mse_students_range_over_seeds_is_not_established(tmp_path, monkeypatch):
     """The KLD student's bpp against seed 0's MSE-latent student says little when the MSE-latent
     students of other seeds span it (experiment 1's seeded KD runs)."""
-    tables = tmp_path / "tables"
     _frame(monkeypatch, "size_table", [{"N": 64, "d_rd_cost_seed_sd": 0.2}])
     row = {"name": "e5-kld-N16", "N": 16, "latent": "kld-mean", "bpp": 0.6, "d_bpp_vs_mse": 0.1,
            "d_bpp_vs_mse_low": 0.05, "d_bpp_vs_mse_high": 0.15, "vs_scratch": 0.01}
@@ -97,7 +94,7 @@ def test_a_kld_rate_inside_the_mse_students_range_over_seeds_is_not_established(
     seeds = pd.DataFrame({"name": [f"e1-kd-N16-s{s}" for s in range(3)], "arm": "kd", "done": True, "N": 16,
                           "bpp": [0.5, 0.65, 0.55], "seed": [0, 1, 2]})
     monkeypatch.setattr(report.analysis, "results", lambda *a, **k: seeds)
-    verdict = report._kld(tmp_path, tables)[2]
+    verdict = report._kld(tmp_path, "KLD: slightly higher rates")[2]
     assert verdict.startswith("one seed: not established") and "inside the MSE-latent students' 0.500-0.650 over seeds" in verdict
 
 
@@ -116,16 +113,15 @@ def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path):
 
 
 def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path, monkeypatch):
-    tables = tmp_path / "tables"
     nan = float("nan")
     _frame(monkeypatch, "hyper_table", [{"name": "e4-l1-N16", "vs_scratch": nan, "vs_without": nan}])
-    assert "not measured yet" in report._hyper(tmp_path, tables, "claim", "e4-l2")[2]
+    assert "not measured yet" in report._hyper(tmp_path, "claim", "e4-l2")[2]
     row = {"name": "e4-l1-N16", "N": 16, "vs_scratch": -0.1, "vs_scratch_low": -0.2, "vs_scratch_high": -0.05,
            "without": None, "vs_without": nan, "vs_without_low": nan, "vs_without_high": nan,
            "d_psnr_vs_without": nan, "d_bpp_vs_without": nan}
     _frame(monkeypatch, "hyper_table", [row, {**row, "name": "e4-l2-N64", "N": 64, "vs_scratch": nan}])
     _frame(monkeypatch, "size_table", [{"N": 16, "d_rd_cost_seed_sd": 0.1}, {"N": 64, "d_rd_cost_seed_sd": 0.2}])
-    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
+    _, ours, verdict = report._hyper(tmp_path, "claim", "e4-l2")
     assert "e4-l1-N16 -0.100 [-0.200, -0.050]" in ours and "e4-l2-N64" not in ours
     assert verdict.startswith("not measured yet: no `e4-l2` run")
     test = {"without": "e4-l1-N64", "vs_without": -0.5, "vs_without_low": -0.6, "vs_without_high": -0.4,
@@ -133,24 +129,24 @@ def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path, monke
     small = {**row, **test, "name": "e4-l2-N16", "without": "e4-l1-N16", "vs_without": -0.15, "lambda": 0.025}
     row["lambda"] = test["lambda"] = 0.025
     _frame(monkeypatch, "hyper_table", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}])
-    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")
+    _, ours, verdict = report._hyper(tmp_path, "claim", "e4-l2")
     assert "e4-l2-N64 against e4-l1-N64 -0.500 [-0.600, -0.400] (+0.10 dB, -0.050 bpp)" in ours
     # one seed per variant: whatever its images' interval, nothing is established (kdlib.analysis.verdict)
     assert verdict.startswith("one seed: not established at N = 16, 64 (`kdlib.analysis.verdict`")
     big = {**row, **test, "name": "e4-l2-N112", "N": 112, "without": "e4-l1-N112", "vs_scratch": nan}
     _frame(monkeypatch, "hyper_table", [row, small, {**row, **test, "name": "e4-l2-N64", "N": 64}, big])
-    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-l2")  # N = 112 landed without its scratch twin
+    _, ours, verdict = report._hyper(tmp_path, "claim", "e4-l2")  # N = 112 landed without its scratch twin
     assert "e4-l2-N112 (scratch twin not trained yet)" in ours and "e4-l2-N112 against e4-l1-N112 -0.500" in ours
     assert verdict.startswith("one seed: not established at N = 16, 64, 112")
     hybrid = {**row, **test, "name": "e4-hybrid-l0.025", "N": 64, "without": "e4-l2-N64", "vs_without": 0.3,
               "vs_without_low": 0.2, "vs_without_high": 0.5}
     _frame(monkeypatch, "hyper_table", [row, hybrid])
-    _, ours, verdict = report._hyper(tmp_path, tables, "claim", "e4-hybrid")  # +0.10 dB at -0.050 bpp
+    _, ours, verdict = report._hyper(tmp_path, "claim", "e4-hybrid")  # +0.10 dB at -0.050 bpp
     assert verdict.startswith("one seed: not established at lambda = 0.025; over the images, not the paper's trade "
                               "(a small rate gain for a quality loss): ours +0.10 dB at -0.050 bpp")
     assert "e4-l1-N16" not in ours  # only the claim's runs
     _frame(monkeypatch, "hyper_table", [row, {**hybrid, "d_psnr_vs_without": -0.1}])  # the paper's trade
-    verdict = report._hyper(tmp_path, tables, "claim", "e4-hybrid")[2]
+    verdict = report._hyper(tmp_path, "claim", "e4-hybrid")[2]
     assert verdict.startswith("one seed: not established at lambda = 0.025; over the images, the paper's trade")
 
 
@@ -178,3 +174,14 @@ def test_every_link_of_the_report_resolves_and_every_page_leads_back(tmp_path):
         if page.name != "index.html":
             assert "index.html" in parser.targets, page.name
     assert not broken, broken[:10]
+
+
+def test_the_claims_table_names_real_notebooks_and_known_measures(tmp_path):
+    """paper/claims.csv drives the report: one row per figure and table, each with an existing notebook
+    (the architecture diagrams have none) and a measure the report knows."""
+    names = [(c["kind"], c["name"]) for c in report.CLAIMS]
+    assert len(names) == len(set(names)) and {kind for kind, _ in names} == {"figure", "table"}
+    for c in report.CLAIMS:
+        assert not c["notebook"] or (NOTEBOOKS / f"{c['notebook']}.ipynb").exists(), c["name"]
+    rows = report._measured(tmp_path / "results", tmp_path / "tables")  # nothing measured yet: every row still answers
+    assert len(rows) == len(report.CLAIMS) and all(len(cells) == 3 and cells[0] for cells in rows)
