@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from kdlib import experiments
-from kdlib.metrics import bd_metrics, msssim_db
+from kdlib.metrics import bd_metrics, msssim_db, read_result
 from kdlib.scales import REPO_ROOT
 
 PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers
@@ -327,3 +327,39 @@ def training_status(number: int, budget: str) -> pd.DataFrame:
     (:func:`kdlib.experiments.training_states`: state, steps, last learning rate)."""
     runs = results(number, experiments.folders(budget)[0], budget)
     return runs.merge(experiments.training_states(runs.name, budget), on="name")
+
+
+COMPRESSAI_CURVE = REPO_ROOT / "paper" / "reference" / "compressai-kodak" / "compressai-bmshj2018-hyperprior_mse_cuda.json"
+LAMBDA_COMPARISONS = [("KD from T5", "CompressAI q1-q5"), ("KD from T1", "CompressAI q1-q5"), ("scratch", "CompressAI q1-q5"),
+                      ("KD from T5", "scratch"), ("KD from T1", "scratch"), ("KD from T1", "KD from T5")]
+
+
+def lambda_families(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Experiment 2's runs (:func:`results`) as its three families across lambda."""
+    return {"KD from T5": runs[runs.teacher == "T5"], "KD from T1": runs[runs.teacher == "T1"],
+            "scratch": runs[runs.arm == "scratch"]}
+
+
+def lambda_curves(runs: pd.DataFrame) -> dict[str, dict[str, list[float]]]:
+    """Each family's RD curve over its finished runs (:func:`family_curve`), and CompressAI's published
+    q1-q5 curve (the five lowest rates of its bmshj2018-hyperprior JSON)."""
+    curves = {name: family_curve(rows[rows.done]) for name, rows in lambda_families(runs).items()}
+    r = read_result(COMPRESSAI_CURVE)["results"]
+    points = sorted(zip(r["bpp"], r["psnr-rgb"]))[:5]
+    curves["CompressAI q1-q5"] = {"bpp": [b for b, _ in points], "psnr-rgb": [p for _, p in points]}
+    return curves
+
+
+def lambda_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 2 (notebook 03), from the results under ``folder``: BD-rate and BD-PSNR of each
+    family against CompressAI's curve and against each other (:func:`bd_two_ways`), beside the
+    paper's (``paper/published/bd_lambda.csv``)."""
+    curves = lambda_curves(results(2, Path(folder) / "experiments"))
+    published = {(r.test, r.anchor): (r.bd_rate_pct, r.bd_psnr_db)
+                 for r in pd.read_csv(PUBLISHED / "bd_lambda.csv").itertuples()}
+    return pd.DataFrame([{"test": test, "anchor": anchor,
+                          "points": f"{len(curves[test].get('bpp', []))} vs {len(curves[anchor]['bpp'])}",
+                          **bd_two_ways(curves[anchor], curves[test]),
+                          "paper_bd_rate_pct": published.get((test, anchor), (np.nan, np.nan))[0],
+                          "paper_bd_psnr_db": published.get((test, anchor), (np.nan, np.nan))[1]}
+                         for test, anchor in LAMBDA_COMPARISONS])

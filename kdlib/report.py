@@ -118,16 +118,16 @@ def _converged() -> str:
     return "converged tier (long budget, notebook 02b): " + "; ".join(parts)
 
 
-def _bd(tables: Path, results: Path) -> dict[str, tuple[str, str, str]]:
-    bd = _read(tables, "bd_lambda")
+def _bd(results: Path) -> dict[str, tuple[str, str, str]]:
+    bd = analysis.lambda_table(results)
     done, total = _runs_done(2, results)
     out = {}
     published = pd.read_csv(PUBLISHED / "bd_lambda.csv").set_index("test")
     for number, teacher in ((1, "T5"), (2, "T1")):
         theirs = published.loc[f"KD from {teacher}"]
         paper = f"{theirs.bd_rate_pct:+.2f} %, {theirs.bd_psnr_db:+.2f} dB"
-        row = bd[(bd.test == f"KD from {teacher}") & (bd.anchor == "CompressAI q1-q5")] if bd is not None else None
-        if row is None or row.empty or not math.isfinite(row.authors_bd_rate_pct.iloc[0]):
+        row = bd[(bd.test == f"KD from {teacher}") & (bd.anchor == "CompressAI q1-q5")]
+        if row.empty or not math.isfinite(row.authors_bd_rate_pct.iloc[0]):
             out[f"kd_lic_rd_lambda_{number}"] = (f"BD vs pretrained {paper}", f"not yet ({done} of {total} runs)",
                                                  "not measured yet: `kdlib experiment 2`")
         else:
@@ -267,8 +267,8 @@ def _measured(results: Path, tables: Path) -> list[tuple[str, str, str]]:
     same = quality is not None and quality.equals(pd.read_csv(PUBLISHED / "quality_lambda.csv"))
     measures = {
         "experiment1": lambda c: _experiment1(results, tables),
-        "bd_lambda_1": lambda c: _bd(tables, results)["kd_lic_rd_lambda_1"],
-        "bd_lambda_2": lambda c: _bd(tables, results)["kd_lic_rd_lambda_2"],
+        "bd_lambda_1": lambda c: _bd(results)["kd_lic_rd_lambda_1"],
+        "bd_lambda_2": lambda c: _bd(results)["kd_lic_rd_lambda_2"],
         "weights": lambda c: _weights(results, c["claim"]),
         "hyper_latent": lambda c: _hyper(results, c["claim"], "e4-l2"),
         "hybrid": lambda c: _hyper(results, c["claim"], "e4-hybrid"),

@@ -1,4 +1,5 @@
-"""The HTML report, opened in a real headless browser (Debian's chromium; `make test` installs it)."""
+"""The report: each row from the library's tables (faked here), and the HTML opened in a real headless browser
+(Debian's chromium; `make test` installs it)."""
 import json
 import re
 import shutil
@@ -37,11 +38,6 @@ def test_report_renders_every_figure_in_a_browser(tmp_path):
                       for o in c.get("outputs", []))
         shown, total = rendered(index.with_name(f"{notebook.stem}.html"))
         assert shown == total >= outputs, notebook.name
-
-
-def _table(folder: Path, name: str, rows: list[dict]) -> None:
-    folder.mkdir(exist_ok=True)
-    pd.DataFrame(rows).to_csv(folder / f"{name}.csv", index=False)
 
 
 def _frame(monkeypatch, function: str, rows: list[dict]) -> None:
@@ -98,17 +94,16 @@ def test_a_kld_rate_inside_the_mse_students_range_over_seeds_is_not_established(
     assert verdict.startswith("one seed: not established") and "inside the MSE-latent students' 0.500-0.650 over seeds" in verdict
 
 
-def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path):
-    tables = tmp_path / "tables"
-    assert report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"][1].startswith("not yet")
+def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path, monkeypatch):
+    assert report._bd(tmp_path)["kd_lic_rd_lambda_1"][1].startswith("not yet")
     row = {"test": "KD from T5", "anchor": "CompressAI q1-q5", "points": "5 vs 5", "authors_bd_rate_pct": 60.0,
            "authors_bd_psnr_db": -2.0, "paper_bd_rate_pct": 8.75}
     twin = {**row, "anchor": "scratch", "authors_bd_rate_pct": -3.0, "authors_bd_psnr_db": 0.1}
-    _table(tables, "bd_lambda", [row, twin])
-    _, ours, verdict = report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"]
+    _frame(monkeypatch, "lambda_table", [row, twin])
+    _, ours, verdict = report._bd(tmp_path)["kd_lic_rd_lambda_1"]
     assert "+60.00 %" in ours and "against its scratch family -3.00 %, +0.10 dB" in ours and verdict.startswith("differs")
-    _table(tables, "bd_lambda", [{**row, "authors_bd_rate_pct": 10.0}, {**twin, "authors_bd_rate_pct": float("nan")}])
-    _, ours, verdict = report._bd(tables, tmp_path)["kd_lic_rd_lambda_1"]
+    _frame(monkeypatch, "lambda_table", [{**row, "authors_bd_rate_pct": 10.0}, {**twin, "authors_bd_rate_pct": float("nan")}])
+    _, ours, verdict = report._bd(tmp_path)["kd_lic_rd_lambda_1"]
     assert "against scratch: not measurable yet" in ours and verdict.startswith("close to the paper's")
 
 
