@@ -20,7 +20,7 @@ from kdlib import experiments
 from kdlib.metrics import bd_metrics, msssim_db, read_result
 from kdlib.scales import REPO_ROOT
 
-PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers
+PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers (kdlib.report reads them here too)
 
 
 def results(number: int, folder: str | Path, budget: str = "cpu") -> pd.DataFrame:
@@ -211,10 +211,11 @@ def paired_curves(curves: pd.DataFrame) -> pd.DataFrame:
     return both.assign(d_val_rd_loss=both.kd - both.scratch, rel=(both.kd - both.scratch) / both.scratch)
 
 
-def _against(done: pd.DataFrame, name: str, reference: str | None, prefix: str) -> dict[str, float]:
-    """``name`` against ``reference`` (:func:`compare`) as ``<prefix>``, ``<prefix>_low``, ``<prefix>_high``
-    (RD cost), NaN where there is no reference."""
-    d = compare(done, name, reference) if reference else {}
+def _against(done: pd.DataFrame, name: str, reference: str | None, prefix: str,
+             d: dict[str, float] | None = None) -> dict[str, float]:
+    """``name`` against ``reference`` (:func:`compare`, or ``d`` where already compared) as ``<prefix>``,
+    ``<prefix>_low``, ``<prefix>_high`` (RD cost), NaN where there is no reference."""
+    d = d if d is not None else compare(done, name, reference) if reference else {}
     return {prefix: d.get("d_rd_cost", np.nan), f"{prefix}_low": d.get("d_rd_cost_low", np.nan),
             f"{prefix}_high": d.get("d_rd_cost_high", np.nan)}
 
@@ -250,7 +251,7 @@ def hyper_table(folder: str | Path) -> pd.DataFrame:
         rows.append({"name": r.name, "N": r.N, "lambda": r.lmbda, "psnr": runs.loc[r.Index, "psnr-rgb"], "bpp": r.bpp,
                      **_against(done, r.name, experiments.twin(r.name), "vs_scratch"),
                      **_against(done, r.name, experiments.main_run(r.name), "vs_main"),
-                     "without": without, **_against(done, r.name, without, "vs_without"),
+                     "without": without, **_against(done, r.name, without, "vs_without", w),
                      "d_psnr_vs_without": w.get("d_psnr-rgb", np.nan), "d_bpp_vs_without": w.get("d_bpp", np.nan)})
     return pd.DataFrame(rows)
 
@@ -268,7 +269,7 @@ def kld_table(folder: str | Path) -> pd.DataFrame:
         rows.append({"name": r.name, "N": r.N, "latent": r.latent, "psnr": runs.loc[r.Index, "psnr-rgb"], "bpp": r.bpp,
                      "d_bpp_vs_mse": m.get("d_bpp", np.nan), "d_bpp_vs_mse_low": m.get("d_bpp_low", np.nan),
                      "d_bpp_vs_mse_high": m.get("d_bpp_high", np.nan),
-                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"), **_against(done, r.name, mse, "vs_mse")})
+                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"), **_against(done, r.name, mse, "vs_mse", m)})
     return pd.DataFrame(rows)
 
 

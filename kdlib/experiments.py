@@ -180,7 +180,8 @@ ORDER = sorted(RUNS, key=lambda n: (RUNS[n].seed, not n.startswith("e1-"),
 def members(number: int, budget: str) -> list[str]:
     """The runs experiment ``number`` trains at ``budget``: the long tier is experiment 1's N = 16
     and 32 pairs (:data:`LONG`), every other budget the whole experiment."""
-    if get_scale(budget).experiments is not None and number not in get_scale(budget).experiments:
+    scale = get_scale(budget)
+    if scale.experiments is not None and number not in scale.experiments:
         return []
     return LONG if budget == "long" else EXPERIMENTS[number]
 
@@ -302,15 +303,21 @@ def status(names: Iterable[str], budget: str, runs: Path, root: Path | None = No
         config = RUNS[name].config(budget)
         result = out / f"{name}.json"
         model = json.loads(result.read_text())["model"] if result.exists() else {}
-        here = (run_dir(config, runs) / "done.json").exists() or released_weights(RUNS[name], config) \
-            or kept_weights(name, budget)  # weights to evaluate
         if model.get("config_hash") == config.hash():
-            states[name] = "cached" if model.get("code") == code else "evaluate" if here else "as recorded"
-        elif here:
+            states[name] = ("cached" if model.get("code") == code else
+                            "evaluate" if _weights_here(name, budget, runs) else "as recorded")
+        elif _weights_here(name, budget, runs):
             states[name] = "evaluate"
         else:
             states[name] = "train"
     return states
+
+
+def _weights_here(name: str, budget: str, runs: Path) -> bool:
+    """Whether run ``name`` can be evaluated here: a finished run folder, released or kept weights."""
+    config = RUNS[name].config(budget)
+    return ((run_dir(config, runs) / "done.json").exists() or released_weights(RUNS[name], config) is not None
+            or kept_weights(name, budget) is not None)
 
 
 def kept_weights(name: str, budget: str) -> Path | None:

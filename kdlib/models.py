@@ -16,10 +16,9 @@ from compressai.zoo.pretrained import load_pretrained
 
 from kdlib.data import sha256sum
 from kdlib.io import atomic
+from kdlib.scales import CHECKPOINTS, REPO_ROOT
 
 ARCHITECTURE = "bmshj2018-hyperprior"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
 def repo_relative(path: str | Path) -> Path:

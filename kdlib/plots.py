@@ -12,8 +12,8 @@ import pandas as pd
 import seaborn as sns
 
 from kdlib.metrics import msssim_db, read_result
+from kdlib.scales import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PAPER = REPO_ROOT / "paper"
 FIGURES = REPO_ROOT / "figures"  # where save() writes; notebooks at smoke scale point it elsewhere
 TABLES = PAPER / "tables"

@@ -9,7 +9,7 @@ import pandas as pd
 
 from kdlib import analysis, metrics, plots
 
-PUBLISHED = plots.PAPER / "published"
+from kdlib.analysis import PUBLISHED
 
 
 def _read(folder: Path, name: str) -> pd.DataFrame | None:

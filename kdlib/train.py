@@ -29,7 +29,7 @@ from tqdm import tqdm
 from kdlib import data
 from kdlib.data import file_digest
 from kdlib.bank import open_bank, order
-from kdlib.io import write_atomic, write_json
+from kdlib.io import write_json
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
 from kdlib.scales import RECIPES
@@ -441,7 +441,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
             done.update(converged=stopped, lr=optimizer.param_groups[0]["lr"])
         if bank is not None:
             done["bank"] = bank.digest
-        write_atomic(out / "done.json", json.dumps(done).encode(), overwrite=True)
+        write_json(out / "done.json", done, indent=None)
     return out / "best.pth.tar"
 
 
