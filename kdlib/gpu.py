@@ -125,8 +125,10 @@ def cross_device(name: str, images: list[Path], device: torch.device) -> dict[st
 def portability(folder: Path = Path(__file__).resolve().parents[1] / "tests" / "data" / "v1",
                 source: Path | None = None) -> dict[str, Any]:
     """The committed version-1 files (written on the 2-core reference machine) decoded on this host's
-    CPU at all its threads and at one: pixels equal to the reference's (sha256)? With ``source`` (that
-    machine's kodim01.png), the crop re-encoded here at all threads, one image: the same bytes?"""
+    CPU at all its threads and at one: pixels equal to the reference's (sha256), how far from them, the
+    same at every thread count? ``reference_cpu``: is this host's CPU the reference's kind (the files'
+    ``expected.json``)? With ``source`` (that machine's kodim01.png), the crop re-encoded here at all
+    threads, one image: the same bytes?"""
     import hashlib
 
     from kdlib.bitstream import released_model
@@ -134,23 +136,29 @@ def portability(folder: Path = Path(__file__).resolve().parents[1] / "tests" / "
     expected = json.loads((folder / "expected.json").read_text())
     cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")]
-    result: dict[str, Any] = {"cpu": names[0] if names else platform.processor(), "threads": torch.get_num_threads(),
-                              "files": {}}
+    cpu_name = names[0] if names else platform.processor()
+    result: dict[str, Any] = {"cpu": cpu_name, "threads": torch.get_num_threads(),
+                              "reference_cpu": expected["reference_cpu"] in cpu_name, "files": {}}
     threads = torch.get_num_threads()
     for name, want in expected["files"].items():
         blob, model = (folder / name).read_bytes(), released_model(want["model"])
         row: dict[str, Any] = {}
+        digests = set()
         for count in sorted({threads, 1}, reverse=True):
             torch.set_num_threads(count)
             try:
                 pixels = np.asarray(bitstream.decompress(blob, model))
-                row[f"decoded_{count}t"] = hashlib.sha256(pixels.tobytes()).hexdigest() == want["pixels_sha256"]
+                digest = hashlib.sha256(pixels.tobytes()).hexdigest()
+                digests.add(digest)
+                row[f"decoded_{count}t"] = digest == want["pixels_sha256"]
                 reference = np.asarray(Image.open((folder / name).with_suffix(".png")), np.int16)
                 row[f"max_pixel_diff_{count}t"] = int(np.abs(pixels.astype(np.int16) - reference).max())
             except Exception as err:
                 row[f"decoded_{count}t"] = f"{type(err).__name__}: {err}"
             finally:
                 torch.set_num_threads(threads)
+        row["same_pixels_across_threads"] = len(digests) == 1 and all(
+            isinstance(row[f"decoded_{count}t"], bool) for count in {threads, 1})
         if source is not None and source.exists():
             crop = Image.open(source).convert("RGB").crop((256, 128, 512, 384))
             row["reencoded_identical"] = bitstream.compress(crop, model) == blob
@@ -248,6 +256,30 @@ def read_check(results: Path) -> dict[str, Any] | None:
     if missing or check["schema"] != VERSION:
         raise ValueError(f"{path}: not a GPU check of schema {VERSION} (missing {sorted(missing)})")
     return check
+
+
+def forward_runs(results: Path) -> "pd.DataFrame":
+    """The forward passes (the paper's throughput and energy measure) of every committed GPU check: the
+    latest (``results/gpu/gpu_check.json``) and the earlier ones kept in ``results/gpu/earlier/`` (their
+    codec timings measured older code; the forward pass is the model alone). One row per run and model,
+    with frames/s, NVML mJ per frame and each one's change against the same run's teacher (T5), %."""
+    import pandas as pd
+
+    folder = Path(results) / "gpu"
+    rows = []
+    for path in [folder / "gpu_check.json", *sorted((folder / "earlier").glob("*.json"))]:
+        if not path.exists():
+            continue
+        check = json.loads(path.read_text())
+        forward = {r["model"]: (r["N"], r["forward"]["fps"], r["forward"]["mj_per_frame"] or float("nan"))
+                   for r in check["codec"]}
+        _, teacher_fps, teacher_mj = forward.get("T5", (0, float("nan"), float("nan")))
+        for model, (n, fps, mj) in forward.items():
+            rows.append({"run": path.stem, "started": check["started"], "device": check["device"]["name"],
+                         "model": model, "channels_N": n, "fps": fps, "mj_per_frame": mj,
+                         "fps_vs_teacher_pct": 100 * (fps / teacher_fps - 1),
+                         "mj_vs_teacher_pct": 100 * (mj / teacher_mj - 1)})
+    return pd.DataFrame(rows)
 
 
 def table(check: dict[str, Any], published: Path) -> "pd.DataFrame":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib import analysis, metrics, plots
+from kdlib import analysis, gpu, metrics, plots
 
 from kdlib.analysis import PUBLISHED
 
@@ -43,7 +43,7 @@ def _size(tables: Path) -> tuple[str, str, str]:
               "CDF tables, so it is not the paper's quantity")
 
 
-def _compute(tables: Path) -> tuple[str, str, str]:
+def _compute(results: Path, tables: Path) -> tuple[str, str, str]:
     ours, theirs = _read(tables, "size_compute"), pd.read_csv(PUBLISHED / "compute.csv")
     speed = _read(tables, "compute")
     claim = f"teacher {theirs.gflops_per_frame[0]:.2f} GFLOPs, {theirs.throughput_fps[0]:.0f} fps (RTX 3090)"
@@ -51,33 +51,46 @@ def _compute(tables: Path) -> tuple[str, str, str]:
         return claim, "not made yet", "run notebook 06"
     worst = ours.GMACs_diff_pct.abs().max()
     t5 = speed[speed.model == "teacher"].iloc[0]
-    on_gpu = _on_gpu(tables, "forward_fps", "fps")
+    on_gpu = _on_gpu(results, tables, "forward_fps", "fps")
     return (claim,
             f"FLOPs within {worst:.2f} %; teacher decodes {t5.decode_fps_1t:.2f} fps on one CPU thread"
-            + (f"; {on_gpu}" if on_gpu else ""),
+            + (f"; {on_gpu[0]}" if on_gpu else ""),
             "FLOPs reproduced (fvcore's count: one multiply-add is one flop); speed on this 2-core CPU differs by "
             "design" + ("; on a GPU, see notebook 06 (another GPU than the paper's)" if on_gpu else ""))
 
 
-def _on_gpu(tables: Path, column: str, unit: str) -> str | None:
+def _on_gpu(results: Path, tables: Path, column: str, unit: str) -> tuple[str, bool | None] | None:
     """Ours on the GPU check's GPU (notebook 06's ``gpu`` table): the teacher's ``column`` and N = 64's
-    change against it, beside the paper's change; None without a GPU run."""
+    change against it, beside the paper's change and the range of that change over every committed GPU
+    run (:func:`kdlib.gpu.forward_runs`); with whether the paper's change lies in that range (None with
+    one run). None without a GPU run."""
     ours = _read(tables, "gpu")
     if ours is None or not {128, 64} <= set(ours.channels_N):
         return None
     rows = ours.set_index("channels_N")
-    theirs = rows[f"paper_{column.split('_', 1)[1]}_rtx3090"]
-    return (f"teacher {rows.loc[128, column]:.0f} {unit} on one {rows.loc[128, 'device']} (forward passes), N = 64 "
-            f"{100 * (rows.loc[64, column] / rows.loc[128, column] - 1):+.0f} % (paper "
-            f"{100 * (theirs[64] / theirs[128] - 1):+.0f} %; one GPU run)")
+    quantity = column.split("_", 1)[1]
+    paper = rows[f"paper_{quantity}_rtx3090"]
+    paper_change = 100 * (paper[64] / paper[128] - 1)
+    runs = gpu.forward_runs(results)
+    changes = runs[runs.channels_N == 64][f"{quantity.split('_')[0]}_vs_teacher_pct"].dropna()
+    spread = (f"{changes.min():+.0f} % to {changes.max():+.0f} % over {len(changes)} GPU runs" if len(changes) > 1
+              else "one GPU run")
+    text = (f"teacher {rows.loc[128, column]:.0f} {unit} on one {rows.loc[128, 'device']} (forward passes), N = 64 "
+            f"{100 * (rows.loc[64, column] / rows.loc[128, column] - 1):+.0f} % (paper {paper_change:+.0f} %; "
+            f"{spread})")
+    return text, (changes.min() <= paper_change <= changes.max()) if len(changes) > 1 else None
 
 
-def _energy(tables: Path) -> tuple[str, str, str]:
+def _energy(results: Path, tables: Path) -> tuple[str, str, str]:
     theirs = pd.read_csv(PUBLISHED / "energy.csv")
     paper = f"teacher {theirs.energy_mj_per_frame[0]:.0f} mJ/frame (zeus, RTX 3090)"
-    on_gpu = _on_gpu(tables, "forward_mj_per_frame", "mJ/frame (NVML)")
+    on_gpu = _on_gpu(results, tables, "forward_mj_per_frame", "mJ/frame (NVML)")
     if on_gpu:
-        return paper, on_gpu, "measured on another GPU (`make gpu-check`, notebook 06): compare the changes, not the mJ"
+        text, within = on_gpu
+        return paper, text, ("measured on another GPU (`make gpu-check`, notebook 06): compare the changes, not the mJ; "
+                             + {True: "the paper's change lies within our runs' range",
+                                False: "the paper's change lies outside our runs' range",
+                                None: "one GPU run, so its spread is unknown"}[within])
     return paper, "none", "not reproduced: no energy meter on this CPU (no GPU, no RAPL counters)"
 
 
@@ -273,7 +286,8 @@ def _measured(results: Path, tables: Path) -> list[tuple[str, str, str]]:
         "hyper_latent": lambda c: _hyper(results, c["claim"], "e4-l2"),
         "hybrid": lambda c: _hyper(results, c["claim"], "e4-hybrid"),
         "kld": lambda c: _kld(results, c["claim"]),
-        "size": lambda c: _size(tables), "compute": lambda c: _compute(tables), "energy": lambda c: _energy(tables),
+        "size": lambda c: _size(tables), "compute": lambda c: _compute(results, tables),
+        "energy": lambda c: _energy(results, tables),
         "codecs": lambda c: _codecs(results, c["claim"]), "codecs_energy": lambda c: _codecs_energy(tables),
         "quality": lambda c: (c["claim"], "the same" if same else "differ", "reproduced" if same else "differs"),
         "stated": lambda c: (c["claim"], c["ours"], c["verdict"]),

@@ -180,3 +180,21 @@ def test_the_claims_table_names_real_notebooks_and_known_measures(tmp_path):
         assert not c["notebook"] or (NOTEBOOKS / f"{c['notebook']}.ipynb").exists(), c["name"]
     rows = report._measured(tmp_path / "results", tmp_path / "tables")  # nothing measured yet: every row still answers
     assert len(rows) == len(report.CLAIMS) and all(len(cells) == 3 and cells[0] for cells in rows)
+
+
+def test_energy_row_gives_the_range_over_gpu_runs_and_places_the_paper_in_it(tmp_path, monkeypatch):
+    gpu_table = pd.DataFrame([{"channels_N": n, "device": "GPU", "forward_mj_per_frame": mj, "forward_fps": 200.0,
+                               "paper_mj_per_frame_rtx3090": paper, "paper_fps_rtx3090": 200.0}
+                              for n, mj, paper in [(128, 1000.0, 1000.0), (64, 600.0, 660.0)]])
+    monkeypatch.setattr(report, "_read", lambda tables, name: gpu_table if name == "gpu" else None)
+    runs = lambda changes: pd.DataFrame({"channels_N": 64, "mj_vs_teacher_pct": changes,  # noqa: E731
+                                         "fps_vs_teacher_pct": 0.0})
+    monkeypatch.setattr(report.gpu, "forward_runs", lambda results: runs([-40.0, -25.0]))
+    _, ours, verdict = report._energy(tmp_path, tmp_path)
+    assert "N = 64 -40 % (paper -34 %; -40 % to -25 % over 2 GPU runs)" in ours
+    assert verdict.endswith("lies within our runs' range")
+    monkeypatch.setattr(report.gpu, "forward_runs", lambda results: runs([-45.0, -40.0]))
+    assert report._energy(tmp_path, tmp_path)[2].endswith("lies outside our runs' range")
+    monkeypatch.setattr(report.gpu, "forward_runs", lambda results: runs([-40.0]))
+    _, ours, verdict = report._energy(tmp_path, tmp_path)
+    assert "one GPU run" in ours and verdict.endswith("its spread is unknown")
