@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 SCALE ?= cpu
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*.ipynb))
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
 .PHONY: reproduce test test-fast gpu-check smoke-check park notebooks report chromium kernel clean-venv FORCE
 
@@ -36,7 +36,7 @@ build/notebooks/$(SCALE)/%.ipynb: notebooks/%.ipynb FORCE | $(VENV)/.installed
 	$(BIN)/python -m kdlib.notebook normalize $@
 
 # The reproduction notebook reads the tables the others write: it runs last, also under make -j.
-build/notebooks/$(SCALE)/08_reproduction.ipynb: $(filter-out %/08_reproduction.ipynb,$(EXECUTED))
+build/notebooks/$(SCALE)/reproduction.ipynb: $(filter-out %/reproduction.ipynb,$(EXECUTED))
 
 FORCE:
 
@@ -72,7 +72,7 @@ smoke-check:
 # notebook that reports their state (02b), so that the committed outputs match what is committed.
 park: $(VENV)/.installed
 	$(BIN)/kdlib experiment 1 --scale long --park
-	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/02b_converged.ipynb
+	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/e1b_converged.ipynb
 
 # On a machine lent a CUDA GPU (issue 29; docs/codec.md "GPU check"): one JSON, results/gpu/gpu_check.json.
 # GPU_PYTHON: a Python with torch and kdlib's requirements (default: the venv's, else python3).

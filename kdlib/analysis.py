@@ -221,7 +221,7 @@ def _against(done: pd.DataFrame, name: str, reference: str | None, prefix: str,
 
 
 def weights_table(folder: str | Path) -> pd.DataFrame:
-    """Experiment 3 (notebook 04), from the results under ``folder``: each KD weighting at N = 64 with
+    """Experiment 3 (notebook e3_kd_weights), from the results under ``folder``: each KD weighting at N = 64 with
     its mean RD cost and rank, against the scratch twin (``vs_scratch``) and experiment 1's KD run
     (``vs_main``), paired over the images."""
     runs = results(3, Path(folder) / "experiments")
@@ -238,7 +238,7 @@ def weights_table(folder: str | Path) -> pd.DataFrame:
 
 
 def hyper_table(folder: str | Path) -> pd.DataFrame:
-    """Experiment 4 (notebook 05), from the results under ``folder``: each KD variant with the small
+    """Experiment 4 (notebook e4_hyper), from the results under ``folder``: each KD variant with the small
     entropy model (Z = 128) against its scratch twin, experiment 1's KD run of its N (``vs_main``, at
     lambda = 0.025) and the run that lacks only the term it tests (``without``: the run's
     ``reference`` in the grid), paired over the images."""
@@ -257,7 +257,7 @@ def hyper_table(folder: str | Path) -> pd.DataFrame:
 
 
 def kld_table(folder: str | Path) -> pd.DataFrame:
-    """Experiment 5 (notebook 05b), from the results under ``folder``: each KLD-latent student against
+    """Experiment 5 (notebook e5_kld), from the results under ``folder``: each KLD-latent student against
     its scratch twin (``vs_scratch``) and experiment 1's MSE-latent KD run of its N (``vs_mse``, and
     its bpp difference ``d_bpp_vs_mse``), paired over the images."""
     runs = results(5, Path(folder) / "experiments")
@@ -274,7 +274,7 @@ def kld_table(folder: str | Path) -> pd.DataFrame:
 
 
 def size_table(folder: str | Path) -> pd.DataFrame:
-    """Experiment 1 (notebook 02), from the results under ``folder``: per N, KD against its scratch
+    """Experiment 1 (notebook e1_size), from the results under ``folder``: per N, KD against its scratch
     twin over the seeds both arms have (:func:`kd_gain`), each seed's RD-cost difference, the
     paper's point and the verdict (:func:`verdict`)."""
     runs = results(1, Path(folder) / "experiments")
@@ -299,11 +299,81 @@ def size_table(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["N", "seeds", "verdict"])
 
 
+def resources(folder: str | Path) -> dict[int, dict]:
+    """Experiment 6's measurements (``folder/resources/*.json``, ``kdlib bench resources``) per N: the
+    released model's where one is, else the untrained architecture's (size and FLOPs only)."""
+    found = [read_result(p) for p in sorted((Path(folder) / "resources").glob("*.json"))]
+    return {r["model"]["N"]: r for r in sorted(found, key=lambda r: r["model"].get("trained", True))}
+
+
+def architecture_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 6 (notebook e6_resources), per N from the teacher down: parameters, float32 parameter
+    MiB and multiply-adds (encoder, hyperprior, decoder) beside the paper's, with the differences in %."""
+    size = pd.read_csv(PUBLISHED / "size.csv").set_index("channels_N")
+    compute = pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
+    measured = resources(folder)
+    table = pd.DataFrame([{"N": n, "params_M": r["params_M"], "paper_params_M": size.loc[n, "params_M"],
+                           "MiB": r["params_MiB"], "paper_MB": size.loc[n, "memory_MB"],
+                           "GMACs": r["gmacs"], "paper_GMACs": compute.loc[n, "gflops_per_frame"],
+                           "GMACs_encoder": r["gmacs_encoder"], "GMACs_hyperprior": r["gmacs_hyperprior"],
+                           "GMACs_decoder": r["gmacs_decoder"]}
+                          for n, r in sorted(measured.items(), reverse=True)])
+    if not table.empty:
+        table["params_diff_pct"] = 100 * (table.params_M / table.paper_params_M - 1)
+        table["GMACs_diff_pct"] = 100 * (table.GMACs / table.paper_GMACs - 1)
+    return table
+
+
+def trained_table(folder: str | Path) -> pd.DataFrame:
+    """Experiment 6 for the released models (T5 and the students), from the teacher down: size, FLOPs,
+    CPU speed at one and all threads, energy where a meter was found, Kodak PSNR and bpp
+    (``folder/<name>.json``), and each against the teacher in %."""
+    rows = []
+    for n, r in sorted(resources(folder).items(), reverse=True):
+        if not r["model"].get("trained", True):
+            continue
+        kodak = read_result(Path(folder) / f"{r['name']}.json")["results"]
+        cpu = {t["threads"]: t for t in r["throughput"] if t["device"] == "cpu"}
+        top = max(cpu)
+        rows.append({"model": "teacher" if n == 128 else "student", "name": r["name"], "channels_N": n,
+                     "params_M": r["params_M"], "memory_MB": r["params_buffers_MiB"] * 2**20 / 1e6,
+                     "gflops_per_frame": r["gmacs"], "encode_fps_1t": cpu[1]["encode_fps"],
+                     "decode_fps_1t": cpu[1]["decode_fps"], f"encode_fps_{top}t": cpu[top]["encode_fps"],
+                     f"decode_fps_{top}t": cpu[top]["decode_fps"],
+                     "ms_per_frame_1t": 1000 / cpu[1]["encode_fps"] + 1000 / cpu[1]["decode_fps"],
+                     "energy_mj_per_frame": cpu[1]["encode_mj_per_frame"],
+                     "psnr_db": kodak["psnr-rgb"][0], "bpp": kodak["bpp"][0]})
+    table = pd.DataFrame(rows)
+    if rows and rows[0]["channels_N"] == 128:
+        for column in ("params_M", "memory_MB", "gflops_per_frame", "encode_fps_1t", "decode_fps_1t", "psnr_db", "bpp"):
+            table[f"{column}_delta_pct"] = 100 * (table[column] / table[column].iloc[0] - 1)
+    return table
+
+
+def paper_layout(trained: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``trained`` (:func:`trained_table`) in the layout of one of the paper's tables: model, N, the
+    ``columns`` and their changes against the teacher, then PSNR and bpp."""
+    keep = (["model", "channels_N"] + [c for c in columns if c in trained]
+            + [f"{c}_delta_pct" for c in columns if f"{c}_delta_pct" in trained]
+            + [c for c in ("psnr_db", "psnr_db_delta_pct", "bpp", "bpp_delta_pct") if c in trained])
+    return trained[list(dict.fromkeys(keep))].round(4)
+
+
+def quality_table() -> pd.DataFrame:
+    """The paper's quality -> lambda table beside the lambdas in CompressAI's own code (the training
+    lambdas of its variable-rate hyperprior, the same qualities 1-8)."""
+    from compressai.models.vbr import ScaleHyperpriorVbr
+
+    table = pd.read_csv(PUBLISHED / "quality_lambda.csv")
+    table["compressai_lambda"] = ScaleHyperpriorVbr(8, 8).lmbda[:len(table)]
+    return table
+
+
 FINISHED = ("converged (stop rule)", "step cap", "finished")  # kdlib.experiments.training_states
 
 
 def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> pd.DataFrame:
-    """The long tier's verdict at convergence (notebook 02b), per N: KD against its scratch twin over
+    """The long tier's verdict at convergence (notebook e1b_converged), per N: KD against its scratch twin over
     the seeds whose two arms have both finished (``status``: :func:`results` merged with
     :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect."""
     rows = []
@@ -352,7 +422,7 @@ def lambda_curves(runs: pd.DataFrame) -> dict[str, dict[str, list[float]]]:
 
 
 def lambda_table(folder: str | Path) -> pd.DataFrame:
-    """Experiment 2 (notebook 03), from the results under ``folder``: BD-rate and BD-PSNR of each
+    """Experiment 2 (notebook e2_lambda), from the results under ``folder``: BD-rate and BD-PSNR of each
     family against CompressAI's curve and against each other (:func:`bd_two_ways`), beside the
     paper's (``paper/published/bd_lambda.csv``)."""
     curves = lambda_curves(results(2, Path(folder) / "experiments"))

@@ -50,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from kdlib import plots
     from kdlib.htmlreport import write_html
 
-    notebooks = sorted(Path(args.notebooks).glob("[0-9][0-9]*.ipynb"))
+    notebooks = sorted(Path(args.notebooks).glob("*.ipynb"))
     if not notebooks:
         raise SystemExit(f"No executed notebooks in {args.notebooks}")
     index = write_html(notebooks, args.out, plots.PAPER / "REPRODUCTION.md", plots.FIGURES)

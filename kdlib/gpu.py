@@ -1,6 +1,6 @@
 """The prepared GPU check (``kdlib gpu-check``, ``make gpu-check``): what only a CUDA GPU can measure,
 in one command that fits a short loan of one GPU, written to one JSON (``results/gpu/gpu_check.json``)
-that notebooks 06 and 07 read when it is there.
+that notebooks e6_resources and e7_codecs read when it is there.
 
 It measures, in this order, each part skipped (and said so) once the time budget is spent:
 the GPU's codec speed and energy per frame (NVML) for T5 and the released students, forward pass and

@@ -38,7 +38,7 @@ def setup(scale: str, results_dir: str | Path, data_dir: str | Path | None = Non
 
 
 def report_folder() -> Path:
-    """Where notebook 08 writes REPRODUCTION.md: ``paper/``, unless figures and tables go elsewhere
+    """Where the notebook `reproduction` writes REPRODUCTION.md: ``paper/``, unless figures and tables go elsewhere
     (a smoke run, or ``KDLIB_OUTPUTS``), then beside those tables."""
     return plots.PAPER if plots.TABLES == plots.PAPER / "tables" else plots.TABLES
 

@@ -1,5 +1,6 @@
 """``paper/REPRODUCTION.md``: each of the paper's figures and tables, the published number, ours, and
-a one-line verdict, written from the result files and tables (never by hand, so never stale)."""
+a one-line verdict, written from the result files through :mod:`kdlib.analysis` and :mod:`kdlib.gpu`
+(never by hand, and never from a table a notebook wrote, so never stale)."""
 from __future__ import annotations
 
 import math
@@ -12,26 +13,23 @@ from kdlib import analysis, gpu, metrics, plots
 from kdlib.analysis import PUBLISHED
 
 
-def _read(folder: Path, name: str) -> pd.DataFrame | None:
-    path = folder / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
-
-
 def _runs_done(number: int, results: Path) -> tuple[int, int]:
     runs = analysis.results(number, results / "experiments")
     own = runs[~runs.name.str.startswith("e1-")] if number > 1 else runs
     return int(own.done.sum()), len(own)
 
 
-def _size(tables: Path) -> tuple[str, str, str]:
-    ours, theirs = _read(tables, "size_compute"), pd.read_csv(PUBLISHED / "size.csv").set_index("channels_N")
+def _size(results: Path) -> tuple[str, str, str]:
+    ours, theirs = analysis.architecture_table(results), pd.read_csv(PUBLISHED / "size.csv").set_index("channels_N")
     claim = (f"T5 {theirs.params_M[128]:.2f} M parameters, {theirs.memory_MB[128]:.2f} MB; N=16 {theirs.params_M[16]:.2f} M, "
              f"{theirs.memory_MB[16]:.2f} MB")
-    if ours is None:
-        return claim, "not made yet", "run notebook 06"
+    if ours.empty:
+        return claim, "not measured yet", "run `kdlib bench resources`"
     same = (ours.params_M.round(2) == ours.paper_params_M).all()
     memory_same = ours.MiB.round(2) == ours.paper_MB
     differ = ", ".join(f"N={r.N}: {r.MiB:.2f} against {r.paper_MB:.2f}" for r in ours[~memory_same].itertuples())
+    trained = analysis.trained_table(results).set_index("channels_N")
+    ours_mb = " and ".join(f"{trained.memory_MB[n]:.2f} MB for {trained.name[n]}" for n in (128, 16) if n in trained.index)
     return (claim,
             "every N's parameter count, in millions to two decimals, " + ("is the paper's" if same else "differs")
             + "; float32 parameters in MiB " + ("equal the paper's MB at every N" if memory_same.all() else
@@ -39,32 +37,32 @@ def _size(tables: Path) -> tuple[str, str, str]:
             ("parameters reproduced" if same else "parameters differ") + "; memory "
             + ("reproduced as float32 parameter MiB" if memory_same.all() else
                "reproduced as float32 parameter MiB for the students, not for the teacher (unexplained)")
-            + ". The memory_MB of our size.csv (21.14 MB for T5, 1.87 for N=16) also counts the entropy models' "
-              "CDF tables, so it is not the paper's quantity")
+            + (f". The memory_MB of our size.csv ({ours_mb}) also counts the entropy models' CDF tables, so it is "
+               "not the paper's quantity" if ours_mb else ""))
 
 
-def _compute(results: Path, tables: Path) -> tuple[str, str, str]:
-    ours, theirs = _read(tables, "size_compute"), pd.read_csv(PUBLISHED / "compute.csv")
-    speed = _read(tables, "compute")
+def _compute(results: Path) -> tuple[str, str, str]:
+    ours, theirs = analysis.architecture_table(results), pd.read_csv(PUBLISHED / "compute.csv")
+    speed = analysis.trained_table(results)
     claim = f"teacher {theirs.gflops_per_frame[0]:.2f} GFLOPs, {theirs.throughput_fps[0]:.0f} fps (RTX 3090)"
-    if ours is None or speed is None:
-        return claim, "not made yet", "run notebook 06"
+    if ours.empty or speed.empty or speed.channels_N[0] != 128:
+        return claim, "not measured yet", "run `kdlib bench resources`"
     worst = ours.GMACs_diff_pct.abs().max()
-    t5 = speed[speed.model == "teacher"].iloc[0]
-    on_gpu = _on_gpu(results, tables, "forward_fps", "fps")
+    on_gpu = _on_gpu(results, "forward_fps", "fps")
     return (claim,
-            f"FLOPs within {worst:.2f} %; teacher decodes {t5.decode_fps_1t:.2f} fps on one CPU thread"
+            f"FLOPs within {worst:.2f} %; teacher decodes {speed.decode_fps_1t[0]:.2f} fps on one CPU thread"
             + (f"; {on_gpu[0]}" if on_gpu else ""),
             "FLOPs reproduced (fvcore's count: one multiply-add is one flop); speed on this 2-core CPU differs by "
-            "design" + ("; on a GPU, see notebook 06 (another GPU than the paper's)" if on_gpu else ""))
+            "design" + ("; on a GPU, see notebook e6_resources (another GPU than the paper's)" if on_gpu else ""))
 
 
-def _on_gpu(results: Path, tables: Path, column: str, unit: str) -> tuple[str, bool | None] | None:
-    """Ours on the GPU check's GPU (notebook 06's ``gpu`` table): the teacher's ``column`` and N = 64's
-    change against it, beside the paper's change and the range of that change over every committed GPU
-    run (:func:`kdlib.gpu.forward_runs`); with whether the paper's change lies in that range (None with
-    one run). None without a GPU run."""
-    ours = _read(tables, "gpu")
+def _on_gpu(results: Path, column: str, unit: str) -> tuple[str, bool | None] | None:
+    """Ours on the GPU check's GPU (:func:`kdlib.gpu.table` of the latest run): the teacher's ``column``
+    and N = 64's change against it, beside the paper's change and the range of that change over every
+    committed GPU run (:func:`kdlib.gpu.forward_runs`); with whether the paper's change lies in that
+    range (None with one run). None without a GPU run."""
+    check = gpu.read_check(results)
+    ours = gpu.table(check, PUBLISHED) if check else None
     if ours is None or not {128, 64} <= set(ours.channels_N):
         return None
     rows = ours.set_index("channels_N")
@@ -81,28 +79,35 @@ def _on_gpu(results: Path, tables: Path, column: str, unit: str) -> tuple[str, b
     return text, (changes.min() <= paper_change <= changes.max()) if len(changes) > 1 else None
 
 
-def _energy(results: Path, tables: Path) -> tuple[str, str, str]:
+def _energy(results: Path) -> tuple[str, str, str]:
     theirs = pd.read_csv(PUBLISHED / "energy.csv")
     paper = f"teacher {theirs.energy_mj_per_frame[0]:.0f} mJ/frame (zeus, RTX 3090)"
-    on_gpu = _on_gpu(results, tables, "forward_mj_per_frame", "mJ/frame (NVML)")
+    on_gpu = _on_gpu(results, "forward_mj_per_frame", "mJ/frame (NVML)")
     if on_gpu:
         text, within = on_gpu
-        return paper, text, ("measured on another GPU (`make gpu-check`, notebook 06): compare the changes, not the mJ; "
-                             + {True: "the paper's change lies within our runs' range",
-                                False: "the paper's change lies outside our runs' range",
-                                None: "one GPU run, so its spread is unknown"}[within])
+        return paper, text, ("measured on another GPU (`make gpu-check`, notebook e6_resources): compare the changes, "
+                             "not the mJ; " + {True: "the paper's change lies within our runs' range",
+                                               False: "the paper's change lies outside our runs' range",
+                                               None: "one GPU run, so its spread is unknown"}[within])
     return paper, "none", "not reproduced: no energy meter on this CPU (no GPU, no RAPL counters)"
 
 
-def _codecs_energy(tables: Path) -> tuple[str, str, str]:
-    measured = _read(tables, "gpu") is not None
+def _codecs_energy(results: Path) -> tuple[str, str, str]:
+    measured = gpu.read_check(results) is not None
     return ("classical codecs on an RTX 3090 host (zeus)",
             "our codecs' .kdl decoding on a GPU (NVML); classical codecs not metered" if measured else "none",
             "partly: no energy meter for the CPU codecs here" if measured else
             "not reproduced: no energy meter on this CPU (no GPU, no RAPL counters)")
 
 
-def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
+def _quality(claim: str) -> tuple[str, str, str]:
+    table = analysis.quality_table()
+    same = (table.lambda_mse == table.compressai_lambda).all()
+    return (claim, ("the same as" if same else "differ from") + " the lambdas in CompressAI's code "
+            "(`compressai.models.vbr`, qualities 1-8)", "reproduced" if same else "differs")
+
+
+def _experiment1(results: Path) -> tuple[str, str, str]:
     gains, theirs = analysis.size_table(results), pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
     claim = f"N=64 {theirs.loc[64, 'psnr_db']:.2f} dB at {theirs.loc[64, 'bpp']:.2f} bpp, 0.4 dB under the teacher"
     if gains.empty:
@@ -119,16 +124,16 @@ def _experiment1(results: Path, tables: Path) -> tuple[str, str, str]:
             f"seed(s); {done} of {total} runs)",
             "differs: 10k CPU steps, not millions on a GPU; KD vs its scratch twin in RD cost: "
             + "; ".join(f"{side} at N = {sizes[side]}" for side in sizes if sizes[side])
-            + " (`kdlib.analysis.verdict`: paired bootstrap over images and the seeds' interval; notebook 02); "
+            + " (`kdlib.analysis.verdict`: paired bootstrap over images and the seeds' interval; notebook e1_size); "
             + _converged())
 
 
 def _converged() -> str:
-    """The long tier's verdict per N (notebook 02b), or how far it has come."""
+    """The long tier's verdict per N (notebook e1b_converged), or how far it has come."""
     table = analysis.converged_table(analysis.training_status(1, "long"))
     parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
              f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}") for r in table.to_dict("records")]
-    return "converged tier (long budget, notebook 02b): " + "; ".join(parts)
+    return "converged tier (long budget, notebook e1b_converged): " + "; ".join(parts)
 
 
 def _bd(results: Path) -> dict[str, tuple[str, str, str]]:
@@ -154,7 +159,7 @@ def _bd(results: Path) -> dict[str, tuple[str, str, str]]:
                                                  ("close to the paper's (within 5 points of BD-rate)"
                                                   if abs(r.authors_bd_rate_pct - r.paper_bd_rate_pct) <= 5 else
                                                   "differs: our 10k-step CPU students sit far below the pretrained curve")
-                                                 + "; KD's own gain is the scratch comparison (notebook 03)")
+                                                 + "; KD's own gain is the scratch comparison (notebook e2_lambda)")
     return out
 
 
@@ -169,14 +174,14 @@ def _weights(results: Path, claim: str) -> tuple[str, str, str]:
     done = _runs_done(3, results)
     w = analysis.weights_table(results).dropna(subset=["rank"])
     if len(w) < 2:
-        return _pending(3, results, claim, "04")
+        return _pending(3, results, claim, "e3_kd_weights")
     paper_best, top = w[w.weights == "0.3, 0.3, 0.4"], w.sort_values("rank").iloc[0]
     gap, sd = w.vs_main.abs().max(), _seed_sd(results)
     rank = f"ranks {int(paper_best['rank'].iloc[0])} of {len(w)}" if len(paper_best) else "not trained yet"
     ours = (f"lowest RD cost: ({top.weights}); (0.3, 0.3, 0.4) {rank}; largest gap to the main run "
             f"{gap:.3f} ({done[0]} of {done[1]} runs, seed 0)")
     verdict = (f"one seed: not established: one run per weighting ranks nothing (`kdlib.analysis.verdict`); a paired "
-               f"difference at N = 64 moves by an sd of {sd:.3f} over seeds (experiment 1; notebook 04)")
+               f"difference at N = 64 moves by an sd of {sd:.3f} over seeds (experiment 1; notebook e3_kd_weights)")
     return claim, ours, verdict
 
 
@@ -185,7 +190,7 @@ def _kld(results: Path, claim: str) -> tuple[str, str, str]:
     k = analysis.kld_table(results)
     k = k[k.latent == "kld-mean"].dropna(subset=["d_bpp_vs_mse"])
     if k.empty:
-        return _pending(5, results, claim, "05b")
+        return _pending(5, results, claim, "e5_kld")
     ours = "; ".join(f"N={r.N}: {r.d_bpp_vs_mse:+.3f} bpp [{r.d_bpp_vs_mse_low:+.3f}, {r.d_bpp_vs_mse_high:+.3f}] "
                      f"against the MSE-latent student, RD cost {r.vs_scratch:+.3f} against scratch" for r in k.itertuples())
     e1 = analysis.results(1, results / "experiments")
@@ -200,7 +205,7 @@ def _kld(results: Path, claim: str) -> tuple[str, str, str]:
             "rate against the MSE-latent student follows that student's" if gap < _seed_sd(results) else "")
     within = [f"N={r.N} ({r.bpp:.3f} bpp, inside the MSE-latent students' {spans[r.N][0]:.3f}-{spans[r.N][1]:.3f} "
               "over seeds: not established)" for r in k[inside].itertuples()]
-    near += ("; " + ", ".join(within) if within else "") + " (notebook 05b)"
+    near += ("; " + ", ".join(within) if within else "") + " (notebook e5_kld)"
     rates = (f"a higher rate over the images at {', '.join(pct[n] for n in k.N[higher])}" if higher.any()
              else "no clearly higher rate over the images")
     if higher.any() and not higher.all():
@@ -217,7 +222,7 @@ def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
     v = analysis.hyper_table(results)
     v = v[v.vs_scratch.notna() | v.vs_without.notna()]  # a run and a reference landed
     if v.empty:
-        return _pending(4, results, claim, "05")
+        return _pending(4, results, claim, "e4_hyper")
     mine = v[v.name.str.startswith(prefix)]
     related = v[v.name.str.startswith(prefix) | v.name.isin(mine.get("without", []))]
     ours = "RD cost against the scratch twin: " + "; ".join(
@@ -241,7 +246,7 @@ def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
         trade = ("; over the images, the paper's trade (a small rate gain for a quality loss)" if paper_trade else
                  "; over the images, not the paper's trade (a small rate gain for a quality loss): ours "
                  + ", ".join(f"{r.d_psnr_vs_without:+.2f} dB at {r.d_bpp_vs_without:+.3f} bpp" for r in mine.itertuples()))
-    verdict = f"{' / '.join(sorted(said))} at {scope}{trade} (`kdlib.analysis.verdict`; notebook 05)"
+    verdict = f"{' / '.join(sorted(said))} at {scope}{trade} (`kdlib.analysis.verdict`; notebook e4_hyper)"
     return claim, f"{ours}; {'; '.join(tests)} ({done} of {total} runs)", verdict
 
 
@@ -274,22 +279,19 @@ the paper's claim (empty where the report reads it from ``paper/published/``), a
 that gives ours and the verdict (``stated``: the row's own ``ours`` and ``verdict``)."""
 
 
-def _measured(results: Path, tables: Path) -> list[tuple[str, str, str]]:
+def _measured(results: Path) -> list[tuple[str, str, str]]:
     """(the paper, ours, verdict) of every row of :data:`CLAIMS`, each measure computed once."""
-    quality = _read(tables, "quality_lambda")
-    same = quality is not None and quality.equals(pd.read_csv(PUBLISHED / "quality_lambda.csv"))
     measures = {
-        "experiment1": lambda c: _experiment1(results, tables),
+        "experiment1": lambda c: _experiment1(results),
         "bd_lambda_1": lambda c: _bd(results)["kd_lic_rd_lambda_1"],
         "bd_lambda_2": lambda c: _bd(results)["kd_lic_rd_lambda_2"],
         "weights": lambda c: _weights(results, c["claim"]),
         "hyper_latent": lambda c: _hyper(results, c["claim"], "e4-l2"),
         "hybrid": lambda c: _hyper(results, c["claim"], "e4-hybrid"),
         "kld": lambda c: _kld(results, c["claim"]),
-        "size": lambda c: _size(tables), "compute": lambda c: _compute(results, tables),
-        "energy": lambda c: _energy(results, tables),
-        "codecs": lambda c: _codecs(results, c["claim"]), "codecs_energy": lambda c: _codecs_energy(tables),
-        "quality": lambda c: (c["claim"], "the same" if same else "differ", "reproduced" if same else "differs"),
+        "size": lambda c: _size(results), "compute": lambda c: _compute(results), "energy": lambda c: _energy(results),
+        "codecs": lambda c: _codecs(results, c["claim"]), "codecs_energy": lambda c: _codecs_energy(results),
+        "quality": lambda c: _quality(c["claim"]),
         "stated": lambda c: (c["claim"], c["ours"], c["verdict"]),
     }
     done: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -300,13 +302,14 @@ def _measured(results: Path, tables: Path) -> list[tuple[str, str, str]]:
     return [done[(c["measure"], c["claim"])] for c in CLAIMS]
 
 
-def reproduction(results: str | Path, tables: str | Path, figures: str | Path) -> str:
-    """The markdown of ``paper/REPRODUCTION.md`` from the result files, tables and figures."""
-    results, tables, figures = Path(results), Path(tables), Path(figures)
-    rows = {(c["kind"], c["name"]): cells for c, cells in zip(CLAIMS, _measured(results, tables))}
+def reproduction(results: str | Path, figures: str | Path) -> str:
+    """The markdown of ``paper/REPRODUCTION.md`` from the result files (every number) and the figures
+    drawn (links)."""
+    results, figures = Path(results), Path(figures)
+    rows = {(c["kind"], c["name"]): cells for c, cells in zip(CLAIMS, _measured(results))}
     lines = ["# The paper, figure by figure, beside ours", "",
-             "Written by `kdlib.report.reproduction` from `results/`, `paper/tables/` and `figures/` (notebook "
-             "`08_reproduction`); do not edit. Published figures are in the data mirror "
+             "Written by `kdlib.report.reproduction` from `results/` and `figures/` (notebook "
+             "`reproduction`); do not edit. Published figures are in the data mirror "
              "(`$KDLIB_DATA/reference/paper-figures/`), published tables in `paper/published/`.", "",
              "## Figures", "", "| figure | the paper | ours | verdict |", "|---|---|---|---|"]
     groups: dict[tuple[str, str, str], list[str]] = {}  # figures that share a claim share a row

@@ -24,7 +24,7 @@ from kdlib.io import write_json
 from kdlib.models import CHECKPOINTS, spec_name
 from kdlib.scales import get as get_scale
 
-# Models whose coding speed notebook 07 draws: the teacher, the recommended and the smallest student.
+# Models whose coding speed notebook e7_codecs draws: the teacher, the recommended and the smallest student.
 SPEED_MODELS = ("T5", "S64", "S16")
 RESOURCE_MODELS = ("T5", "S16", "S32", "S64", "S96", "S112")
 UNTRAINED_SIZES = (128, 112, 96, 64, 32, 16)  # size and FLOPs of every architecture, trained or not
@@ -90,22 +90,22 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     this = get_scale(scale)
     n, settings, repeats = len(images), this.codec_settings, this.repeats
     items = []
-    for name in released():  # our checkpoints on Kodak: notebooks 01, 02, 06
+    for name in released():  # our checkpoints on Kodak: notebooks 01_teachers, e1_size, e6_resources
         items.append(Product(
-            Path(f"{name}.json"), "01_teachers, 02-05 (teachers), 06_resources",
+            Path(f"{name}.json"), "01_teachers, e1_size to e5_kld (teachers), e6_resources",
             {"sha256": checkpoint_digest(name), "images": n, "code": evaluation_code()}, _model_inputs,
             lambda name=name: evaluate_to_json(load_model(CHECKPOINTS / f"{name}.pth.tar"), images, name, out,
                                                sha256=checkpoint_digest(name))))
-    for codec in CODECS:  # classical codecs: notebooks 00, 07
+    for codec in CODECS:  # classical codecs: notebooks 00_baselines, e7_codecs
         chosen = bench.chosen_settings(codec, settings)
         items.append(Product(
-            Path("codecs") / f"{codec}.json", "00_baselines, 07_codecs",
+            Path("codecs") / f"{codec}.json", "00_baselines, e7_codecs",
             {"pillow": PIL.__version__, "settings": chosen, "options": CODECS[codec][1]("SETTING"), "images": n},
             _codec_inputs,
             lambda codec=codec: bench.codecs([codec], images, out, settings)))
     speed = [m for m in SPEED_MODELS if (CHECKPOINTS / f"{m}.pth.tar").exists()]
-    items.append(Product(  # encode/decode speed against CompressAI's path: notebook 07
-        Path("codec_speed") / "codec_speed.csv", "07_codecs",
+    items.append(Product(  # encode/decode speed against CompressAI's path: notebook e7_codecs
+        Path("codec_speed") / "codec_speed.csv", "e7_codecs",
         {"models": {m: checkpoint_digest(m) for m in speed}, "code": data.code_digest("entropy", "bitstream", "rans", "rans.c", "bench"),
          "images": n, "repeats": repeats},
         _sidecar, lambda: bench.codec_speed(speed, images, out, repeats=repeats)))
@@ -114,10 +114,10 @@ def products(scale: str, out: Path, images: list[Path]) -> list[Product]:
     if this.quick:  # each costs two fresh processes (peak memory): every architecture, the teacher, S16
         specs = [s for s in specs if s.startswith("untrained:") or s in ("T5", "S16")]
     threads = [1] if this.quick else [1, torch.get_num_threads()]
-    for spec in specs:  # resources of experiment 6: notebook 06
+    for spec in specs:  # resources of experiment 6: notebook e6_resources
         trained = not spec.startswith("untrained:")
         items.append(Product(
-            Path("resources") / f"{spec_name(spec)}.json", "06_resources",
+            Path("resources") / f"{spec_name(spec)}.json", "e6_resources",
             {"sha256": checkpoint_digest(spec) if trained else None, "threads": threads}, _resource_inputs,
             lambda spec=spec: bench.resources([spec], images, 1, threads, out)))
     return items

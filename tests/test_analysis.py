@@ -161,3 +161,42 @@ def test_converged_table_pairs_only_seeds_whose_two_arms_finished(tmp_path):
     assert table.loc[16, "seeds"] == 1 and table.loc[16, "d_rd_cost"] < 0  # seed 1's scratch arm is still training
     assert table.loc[16, "verdict"].startswith("one seed: not established")
     assert table.loc[32, "seeds"] == 0 and table.loc[32, "verdict"] == "no pair has finished yet"
+
+
+def _resource(tmp_path, name, n, trained, params, fps):
+    """One ``kdlib bench resources`` record (and, where trained, its Kodak result) under tmp_path."""
+    (tmp_path / "resources").mkdir(exist_ok=True)
+    record = {"name": name, "model": {"N": n, "trained": trained}, "params_M": params, "params_MiB": params * 3.8,
+              "params_buffers_MiB": params * 4.0, "gmacs": params * 6, "gmacs_encoder": params * 3,
+              "gmacs_hyperprior": 0.1, "gmacs_decoder": params * 3 - 0.1,
+              "throughput": [{"device": "cpu", "threads": t, "encode_fps": fps * t, "decode_fps": 2 * fps * t,
+                              "encode_mj_per_frame": None} for t in (1, 2)]}
+    (tmp_path / "resources" / f"{name}.json").write_text(json.dumps(record))
+    if trained:
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "results": {"psnr-rgb": [30.0 + n / 64],
+                                                                                     "bpp": [n / 128]}}))
+
+
+def test_resource_tables_prefer_released_weights_and_compare_with_the_teacher(tmp_path):
+    _resource(tmp_path, "T5", 128, True, 5.0, 1.0)
+    _resource(tmp_path, "S64", 64, True, 1.5, 4.0)
+    _resource(tmp_path, "arch-N64", 64, False, 1.5, 9.0)  # the untrained architecture gives way to S64
+    _resource(tmp_path, "arch-N16", 16, False, 0.25, 20.0)
+    assert {n: r["name"] for n, r in analysis.resources(tmp_path).items()} == {128: "T5", 64: "S64", 16: "arch-N16"}
+    arch = analysis.architecture_table(tmp_path)
+    assert list(arch.N) == [128, 64, 16]
+    assert arch.set_index("N").params_diff_pct[16] == pytest.approx(100 * (0.25 / 0.27 - 1))  # the paper: 0.27 M
+    trained = analysis.trained_table(tmp_path)
+    assert list(trained.name) == ["T5", "S64"] and list(trained.model) == ["teacher", "student"]
+    s64 = trained.set_index("name").loc["S64"]
+    assert s64.decode_fps_1t_delta_pct == pytest.approx(300.0) and s64.params_M_delta_pct == pytest.approx(-70.0)
+    assert s64.ms_per_frame_1t == pytest.approx(1000 / 4 + 1000 / 8)
+    layout = analysis.paper_layout(trained, ["params_M"])
+    assert list(layout.columns) == ["model", "channels_N", "params_M", "params_M_delta_pct", "psnr_db",
+                                    "psnr_db_delta_pct", "bpp", "bpp_delta_pct"]
+    assert analysis.architecture_table(tmp_path / "none").empty and analysis.trained_table(tmp_path / "none").empty
+
+
+def test_the_papers_lambdas_are_compressais():
+    table = analysis.quality_table()
+    assert list(table.quality) == list(range(1, 9)) and (table.lambda_mse == table.compressai_lambda).all()
