@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: reproduce test test-fast gpu-check smoke-check park notebooks report chromium kernel clean-venv FORCE
+.PHONY: reproduce test nbval smoke-reproduce test-fast gpu-check smoke-check park notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,12 +50,20 @@ chromium:
 report: $(VENV)/.installed
 	$(BIN)/kdlib report --notebooks notebooks --out build/report
 
-# Strict nbval: every notebook re-executed on the committed results, each output compared with the
-# committed one (figures and tables written under build/nbval, not over the published ones).
+# CI's command. Strict nbval: every notebook re-executed on the committed results, each output compared
+# with the committed one (figures and tables written under build/nbval, not over the published ones);
+# beside it, on the other core, the smoke reproduction; then the check that the smoke run left the
+# working tree as it found it. --output-sync keeps each one's output in one piece.
 test: $(VENV)/.installed chromium
+	$(MAKE) -j2 --output-sync=target nbval smoke-reproduce
+	@$(CLEAN_TREE)
+
+nbval: $(VENV)/.installed
 	KDLIB_OUTPUTS=build/nbval $(BIN)/pytest -q tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg
-	$(MAKE) smoke-check
+
+smoke-reproduce: $(VENV)/.installed
+	$(MAKE) reproduce SCALE=smoke
 
 # While developing: the unit tests without the slow ones (marked `slow`, over 10 s each); CI runs `make test`.
 test-fast: $(VENV)/.installed
@@ -63,13 +71,14 @@ test-fast: $(VENV)/.installed
 
 # The quick reproduction a newcomer runs first, end to end (results, grid trained for 2 steps, every
 # notebook), then a check that it changed no tracked file and left nothing untracked behind.
-smoke-check:
-	$(MAKE) reproduce SCALE=smoke
-	@dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
-		if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
+smoke-check: smoke-reproduce
+	@$(CLEAN_TREE)
+
+CLEAN_TREE = dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
+	if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
 
 # Before a session ends: park the long tier's unfinished runs in checkpoints/ and re-execute the one
-# notebook that reports their state (02b), so that the committed outputs match what is committed.
+# notebook that reports their state (e1b_converged), so that the committed outputs match what is committed.
 park: $(VENV)/.installed
 	$(BIN)/kdlib experiment 1 --scale long --park
 	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/e1b_converged.ipynb
