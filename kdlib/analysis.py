@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from compressai.models.vbr import ScaleHyperpriorVbr
 from scipy import stats
 
 from kdlib import experiments
@@ -362,8 +363,6 @@ def paper_layout(trained: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def quality_table() -> pd.DataFrame:
     """The paper's quality -> lambda table beside the lambdas in CompressAI's own code (the training
     lambdas of its variable-rate hyperprior, the same qualities 1-8)."""
-    from compressai.models.vbr import ScaleHyperpriorVbr
-
     table = pd.read_csv(PUBLISHED / "quality_lambda.csv")
     table["compressai_lambda"] = ScaleHyperpriorVbr(8, 8).lmbda[:len(table)]
     return table
