@@ -317,7 +317,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         with torch.random.fork_rng(devices=[]):
             bank = open_bank(config.bank, config.crop, config.data or data.train_root(),
                              resolve(config.teacher) if config.teacher else None, progress=progress and rank == 0)
-    step, best, wall = 0, math.inf, 0.0
+    step, best, wall, segments = 0, math.inf, 0.0, []
     if (out / "last.pth.tar").exists():  # resume the same run exactly where it stopped
         try:
             state = read_checkpoint(out / "last.pth.tar")
@@ -331,6 +331,9 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][rank])
         step, best, wall = state["meta"]["steps"], state["best"], state["meta"]["wall_s"]
+        # states saved before segments were recorded: the machine and bank before this resume are unknown
+        segments = state["meta"].get("segments", [{"from_step": 0, "machine": None, "bank": None}])
+    segments = with_segment(segments, step, bank.digest if bank is not None else None, rank == 0)
     history = val_history(out / "log.csv", step)
     log = RunLog(out / "log.csv", keep_until=step) if rank == 0 else None
 
@@ -369,7 +372,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
                 "seed": config.seed, "config": dataclasses.asdict(config), "config_hash": config.hash(),
                 "wall_s": wall, "threads": torch.get_num_threads(), "world_size": world, "compiled": compile,
                 "lr": optimizer.param_groups[0]["lr"], "init_path": portable_path(getattr(config, "init_path", None)),
-                "device": str(device)}
+                "device": str(device), "segments": segments}
         extra = {"optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rngs, "best": best} if with_state else None
         save_checkpoint(path, model, meta, extra)
@@ -441,6 +444,8 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
             done.update(converged=stopped, lr=optimizer.param_groups[0]["lr"])
         if bank is not None:
             done["bank"] = bank.digest
+        if len(segments) > 1:  # resumed on another machine or bank: each part's, from the step it began
+            done["segments"] = segments
         write_json(out / "done.json", done, indent=None)
     return out / "best.pth.tar"
 
@@ -489,6 +494,19 @@ class RunLog:
     def close(self) -> None:
         if self.board:
             self.board.close()
+
+
+def with_segment(segments: list[dict[str, Any]], step: int, bank: str | None, say: bool = True) -> list[dict[str, Any]]:
+    """The run's segments (the machine and crop bank each part trained on, from the step it began) with
+    this one added where the machine or the bank differs from the last's; says so when it does."""
+    here = {"from_step": step, "machine": cpu_model(), "bank": bank}
+    if segments and (segments[-1]["machine"], segments[-1]["bank"]) == (here["machine"], here["bank"]):
+        return segments
+    if segments and say:
+        print(f"resuming at step {step} on {here['machine']} (bank {bank}); its last part ran on "
+              f"{segments[-1]['machine'] or 'a machine not recorded'} (bank {segments[-1]['bank'] or 'not recorded'}): "
+              "recorded as a new segment in its checkpoint and done.json", flush=True)
+    return [*segments, here]
 
 
 def cpu_model() -> str:

@@ -29,6 +29,25 @@ def test_resume_continues_the_same_run(photo_folder, tmp_path):
     assert len((b / "log.csv").read_text().splitlines()) == 5  # header + 4 steps, none twice
 
 
+def test_a_run_resumed_on_another_machine_records_each_part(photo_folder, tmp_path, monkeypatch, capsys):
+    """Where a run trained (machine, crop bank) is in its checkpoint; a resume elsewhere adds a segment,
+    says so, and done.json keeps every segment."""
+    monkeypatch.setattr(training, "cpu_model", lambda: "CPU A")
+    train(config(photo_folder), runs=tmp_path, progress=False, stop_after=2)
+    folder = run_dir(config(photo_folder), tmp_path)
+    assert read_checkpoint(folder / "last.pth.tar")["meta"]["segments"] == [
+        {"from_step": 0, "machine": "CPU A", "bank": None}]
+    monkeypatch.setattr(training, "cpu_model", lambda: "CPU B")
+    train(config(photo_folder), runs=tmp_path, progress=False)
+    assert "resuming at step 2 on CPU B" in capsys.readouterr().out
+    assert json.loads((folder / "done.json").read_text())["segments"] == [
+        {"from_step": 0, "machine": "CPU A", "bank": None}, {"from_step": 2, "machine": "CPU B", "bank": None}]
+    same = training.with_segment([{"from_step": 0, "machine": "CPU B", "bank": "b1"}], 5, "b1")
+    assert same == [{"from_step": 0, "machine": "CPU B", "bank": "b1"}]  # same machine and bank: one part
+    older = training.with_segment([{"from_step": 0, "machine": None, "bank": None}], 7, "b2", say=False)
+    assert older[-1] == {"from_step": 7, "machine": "CPU B", "bank": "b2"}  # a state saved before segments
+
+
 def test_finished_run_is_cached(photo_folder, tmp_path, monkeypatch):
     train(config(photo_folder), runs=tmp_path, progress=False)
     monkeypatch.setattr(training, "Hyperprior", None)  # would fail if anything were rebuilt
