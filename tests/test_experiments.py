@@ -29,6 +29,17 @@ def test_grid_is_declared_once_and_paired():
     assert {RUNS[n].release for n in e1 if RUNS[n].release} == {"S16", "S32", "S64", "S96", "S112"}
 
 
+def test_the_long_tiers_extra_seeds_are_paired_and_only_in_the_long_tier():
+    long = experiments.members(1, "long")
+    assert long == experiments.LONG and len(long) == len(set(long)) == 16  # N = 16: seeds 0-4; N = 32: 0-2
+    for name in (n for n in long if RUNS[n].arm == "kd"):
+        kd, twin = RUNS[name].config("long"), RUNS[experiments.twin(name)].config("long")
+        assert {k for k, v in vars(kd).items() if getattr(twin, k) != v} <= {"name", "teacher", "w_rd"}
+    extra = [n for n in long if RUNS[n].seed > 2]
+    assert extra and all(RUNS[n].N == 16 and RUNS[n].experiments == () for n in extra)
+    assert not set(extra) & set(experiments.members(1, "cpu"))  # the 10k grid keeps its 18 runs
+
+
 def tiny_grid(monkeypatch, folder):
     runs = {"k": Run("k", 8, teacher="T5"), "s": Run("s", 8, teacher=None)}
     monkeypatch.setattr(experiments, "RUNS", runs)
