@@ -105,6 +105,13 @@ def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scr
     return f"not established ({images}; {seeds})"
 
 
+def verdict_of(row, column: str, better: str = "KD better", worse: str = "scratch better") -> str:
+    """:func:`verdict` of one comparison column of an experiment table's row (``column`` and its
+    ``_low`` / ``_high`` interval, as :func:`compare` writes them; a one-seed comparison)."""
+    return verdict({"d_rd_cost": getattr(row, column), "d_rd_cost_low": getattr(row, f"{column}_low"),
+                    "d_rd_cost_high": getattr(row, f"{column}_high")}, better, worse)
+
+
 def run_spread(paths: list[str | Path], lmbda: float) -> float:
     """Standard deviation over independently seeded runs of one config of their mean Kodak RD cost
     (NaN with fewer than two): how far apart two single-seed runs land by chance alone."""

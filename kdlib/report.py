@@ -233,9 +233,7 @@ def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
     if mine.empty:
         return claim, f"{ours} ({done} of {total} runs)", (
             f"not measured yet: no `{prefix}` run has landed beside its run without the term (`kdlib experiment 4`)")
-    said = {analysis.verdict({"d_rd_cost": r.vs_without, "d_rd_cost_low": r.vs_without_low,
-                              "d_rd_cost_high": r.vs_without_high}, "better", "worse").split(" (")[0]
-            for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
+    said = {analysis.verdict_of(r, "vs_without", "better", "worse").split(" (")[0] for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
     tests = [f"{r.name} against {r.without} {r.vs_without:+.3f} [{r.vs_without_low:+.3f}, {r.vs_without_high:+.3f}] "
              f"({r.d_psnr_vs_without:+.2f} dB, {r.d_bpp_vs_without:+.3f} bpp)" for r in mine.itertuples()]
     if prefix == "e4-l2":

@@ -200,3 +200,12 @@ def test_resource_tables_prefer_released_weights_and_compare_with_the_teacher(tm
 def test_the_papers_lambdas_are_compressais():
     table = analysis.quality_table()
     assert list(table.quality) == list(range(1, 9)) and (table.lambda_mse == table.compressai_lambda).all()
+
+
+def test_verdict_of_reads_a_comparison_column_of_a_table_row():
+    row = pd.DataFrame([{"vs_x": -0.2, "vs_x_low": -0.3, "vs_x_high": -0.1}]).iloc[0]
+    assert analysis.verdict_of(row, "vs_x") == analysis.verdict({"d_rd_cost": -0.2, "d_rd_cost_low": -0.3,
+                                                                 "d_rd_cost_high": -0.1})
+    assert analysis.verdict_of(row, "vs_x").startswith("one seed: not established (-0.2000 [-0.3000, -0.1000]")
+    named = next(pd.DataFrame([{"vs_x": 0.2, "vs_x_low": 0.1, "vs_x_high": 0.3}]).itertuples())
+    assert analysis.verdict_of(named, "vs_x", "better", "worse").startswith("one seed")
