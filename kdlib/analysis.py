@@ -399,6 +399,28 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
     return pd.DataFrame(rows)
 
 
+def long_releases() -> pd.DataFrame:
+    """The long tier's releases (:data:`kdlib.experiments.LONG_RELEASES`) beside the paper grid's release
+    of the same size: steps, how the run ended, Kodak PSNR, bpp and RD cost (real bitstreams), and
+    whether it is released (:func:`kdlib.experiments.release_converged`'s rule)."""
+    from kdlib.registry import Manifest
+
+    manifest, rows = Manifest(), []
+    for name, as_name in experiments.LONG_RELEASES.items():
+        run = experiments.RUNS[name]
+        end = (manifest.get(as_name) or {}).get("end") or {}
+        for release, budget, path, ended in (
+                (run.release, "cpu", experiments.RESULTS / f"{run.release}.json", "budget spent"),
+                (as_name, "long", experiments.folders("long")[0] / f"{name}.json",
+                 "stop rule" if end.get("converged") else "step cap" if end else None)):
+            entry = manifest.get(release) or {}
+            means = per_image(path, run.lmbda).mean() if path.exists() else {}
+            rows.append({"N": run.N, "name": release, "budget": budget, "released": bool(entry),
+                         "steps": entry.get("steps"), "ended": ended if entry else None,
+                         **{k: means.get(k) for k in ("psnr-rgb", "bpp", "rd_cost")}})
+    return pd.DataFrame(rows)
+
+
 def training_status(number: int, budget: str) -> pd.DataFrame:
     """Experiment ``number``'s runs at ``budget`` (:func:`results`) with how far each has trained
     (:func:`kdlib.experiments.training_states`: state, steps, last learning rate)."""

@@ -122,7 +122,7 @@ def working_memory(model: Hyperprior, height: int, width: int) -> int:
     """Estimated peak bytes of coding one ``height`` x ``width`` image with ``model``, above what is
     loaded: 32 MiB, then per padded pixel 64 bytes, 1.25 per channel of the transforms (their widest
     activations) and 24 per 256 latent symbols. An upper bound of the peaks measured at one thread
-    from 512^2 to 3072^2 (``benchmarks/memory_curve.py``, README "Memory"): S16 67-139 B/px, T5
+    from 512^2 to 3072^2 (``benchmarks/memory_curve.py``, docs/codec.md): S16 67-139 B/px, T5
     197-309 B/px, growing linearly with the pixels."""
     pixels = -(-height // 64) * 64 * (-(-width // 64) * 64)
     return (32 << 20) + int(pixels * (64 + 1.25 * model.N + 24 * model.M / 256))

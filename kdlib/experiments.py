@@ -37,7 +37,7 @@ from kdlib.evaluate import evaluate, evaluation_code
 from kdlib.io import copy, read_json, write_atomic, write_json
 from kdlib.losses import KDWeights
 from kdlib.models import CHECKPOINTS, load_model, repo_relative
-from kdlib.registry import Manifest, record, release
+from kdlib.registry import Manifest, record, release, release_recorded
 from kdlib.scales import RESULTS, SCALES
 from kdlib.scales import get as get_scale
 from kdlib.teachers import stored
@@ -54,6 +54,10 @@ BUDGETS: dict[str, dict[str, Any]] = {name: scale.runs for name, scale in SCALES
 LONG_SEEDS = {16: (0, 1, 2, 3, 4), 32: (0, 1, 2)}
 LONG = [f"e1-{arm}-N{N}-s{seed}" for seed in range(5) for N in (16, 32) if seed in LONG_SEEDS[N]
         for arm in ("kd", "scratch")]
+# The long tier's seed-0 KD students, released once converged if their Kodak RD cost beats the paper
+# grid's release of their size (S16, S32: 10k steps), under names of their own: S16 and S32 stay the
+# students experiments 1 and 6, the GPU check and the committed .kdl test files are pinned to.
+LONG_RELEASES = {"e1-kd-N16-s0": "S16-long", "e1-kd-N32-s0": "S32-long"}
 # Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (docs/training.md):
 # {(kd?, N): steps/s}, measured for N = 16, 64 and 112 (KD: teacher targets computed or cached, on
 # average); other sizes are interpolated.
@@ -363,12 +367,16 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     total = sum(c.steps for c in configs.values())
     steps = {n: last_step(dirs[n]) for n in names}
     steps = {n: s - s % configs[n].val_every for n, s in steps.items()}  # a resumed run restarts at its checkpoint
-    bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs", unit="step", dynamic_ncols=True)
+    capped = any(c.converge_lr for c in configs.values())  # runs that stop when converged: the total is their cap
+    bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs" + (" (total: the step cap)" if capped else ""),
+               unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache): n for n, c in configs.items()}
         while pending:
             time.sleep(2)
-            now = {n: last_step(dirs[n]) for n in names}
+            # never backwards: a resuming run rewrites its log back to its checkpoint, and a log read
+            # mid-write can end in a cut line
+            now = {n: max(steps[n], last_step(dirs[n])) for n in names}
             bar.n = sum(now.values())
             bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
             bar.refresh()
@@ -406,7 +414,33 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
     path = write_json(out / f"{name}.json", result)
     if run.release and budget == "cpu":
         note_kodak(run.release, path)
+    if budget == "long" and name in LONG_RELEASES:
+        release_converged(name, path, records)
     return path
+
+
+def release_converged(name: str, result: Path, records: Path) -> str | None:
+    """Release long-tier run ``name`` as :data:`LONG_RELEASES` names it when it converged (its record's
+    ``end``) and its Kodak RD cost (``result``) is below the paper grid's release of its size
+    (``results/<release>.json``); returns the name released, or None."""
+    from kdlib.analysis import per_image
+
+    run, end = RUNS[name], (Manifest(records).get(name) or {}).get("end") or {}
+    grid = RESULTS / f"{run.release}.json"
+    if not end.get("converged") or not grid.exists():
+        return None
+    config = run.config("long")
+    cost, grid_cost = (per_image(path, config.lmbda).rd_cost.mean() for path in (result, grid))
+    if cost >= grid_cost:
+        return None
+    as_name = LONG_RELEASES[name]
+    release_recorded(name, records, as_name, recipe=(
+        f"{recipe(config)}; long budget: batches from a bank of {config.bank} crops, trained until the learning "
+        f"rate fell to {config.converge_lr:g} of its start and the best validation RD loss moved by under "
+        f"{config.converge_flat * 100:g} % over the last 10 % of steps (cap {config.steps} steps): stopped at "
+        f"{end['steps']}; Kodak RD cost {cost:.4f} against {grid_cost:.4f} for {run.release} (10k steps)"))
+    note_kodak(as_name, result)
+    return as_name
 
 
 def note_kodak(release: str, result: Path) -> None:

@@ -4,7 +4,8 @@ run there.
 ``checkpoints/manifest.json`` lists the released models (T1, T5, S16-S112: file, sha256, config and
 its hash, steps, machine, recipe, Kodak means); ``checkpoints/runs/<budget>/manifest.json`` lists the
 recorded runs of the grid, whose weights are not released (config hash, weights sha256, how the run
-ended). :func:`release` publishes a run, :func:`record` keeps what an unreleased run leaves.
+ended). :func:`release` publishes a run, :func:`record` keeps what an unreleased run leaves, and
+:func:`release_recorded` publishes a recorded run whose weights were kept (the long tier's).
 """
 from __future__ import annotations
 
@@ -123,3 +124,28 @@ def release(run: str | Path, name: str, recipe: str = "",
         "steps_run": offset + last["steps"], "wall_h": round((wall + last["wall_s"]) / 3600, 2), "data": meta["data"],
         "machine": _machine(meta, " per run"), "recipe": recipe, "commit": meta.get("commit"),
         "init": meta["config"].get("init")})
+
+
+def release_recorded(name: str, records: str | Path, as_name: str, recipe: str = "") -> dict[str, Any]:
+    """Publish recorded run ``name`` whose weights were kept (``<records>/<name>.pth.tar``, the long
+    tier's) as ``checkpoints/<as_name>.pth.tar`` (CDF tables updated), its log as ``<as_name>.log.csv``,
+    and an entry in ``checkpoints/manifest.json`` with the record's config, steps, hours, machine and
+    how it ended (``end``)."""
+    records = Path(records)
+    entry = Manifest(records).get(name)
+    if entry is None or not (records / f"{name}.pth.tar").exists():
+        raise KeyError(f"{name} has no kept weights in {records}")
+    if data.sha256sum(records / f"{name}.pth.tar") != entry["sha256"]:
+        raise TrainingError(f"{records / name}.pth.tar is not the weights its manifest entry records")
+    model = load_model(records / f"{name}.pth.tar")
+    meta = dict(model.meta)
+    target = CHECKPOINTS / f"{as_name}.pth.tar"
+    save_checkpoint(target, model, {**meta, "name": as_name})
+    write_atomic(CHECKPOINTS / f"{as_name}.log.csv", gzip.decompress((records / f"{name}.log.csv.gz").read_bytes()),
+                 overwrite=True)
+    return Manifest().put(as_name, {
+        "file": target.name, "sha256": data.sha256sum(target), "config": entry["config"],
+        "config_hash": entry["config_hash"], "lambda": meta["lambda"], "steps": entry["steps"],
+        "steps_run": entry["steps_run"], "wall_h": entry["wall_h"], "data": meta["data"], "machine": entry["machine"],
+        "recipe": recipe, "commit": entry.get("commit"), "init": entry["config"].get("init"), "run": name,
+        "end": entry.get("end")})

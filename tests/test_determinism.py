@@ -63,12 +63,12 @@ def test_fast_layers_match_compressai_and_ignore_threads_and_blocks(monkeypatch)
     for layer in (gdn, igdn):
         layer.gamma.data.uniform_(0.01, 0.2)
     last = torch.nn.ConvTranspose2d(16, 3, 5, stride=2, padding=2, output_padding=1)
-    x = torch.randn(1, 16, 150, 250).contiguous(memory_format=torch.channels_last)  # 37500 rows: two blocks
+    x = torch.randn(1, 16, 150, 250).contiguous(memory_format=torch.channels_last)  # 37500 rows: many blocks
     threads = torch.get_num_threads()
     with torch.no_grad():
         for layer in (gdn, igdn, last):
             runs = []
-            for n, rows in ((1, entropy._GDN_ROWS), (2, entropy._GDN_ROWS), (1, 1000)):
+            for n, rows in ((1, entropy._GDN_ROWS), (2, entropy._GDN_ROWS), (1, 1000), (1, 32768)):
                 torch.set_num_threads(n)
                 monkeypatch.setattr(entropy, "_GDN_ROWS", rows)
                 runs.append(entropy._layer(layer, x.clone()))  # GDN works in place

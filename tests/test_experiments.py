@@ -161,3 +161,41 @@ def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(pho
     resumed = train(config, runs=tmp_path / "new", progress=False)
     for key, value in read_checkpoint(whole)["state_dict"].items():
         assert torch.equal(value, read_checkpoint(resumed)["state_dict"][key]), key
+
+
+def test_a_long_student_is_released_only_once_converged_and_better_than_the_grids(photo_folder, tmp_path, monkeypatch):
+    import kdlib.models
+    import kdlib.registry
+    from kdlib.registry import Manifest, record
+
+    for module in (kdlib.models, kdlib.registry):
+        monkeypatch.setattr(module, "CHECKPOINTS", tmp_path / "released")
+    (tmp_path / "released").mkdir()
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    config = Config(name="t", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=2, val_every=2)
+    folder = run_dir(config, tmp_path / "runs")
+    train(config, runs=tmp_path / "runs", progress=False)
+    name, records = "e1-kd-N16-s0", tmp_path / "records"
+    record(folder, name, records)
+    shutil.copyfile(folder / "best.pth.tar", records / f"{name}.pth.tar")
+
+    def result(path, psnr, bpp):
+        images = [{"image": f"kodim{i:02d}", "psnr-rgb": psnr + i / 10, "ms-ssim-rgb": 0.9, "bpp": bpp,
+                   "bpp-estimated": bpp} for i in range(3)]
+        path.write_text(json.dumps({"per_image": images, "results": {k: [images[0][k]] for k in images[0] if k != "image"}}))
+        return path
+
+    result(tmp_path / "results" / "S16.json", 27.0, 0.54)  # the paper grid's S16
+    better, worse = result(tmp_path / "better.json", 29.6, 0.50), result(tmp_path / "worse.json", 26.0, 0.60)
+    Manifest(records).update(name, end={"converged": False, "steps": 2})
+    assert experiments.release_converged(name, better, records) is None  # not converged: hit the cap
+    Manifest(records).update(name, end={"converged": True, "steps": 2})
+    assert experiments.release_converged(name, worse, records) is None  # converged but not better
+    assert not (tmp_path / "released" / "S16-long.pth.tar").exists()
+    assert experiments.release_converged(name, better, records) == "S16-long"
+    entry = Manifest().get("S16-long")
+    assert entry["run"] == name and entry["end"]["converged"] and entry["kodak"]["psnr-rgb"] == 29.6
+    assert entry["config_hash"] == Manifest(records).get(name)["config_hash"] and "long budget" in entry["recipe"]
+    assert list(pd.read_csv(tmp_path / "released" / "S16-long.log.csv").step) == list(pd.read_csv(folder / "log.csv").step)
+    assert Manifest().weights("S16-long") == tmp_path / "released" / "S16-long.pth.tar"
