@@ -10,7 +10,7 @@ import time
 import torch
 from PIL import Image
 
-from kdlib import bitstream, entropy
+from kdlib import bench, bitstream
 from kdlib.data import kodak_paths
 from kdlib.models import from_spec
 
@@ -25,23 +25,8 @@ def best_seconds(function, repeats: int = 7) -> float:
 
 
 def coder_seconds(blob: bytes, model, repeats: int = 7) -> float:
-    """Time inside :func:`kdlib.entropy.decode_symbols` (z and y streams) during one decode, best of ``repeats``."""
-    original, spent = entropy.decode_symbols, []
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        result = original(*args, **kwargs)
-        spent[-1] += time.perf_counter() - start
-        return result
-
-    entropy.decode_symbols = timed
-    try:
-        for _ in range(repeats):
-            spent.append(0.0)
-            bitstream.decompress(blob, model)
-    finally:
-        entropy.decode_symbols = original
-    return min(spent)
+    """Time inside the entropy decoder (z and y streams) during one decode, best of ``repeats``."""
+    return min(bench._coder_seconds(bitstream, [blob], model) for _ in range(repeats))
 
 
 def main(specs: list[str]) -> None:

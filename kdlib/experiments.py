@@ -425,7 +425,8 @@ def release_converged(name: str, result: Path, records: Path) -> str | None:
     (``results/<release>.json``); returns the name released, or None."""
     from kdlib.analysis import per_image
 
-    run, end = RUNS[name], (Manifest(records).get(name) or {}).get("end") or {}
+    run, entry = RUNS[name], Manifest(records).get(name) or {}
+    end = entry.get("end") or {}
     grid = RESULTS / f"{run.release}.json"
     if not end.get("converged") or not grid.exists():
         return None
@@ -434,11 +435,12 @@ def release_converged(name: str, result: Path, records: Path) -> str | None:
     if cost >= grid_cost:
         return None
     as_name = LONG_RELEASES[name]
-    release_recorded(name, records, as_name, recipe=(
-        f"{recipe(config)}; long budget: batches from a bank of {config.bank} crops, trained until the learning "
-        f"rate fell to {config.converge_lr:g} of its start and the best validation RD loss moved by under "
-        f"{config.converge_flat * 100:g} % over the last 10 % of steps (cap {config.steps} steps): stopped at "
-        f"{end['steps']}; Kodak RD cost {cost:.4f} against {grid_cost:.4f} for {run.release} (10k steps)"))
+    if Manifest().weights(as_name, entry["config_hash"]) is None:  # not yet released (a re-evaluation only notes Kodak)
+        release_recorded(name, records, as_name, recipe=(
+            f"{recipe(config)}; long budget: batches from a bank of {config.bank} crops, trained until the learning "
+            f"rate fell to {config.converge_lr:g} of its start and the best validation RD loss moved by under "
+            f"{config.converge_flat * 100:g} % over the last 10 % of steps (cap {config.steps} steps): stopped at "
+            f"{end['steps']}; Kodak RD cost {cost:.4f} against {grid_cost:.4f} for {run.release} (10k steps)"))
     note_kodak(as_name, result)
     return as_name
 

@@ -199,3 +199,6 @@ def test_a_long_student_is_released_only_once_converged_and_better_than_the_grid
     assert entry["config_hash"] == Manifest(records).get(name)["config_hash"] and "long budget" in entry["recipe"]
     assert list(pd.read_csv(tmp_path / "released" / "S16-long.log.csv").step) == list(pd.read_csv(folder / "log.csv").step)
     assert Manifest().weights("S16-long") == tmp_path / "released" / "S16-long.pth.tar"
+    released = (tmp_path / "released" / "S16-long.pth.tar").stat().st_mtime_ns
+    assert experiments.release_converged(name, better, records) == "S16-long"  # a re-evaluation: Kodak noted again,
+    assert (tmp_path / "released" / "S16-long.pth.tar").stat().st_mtime_ns == released  # the weights not re-released
