@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from kdlib import bitstream, data
 from kdlib import resources as res
 from kdlib.io import write_json
 from kdlib.models import CHECKPOINTS, load_model, resolve
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODELS = ("T5", "S16", "S32", "S64", "S96", "S112")
 CUDA_TESTS = ("tests/test_bitstream.py::test_gpu_transforms_files_decode_anywhere",
