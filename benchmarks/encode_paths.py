@@ -2,8 +2,7 @@
 through ``kdlib.bitstream.compress_batch`` (one image per core, as ``kdlib bench codec`` times it):
 
 - strips: each convolution + GDN pair in strips of output rows, GDN on the strip while it is in
-  cache. Exact (GDN kept on the image's 512-row blocks: MKL's matrix product takes another path,
-  with other sums, for blocks of under 9 rows), so the same files.
+  cache. Exact (GDN kept on kdlib's blocks of the whole layer), so the same files.
 - space-to-depth: the 3-channel stride-2 first layer as a stride-1 3x3 convolution over the image's
   2x2 phases. Other sums (floats within 7e-7), so some files differ.
 
@@ -22,11 +21,9 @@ from kdlib.data import kodak_paths
 from kdlib.models import from_spec
 
 
-def _gdn_rows_(layer: GDN, rows: torch.Tensor, start: int, stop: int) -> None:
+def _gdn_block_(layer: GDN, block: torch.Tensor) -> None:
     gamma_t, beta = layer.gamma_reparam(layer.gamma).t(), layer.beta_reparam(layer.beta)
-    for first in range(start, stop, entropy._GDN_ROWS):
-        block = rows[first:min(first + entropy._GDN_ROWS, stop)]
-        block.mul_(torch.addmm(beta, block * block, gamma_t).rsqrt_())
+    block.mul_(torch.addmm(beta, block * block, gamma_t).rsqrt_())
 
 
 def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int) -> torch.Tensor:
@@ -34,7 +31,8 @@ def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int
     h, w = x.shape[-2:]
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * q - k) // s + 1
     out = torch.empty(1, conv.out_channels, ho, wo, memory_format=torch.channels_last)
-    rows, done = out.permute(0, 2, 3, 1).view(-1, conv.out_channels), 0
+    rows = out.permute(0, 2, 3, 1).view(-1, conv.out_channels)
+    blocks = entropy._gdn_blocks(len(rows))  # kdlib's blocks of the whole layer, each once its rows are in
     for r0 in range(0, ho, strip):
         r1 = min(ho, r0 + strip)
         top, bottom = s * r0 - p, s * (r1 - 1) - p + k  # input rows of outputs r0 .. r1 - 1
@@ -45,9 +43,8 @@ def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int
             part = F.conv2d(x[:, :, first:min(h, bottom)], conv.weight, conv.bias, stride=s, padding=(p, q))
             part = part[:, :, r0 - first // s:r0 - first // s + r1 - r0]
         out[:, :, r0:r1] = part
-        ready = r1 * wo if r1 == ho else r1 * wo // entropy._GDN_ROWS * entropy._GDN_ROWS
-        _gdn_rows_(gdn, rows, done, ready)
-        done = max(done, ready)
+        while blocks and blocks[0][1] <= r1 * wo:
+            _gdn_block_(gdn, rows[slice(*blocks.pop(0))])
     return out
 
 

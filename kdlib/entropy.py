@@ -48,20 +48,38 @@ class RoundTripError(RuntimeError):
 
 _GDN_ROWS = 512  # pixels per block of GDN's matrix product: two 256 KB buffers at 128 channels stay in L2
 # (benchmarks/gdn_blocks.py: the same numbers at every block size, and the times against 32768 rows)
+_GDN_MIN_ROWS = 32  # MKL multiplies a block of under 16 rows another way: other sums, which at some widths
+# (192 channels: 6-8 rows) also change with the thread count; no block is ever that short
+
+
+def _gdn_blocks(rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of GDN's row blocks: ``_GDN_ROWS`` each, a tail under ``_GDN_MIN_ROWS`` merged into
+    the block before it."""
+    bounds = [*range(0, rows, _GDN_ROWS), rows]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < _GDN_MIN_ROWS:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _gdn_(layer: GDN, x: torch.Tensor) -> torch.Tensor:
     """GDN in place on ``x``, as matrix products on the channels-last view (rows = pixels): no
     oneDNN, no layout copy. Blocks of rows reuse two small buffers instead of fresh image-sized
     ones, whose page faults cost more than the arithmetic here (1.2-1.8x faster), small enough to stay
-    in cache. The same numbers at any thread count and block size (tested)."""
+    in cache. The same numbers at any thread count and block size (tested): no block is under
+    ``_GDN_MIN_ROWS`` rows, a smaller layer is computed in a zero-padded block of that size."""
     c = x.shape[1]
-    gamma_t, beta = layer.gamma_reparam(layer.gamma).t(), layer.beta_reparam(layer.beta)
     rows = x.permute(0, 2, 3, 1).view(-1, c)  # x must be channels-last
-    squares, norm = rows.new_empty(2, min(len(rows), _GDN_ROWS), c)
-    for start in range(0, len(rows), _GDN_ROWS):
-        block = rows[start:start + _GDN_ROWS]
-        n = len(block)
+    if len(rows) < _GDN_MIN_ROWS:
+        padded = rows.new_zeros(_GDN_MIN_ROWS, c)
+        padded[:len(rows)] = rows
+        _gdn_(layer, padded.t()[None, :, None])  # (1, c, 1, rows): channels-last
+        rows.copy_(padded[:len(rows)])
+        return x
+    gamma_t, beta = layer.gamma_reparam(layer.gamma).t(), layer.beta_reparam(layer.beta)
+    blocks = _gdn_blocks(len(rows))
+    squares, norm = rows.new_empty(2, max(stop - start for start, stop in blocks), c)
+    for start, stop in blocks:
+        block, n = rows[start:stop], stop - start
         torch.addmm(beta, torch.mul(block, block, out=squares[:n]), gamma_t, out=norm[:n])
         block.mul_(norm[:n].sqrt_() if layer.inverse else norm[:n].rsqrt_())
     return x

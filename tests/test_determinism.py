@@ -75,3 +75,32 @@ def test_fast_layers_match_compressai_and_ignore_threads_and_blocks(monkeypatch)
             torch.set_num_threads(threads)
             assert torch.allclose(runs[0], layer(x.contiguous()), rtol=1e-5, atol=1e-5)
             assert all(torch.equal(runs[0], run) for run in runs[1:])
+
+
+@pytest.mark.parametrize("channels", [16, 128, 192, 320])
+def test_gdn_is_the_same_for_short_tails_and_tiny_layers(channels):
+    """MKL multiplies a block of under 16 rows another way, thread-dependent at 192 and 320 channels
+    (6-8 and 4-13 rows): GDN must never hand it one. A layer's pixels are computed the same whether it
+    is alone, at 1 or 2 threads, or part of a larger layer (each pixel's GDN is its own)."""
+    from compressai.layers import GDN
+
+    from kdlib import entropy
+
+    torch.manual_seed(0)
+    layer = GDN(channels, inverse=True)
+    layer.gamma.data.uniform_(0.01, 0.2)
+    big = torch.randn(1, channels, 1, 2 * entropy._GDN_ROWS + 64)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            whole = entropy._gdn_(layer, big.clone().contiguous(memory_format=torch.channels_last))
+            for width in (1, 3, 7, 13, entropy._GDN_ROWS + 8, 2 * entropy._GDN_ROWS + 12):
+                part = big[..., :width].contiguous(memory_format=torch.channels_last)
+                runs = []
+                for n in (1, 2):
+                    torch.set_num_threads(n)
+                    runs.append(entropy._gdn_(layer, part.clone()))
+                assert torch.equal(runs[0], runs[1]), width
+                assert torch.equal(runs[0], whole[..., :width]), width
+    finally:
+        torch.set_num_threads(threads)
