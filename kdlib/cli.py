@@ -257,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
     bk = bsub.add_parser("codec", help="our compress/decompress against CompressAI's default path, plus JPEG/WebP")
     bk.add_argument("models", nargs="+", help="as for eval")
     bk.add_argument("--images", type=positive, default=24, help="first K Kodak images")
-    bk.add_argument("--repeats", type=positive, default=5, help="passes per path; each timing is the best")
+    bk.add_argument("--repeats", type=positive, default=5, help="passes per path over each 4 images; each timing is the best")
     bk.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/codec_speed/ (default: the repository's results/)")
     bk.set_defaults(func=cmd_bench)
     bte = bsub.add_parser("teacher", help="a KD step's teacher pass: full forward vs the targets the loss reads")
