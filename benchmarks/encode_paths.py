@@ -21,11 +21,6 @@ from kdlib.data import kodak_paths
 from kdlib.models import from_spec
 
 
-def _gdn_block_(layer: GDN, block: torch.Tensor) -> None:
-    gamma_t, beta = layer.gamma_reparam(layer.gamma).t(), layer.beta_reparam(layer.beta)
-    block.mul_(torch.addmm(beta, block * block, gamma_t).rsqrt_())
-
-
 def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int) -> torch.Tensor:
     (k, _), (s, _), (p, q) = conv.kernel_size, conv.stride, conv.padding
     h, w = x.shape[-2:]
@@ -33,6 +28,7 @@ def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int
     out = torch.empty(1, conv.out_channels, ho, wo, memory_format=torch.channels_last)
     rows = out.permute(0, 2, 3, 1).view(-1, conv.out_channels)
     blocks = entropy._gdn_blocks(len(rows))  # kdlib's blocks of the whole layer, each once its rows are in
+    gamma_t, beta = gdn.gamma_reparam(gdn.gamma).t(), gdn.beta_reparam(gdn.beta)
     for r0 in range(0, ho, strip):
         r1 = min(ho, r0 + strip)
         top, bottom = s * r0 - p, s * (r1 - 1) - p + k  # input rows of outputs r0 .. r1 - 1
@@ -44,7 +40,8 @@ def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int
             part = part[:, :, r0 - first // s:r0 - first // s + r1 - r0]
         out[:, :, r0:r1] = part
         while blocks and blocks[0][1] <= r1 * wo:
-            _gdn_block_(gdn, rows[slice(*blocks.pop(0))])
+            block = rows[slice(*blocks.pop(0))]  # kdlib's GDN arithmetic (entropy._gdn_), block by block
+            block.mul_(torch.addmm(beta, block * block, gamma_t).rsqrt_())
     return out
 
 
