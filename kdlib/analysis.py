@@ -378,10 +378,34 @@ def quality_table() -> pd.DataFrame:
 FINISHED = ("converged (stop rule)", "step cap", "finished")  # kdlib.experiments.training_states
 
 
+# Issue 26's seed rule for the long tier: MIN_SEEDS pairs, then more (up to MAX_SEEDS) while the seeds'
+# interval spans zero with a seeds' sd above SEED_SD_LIMIT; enough once it excludes zero or bounds the
+# effect within +-BOUND_REL of scratch's RD cost.
+SEED_SD_LIMIT, BOUND_REL, MIN_SEEDS, MAX_SEEDS = 0.05, 0.02, 3, 5
+
+
+def seed_rule(gain: dict[str, float], scratch_cost: float) -> str:
+    """What the seed rule says of a :func:`kd_gain` over converged pairs: enough seeds, or add one."""
+    n, low, high, sd = (gain["seeds"], gain["d_rd_cost_seeds_low"], gain["d_rd_cost_seeds_high"],
+                        gain["d_rd_cost_seed_sd"])
+    if n < MIN_SEEDS:
+        return f"add seeds: {n} of the {MIN_SEEDS} pairs declared"
+    if low > 0 or high < 0:
+        return "enough: the seeds' interval excludes zero"
+    if max(-low, high) <= BOUND_REL * scratch_cost:
+        return f"enough: the seeds' interval bounds the effect within +-{BOUND_REL:.0%} of the RD cost"
+    if sd <= SEED_SD_LIMIT:
+        return f"enough by the rule: seeds' sd {sd:.3f} <= {SEED_SD_LIMIT} (the interval spans zero)"
+    if n >= MAX_SEEDS:
+        return f"{MAX_SEEDS} seeds, the most the rule adds: the interval still spans zero"
+    return f"add a seed: seeds' sd {sd:.3f} > {SEED_SD_LIMIT} and the interval spans zero"
+
+
 def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> pd.DataFrame:
     """The long tier's verdict at convergence (notebook e1b_converged), per N: KD against its scratch twin over
     the seeds whose two arms have both finished (``status``: :func:`results` merged with
-    :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect."""
+    :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect (absolute and
+    in % of scratch's RD cost) and what :func:`seed_rule` says."""
     rows = []
     for n in sizes:
         done = status[(status.N == n) & status.done & status.state.isin(FINISHED)]
@@ -391,11 +415,14 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
             continue
         kd = [done[(done.arm == "kd") & (done.seed == s)].path.iloc[0] for s in seeds]
         scratch = [done[(done.arm == "scratch") & (done.seed == s)].path.iloc[0] for s in seeds]
-        gain = kd_gain(kd, scratch, experiments.RUNS[done.name.iloc[0]].lmbda)
+        lmbda = experiments.RUNS[done.name.iloc[0]].lmbda
+        gain = kd_gain(kd, scratch, lmbda)
         half = (gain["d_rd_cost_seeds_high"] - gain["d_rd_cost_seeds_low"]) / 2
+        cost = float(np.mean([per_image(p, lmbda)["rd_cost"].mean() for p in scratch]))
         rows.append({"N": n, "seeds": len(seeds), **{k: gain[k] for k in (
             "d_rd_cost", "d_rd_cost_low", "d_rd_cost_high", "d_rd_cost_seeds_low", "d_rd_cost_seeds_high",
-            "d_rd_cost_seed_sd", "d_psnr-rgb", "d_bpp")}, "detectable": half, "verdict": verdict(gain)})
+            "d_rd_cost_seed_sd", "d_psnr-rgb", "d_bpp")}, "detectable": half, "detectable_pct": 100 * half / cost,
+            "verdict": verdict(gain), "seed_rule": seed_rule(gain, cost)})
     return pd.DataFrame(rows)
 
 

@@ -209,3 +209,15 @@ def test_verdict_of_reads_a_comparison_column_of_a_table_row():
     assert analysis.verdict_of(row, "vs_x").startswith("one seed: not established (-0.2000 [-0.3000, -0.1000]")
     named = next(pd.DataFrame([{"vs_x": 0.2, "vs_x_low": 0.1, "vs_x_high": 0.3}]).itertuples())
     assert analysis.verdict_of(named, "vs_x", "better", "worse").startswith("one seed")
+
+
+def test_seed_rule_adds_seeds_only_while_a_spread_interval_spans_zero():
+    gain = lambda low, high, sd, n=3: {"seeds": n, "d_rd_cost_seeds_low": low,  # noqa: E731
+                                       "d_rd_cost_seeds_high": high, "d_rd_cost_seed_sd": sd}
+    assert analysis.seed_rule(gain(-0.17, 0.17, 0.068), 2.9).startswith("add a seed")
+    assert analysis.seed_rule(gain(-0.17, 0.17, 0.068, n=5), 2.9).startswith("5 seeds")
+    assert analysis.seed_rule(gain(0.01, 0.2, 0.068), 2.9).startswith("enough: the seeds' interval excludes")
+    assert analysis.seed_rule(gain(-0.05, 0.04, 0.068), 2.9).startswith("enough: the seeds' interval bounds")
+    assert analysis.seed_rule(gain(-0.2, 0.2, 0.03), 2.9).startswith("enough by the rule")
+    assert analysis.seed_rule(gain(float("nan"), float("nan"), float("nan"), n=1), 2.9).startswith("add seeds: 1 of")
+    assert analysis.seed_rule(gain(-0.2, 0.2, 0.03, n=2), 2.9).startswith("add seeds: 2 of")
