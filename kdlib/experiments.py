@@ -36,7 +36,7 @@ from kdlib import data
 from kdlib.evaluate import evaluate, evaluation_code
 from kdlib.io import copy, read_json, write_atomic, write_json
 from kdlib.losses import KDWeights
-from kdlib.models import CHECKPOINTS, load_model, repo_relative
+from kdlib.models import CHECKPOINTS, load_model, read_checkpoint, repo_relative
 from kdlib.registry import Manifest, record, release, release_recorded
 from kdlib.scales import RESULTS, SCALES
 from kdlib.scales import get as get_scale
@@ -206,16 +206,26 @@ def parked_folder(name: str, budget: str) -> Path:
     return folders(budget)[1] / "parked" / name
 
 
+def _steps(folder: Path) -> int:
+    """The steps trained by the resume state in ``folder`` (-1 where there is none)."""
+    path = folder / "last.pth.tar"
+    return int(read_checkpoint(path)["meta"]["steps"]) if path.exists() else -1
+
+
 def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> list[str]:
     """Copy the resume state of every unfinished run of ``budget`` (its ``last.pth.tar``, ``best.pth.tar``
     and ``log.csv``) into the repository, so that a later session, whose ``runs/`` may be gone, resumes
-    it where it stopped (:func:`unpark`). Returns the runs parked."""
+    it where it stopped (:func:`unpark`). A parked state further along than the run folder's is kept:
+    parking never moves a run backwards. Returns the runs parked."""
     parked = []
     for name in names or [n for number in EXPERIMENTS for n in members(number, budget)]:
         folder = run_dir(RUNS[name].config(budget), runs)
         if not (folder / "last.pth.tar").exists() or (folder / "done.json").exists():
             continue
         target = parked_folder(name, budget)
+        if (kept := _steps(target)) > (steps := _steps(folder)):
+            print(f"{name}: not parked: its parked state ({kept} steps) is further along than {folder}'s ({steps})")
+            continue
         target.mkdir(parents=True, exist_ok=True)
         for file in ("last.pth.tar", "best.pth.tar", "config.json"):
             if (folder / file).exists():
@@ -227,10 +237,11 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
 
 def unpark(name: str, budget: str, runs: str | Path) -> bool:
     """Put a parked run back into its run folder when that folder has no state of its own (a new
-    session); the parked copy stays until the run is recorded. True if restored."""
+    session) or an older one (a stale ``runs/`` left by an earlier session); the parked copy stays until
+    the run is recorded. True if restored."""
     config, source = RUNS[name].config(budget), parked_folder(name, budget)
     folder = run_dir(config, runs)
-    if (folder / "last.pth.tar").exists() or (folder / "done.json").exists() or not (source / "last.pth.tar").exists():
+    if (folder / "done.json").exists() or _steps(source) < 0 or _steps(folder) >= _steps(source):
         return False
     if json.loads((source / "config.json").read_text()) != dataclasses.asdict(config):
         return False  # parked under another config: left for the record, not resumed

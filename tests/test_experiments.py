@@ -158,6 +158,10 @@ def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(pho
     assert experiments.unpark("s", "smoke", tmp_path / "new")  # a new session: runs/ is gone
     assert not experiments.unpark("s", "smoke", tmp_path / "new")  # its own state now wins
     assert read_checkpoint(run_dir(config, tmp_path / "new") / "last.pth.tar")["meta"]["steps"] == 2
+    train(config, runs=tmp_path / "stale", progress=False, stop_after=1)  # an earlier session's runs/, left behind
+    assert experiments.park("smoke", tmp_path / "stale") == []  # never moves the parked state backwards
+    assert experiments.unpark("s", "smoke", tmp_path / "stale")  # the parked state, further along, wins
+    assert read_checkpoint(run_dir(config, tmp_path / "stale") / "last.pth.tar")["meta"]["steps"] == 2
     resumed = train(config, runs=tmp_path / "new", progress=False)
     for key, value in read_checkpoint(whole)["state_dict"].items():
         assert torch.equal(value, read_checkpoint(resumed)["state_dict"][key]), key
