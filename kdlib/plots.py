@@ -251,27 +251,33 @@ def reconstructions_figure(panels: list[tuple[str, np.ndarray]], columns: int = 
 
 def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: list[tuple[str, int]]) -> plt.Figure:
     """Validation RD loss against steps, KD and scratch, every seed (top row), and the paired
-    difference KD - scratch per seed, in % of scratch's loss, with the band between the seeds'
-    extremes (bottom row); one column per (budget, N) of ``panels``. A run still training is dashed."""
+    difference KD - scratch per seed, in % of scratch's loss (bottom row), with the band between the
+    extremes and the mean of the seeds whose two arms finished, at the steps all of them logged; one
+    column per (budget, N) of ``panels``. A run, or a pair, still training is dashed."""
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 7), squeeze=False, sharex="col")
     colors = {"kd": "tab:blue", "scratch": "tab:orange"}
     for column, (budget, n) in enumerate(panels):
         top, bottom = axes[0, column], axes[1, column]
         rows = curves[(curves.budget == budget) & (curves.N == n)]
+        labelled = set()
         for (arm, seed), run in rows.groupby(["arm", "seed"]):
             top.plot(run.step, run.val_rd_loss, color=colors[arm], alpha=0.85, lw=1.2,
-                     ls="-" if run.finished.iloc[0] else "--", label=f"{arm}, seed {seed}" if seed == 0 else None)
+                     ls="-" if run.finished.iloc[0] else "--", label=None if arm in labelled else f"{arm}, every seed")
+            labelled.add(arm)
         top.set(title=f"N = {n}, {budget} budget", ylabel="validation RD loss", yscale="log")
         if len(rows):
             top.legend(fontsize="small", loc="upper right")
+        done = [seed for seed, g in rows.groupby("seed") if g.finished.all() and g.arm.nunique() == 2]
         pair = paired[(paired.budget == budget) & (paired.N == n)]
         pair = pair.assign(pct=100 * pair.rel)
         for seed, run in pair.groupby("seed"):
-            bottom.plot(run.step, run.pct, lw=1, alpha=0.8, label=f"seed {seed}")
-        if pair.seed.nunique() > 1:
-            band = pair.groupby("step").pct.agg(["min", "max", "mean"])
+            bottom.plot(run.step, run.pct, lw=1, alpha=0.8, ls="-" if seed in done else "--",
+                        label=f"seed {seed}" + ("" if seed in done else " (training)"))
+        if len(done) > 1:
+            band = pair[pair.seed.isin(done)].groupby("step").pct.agg(["min", "max", "mean", "count"])
+            band = band[band["count"] == len(done)]
             bottom.fill_between(band.index, band["min"], band["max"], color="grey", alpha=0.25, label="seeds' range")
-            bottom.plot(band.index, band["mean"], color="black", lw=1.5, label="mean over seeds")
+            bottom.plot(band.index, band["mean"], color="black", lw=1.5, label=f"mean of the {len(done)} finished pairs")
         bottom.axhline(0, color="black", lw=0.6)
         bottom.set(xlabel="training step", ylabel="KD - scratch, % of scratch's loss")
         if len(pair):
