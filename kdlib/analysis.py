@@ -112,6 +112,11 @@ def verdict_of(row, column: str, better: str = "KD better", worse: str = "scratc
                     "d_rd_cost_high": getattr(row, f"{column}_high")}, better, worse)
 
 
+def mean_rd_cost(paths: list[str | Path], lmbda: float) -> float:
+    """The mean over runs of each run's mean Kodak RD cost."""
+    return float(np.mean([per_image(p, lmbda)["rd_cost"].mean() for p in paths]))
+
+
 def run_spread(paths: list[str | Path], lmbda: float) -> float:
     """Standard deviation over independently seeded runs of one config of their mean Kodak RD cost
     (NaN with fewer than two): how far apart two single-seed runs land by chance alone."""
@@ -131,7 +136,7 @@ def seed_noise(runs: pd.DataFrame, N: int, lmbda: float = 0.025) -> dict[str, fl
     seeds = sorted(set(rows[rows.arm == "kd"].seed) & set(rows[rows.arm == "scratch"].seed))
     kd, scratch = ([rows[(rows.arm == a) & (rows.seed == s)].path.iloc[0] for s in seeds] for a in ("kd", "scratch"))
     paired = kd_gain(kd, scratch, lmbda)["d_rd_cost_seed_sd"] if seeds else float("nan")
-    scale = np.mean([per_image(p, lmbda)["rd_cost"].mean() for p in scratch]) if seeds else float("nan")
+    scale = mean_rd_cost(scratch, lmbda) if seeds else float("nan")
     return {"paired_sd": paired, "run_sd": run_spread(kd, lmbda), "paired_rel": paired / scale, "seeds": seeds}
 
 
@@ -211,11 +216,13 @@ def learning_curves(names: list[str], budget: str) -> pd.DataFrame:
 
 def paired_curves(curves: pd.DataFrame) -> pd.DataFrame:
     """KD minus scratch validation RD loss at the steps both runs of a seed's pair logged: one row per
-    (budget, N, seed, step), with ``d_val_rd_loss`` and ``rel`` (over the scratch loss)."""
+    (budget, N, seed, step), with ``d_val_rd_loss``, ``rel`` (over the scratch loss) and ``finished``
+    (both runs of the pair have finished)."""
     keys = ["budget", "N", "seed", "step"]
     kd = curves[curves.arm == "kd"].set_index(keys).val_rd_loss
     scratch = curves[curves.arm == "scratch"].set_index(keys).val_rd_loss
     both = pd.concat({"kd": kd, "scratch": scratch}, axis=1).dropna().reset_index()
+    both = both.join(curves.groupby(keys[:3]).finished.all(), on=keys[:3])
     return both.assign(d_val_rd_loss=both.kd - both.scratch, rel=(both.kd - both.scratch) / both.scratch)
 
 
@@ -418,7 +425,7 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
         lmbda = experiments.RUNS[done.name.iloc[0]].lmbda
         gain = kd_gain(kd, scratch, lmbda)
         half = (gain["d_rd_cost_seeds_high"] - gain["d_rd_cost_seeds_low"]) / 2
-        cost = float(np.mean([per_image(p, lmbda)["rd_cost"].mean() for p in scratch]))
+        cost = mean_rd_cost(scratch, lmbda)
         rows.append({"N": n, "seeds": len(seeds), **{k: gain[k] for k in (
             "d_rd_cost", "d_rd_cost_low", "d_rd_cost_high", "d_rd_cost_seeds_low", "d_rd_cost_seeds_high",
             "d_rd_cost_seed_sd", "d_psnr-rgb", "d_bpp")}, "detectable": half, "detectable_pct": 100 * half / cost,

@@ -242,7 +242,7 @@ def unpark(name: str, budget: str, runs: str | Path) -> bool:
     the run is recorded. True if restored."""
     config, source = RUNS[name].config(budget), parked_folder(name, budget)
     folder = run_dir(config, runs)
-    if (folder / "done.json").exists() or _steps(source) < 0 or _steps(folder) >= _steps(source):
+    if (folder / "done.json").exists() or (parked := _steps(source)) < 0 or _steps(folder) >= parked:
         return False
     if json.loads((source / "config.json").read_text()) != dataclasses.asdict(config):
         return False  # parked under another config: left for the record, not resumed

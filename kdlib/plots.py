@@ -267,8 +267,8 @@ def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: l
         top.set(title=f"N = {n}, {budget} budget", ylabel="validation RD loss", yscale="log")
         if len(rows):
             top.legend(fontsize="small", loc="upper right")
-        done = [seed for seed, g in rows.groupby("seed") if g.finished.all() and g.arm.nunique() == 2]
         pair = paired[(paired.budget == budget) & (paired.N == n)]
+        done = set(pair[pair.finished].seed)
         pair = pair.assign(pct=100 * pair.rel)
         for seed, run in pair.groupby("seed"):
             bottom.plot(run.step, run.pct, lw=1, alpha=0.8, ls="-" if seed in done else "--",
