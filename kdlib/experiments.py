@@ -368,11 +368,12 @@ def last_step(folder: Path) -> int:
 
 def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: bool,
               on_done=lambda name: None, teacher_cache: Path | None = None) -> None:
-    """Train ``names`` ``jobs`` at a time (one process each, cores split between them), with one
-    progress bar over every run's steps; ``on_done(name)`` as each finishes. ``teacher_cache``:
-    see :func:`kdlib.train.train`."""
+    """Train ``names`` ``jobs`` at a time (one process each, cores split between them: a lone run
+    gets them all), with one progress bar over every run's steps; ``on_done(name)`` as each finishes.
+    ``teacher_cache``: see :func:`kdlib.train.train`."""
     if not names:
         return
+    jobs = min(jobs, len(names))
     threads = max(1, torch.get_num_threads() // jobs)
     configs = {n: RUNS[n].config(budget) for n in names}
     dirs = {n: run_dir(c, runs) for n, c in configs.items()}
@@ -507,9 +508,10 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate) - len(recorded)} cached, "
           f"{len(to_evaluate)} to evaluate, {len(to_train)} to train"
           + (f", {len(recorded)} as recorded (evaluated by earlier code; their weights are not kept)" if recorded else ""))
+    jobs = max(1, min(jobs, len(to_train)))
     if to_train and (train or dry_run):
         hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / jobs
-        print(f"to train (about {hours:.1f} h at {jobs} runs at a time on this machine's estimate):")
+        print(f"to train (about {hours:.1f} h, {jobs} at a time, on this machine's estimate):")
         for n in to_train:
             print(f"  {n}: {run_dir(RUNS[n].config(budget), runs)}")
     if dry_run:

@@ -77,6 +77,15 @@ def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_pat
     assert "1 to evaluate, 0 to train, 1 as recorded (evaluated by earlier code" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 cores to tell one thread from all")
+def test_a_lone_run_trains_on_every_core(mirror, photo_folder, tmp_path, monkeypatch):
+    tiny_grid(monkeypatch, photo_folder)
+    experiments.train_all(["s"], "smoke", tmp_path / "runs", jobs=2, compile=False)
+    meta = read_checkpoint(run_dir(RUNS_config("s"), tmp_path / "runs") / "last.pth.tar")["meta"]
+    assert meta["threads"] == torch.get_num_threads()
+
+
 def RUNS_hash(name):
     return RUNS_config(name).hash()
 
@@ -91,7 +100,7 @@ def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folde
     monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
     run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
     out = capsys.readouterr().out
-    assert "2 to train" in out and " h at 1 runs" not in out and "k: " in out and "s: " in out
+    assert "2 to train" in out and "h, 2 at a time" in out and "k: " in out and "s: " in out
     assert not (tmp_path / "runs").exists()
 
 
