@@ -508,10 +508,10 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     print(f"experiment {number} ({budget}): {len(names) - len(to_train) - len(to_evaluate) - len(recorded)} cached, "
           f"{len(to_evaluate)} to evaluate, {len(to_train)} to train"
           + (f", {len(recorded)} as recorded (evaluated by earlier code; their weights are not kept)" if recorded else ""))
-    jobs = max(1, min(jobs, len(to_train)))
     if to_train and (train or dry_run):
-        hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / jobs
-        print(f"to train (about {hours:.1f} h, {jobs} at a time, on this machine's estimate):")
+        at_once = min(jobs, len(to_train))  # as train_all runs them
+        hours = sum(estimate_s(RUNS[n], RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / at_once
+        print(f"to train (about {hours:.1f} h, {at_once} at a time, on this machine's estimate):")
         for n in to_train:
             print(f"  {n}: {run_dir(RUNS[n].config(budget), runs)}")
     if dry_run:
