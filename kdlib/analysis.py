@@ -83,21 +83,23 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
     return out
 
 
-def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scratch better") -> str:
+def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scratch better",
+            metric: str = "rd_cost") -> str:
     """The one rule behind every "better / worse / not established" of the notebooks and the report,
     read off a :func:`kd_gain` (or :func:`compare`) RD-cost difference, test minus anchor: ``better``
     (negative) or ``worse`` only where the images' paired-bootstrap interval excludes zero and, with
     several seeds, the seeds' t-interval excludes it on the same side. One seed is never enough (the
     seeds' sd of a paired difference, 0.19-0.21 at N = 16 and 64, is as large as every effect here):
-    "one seed: not established", with the images' interval."""
-    d, low, high = gain["d_rd_cost"], gain["d_rd_cost_low"], gain["d_rd_cost_high"]
+    "one seed: not established", with the images' interval. ``metric`` reads another difference of
+    :func:`kd_gain` by the same rule ("bpp", "psnr-rgb"; ``better`` then names its negative side)."""
+    d, low, high = gain[f"d_{metric}"], gain[f"d_{metric}_low"], gain[f"d_{metric}_high"]
     if not np.isfinite(d):
         return "not measured"
     images = f"{d:+.4f} [{low:+.4f}, {high:+.4f}] over the images"
     if gain.get("seeds", 1) < 2:
         return f"one seed: not established ({images})"
-    seeds_low, seeds_high = gain["d_rd_cost_seeds_low"], gain["d_rd_cost_seeds_high"]
-    seeds = f"seeds' interval [{seeds_low:+.4f}, {seeds_high:+.4f}], sd {gain['d_rd_cost_seed_sd']:.4f}"
+    seeds_low, seeds_high = gain[f"d_{metric}_seeds_low"], gain[f"d_{metric}_seeds_high"]
+    seeds = f"seeds' interval [{seeds_low:+.4f}, {seeds_high:+.4f}], sd {gain[f'd_{metric}_seed_sd']:.4f}"
     if high < 0 and seeds_high < 0:
         return better
     if low > 0 and seeds_low > 0:
@@ -412,7 +414,8 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
     """The long tier's verdict at convergence (notebook e1b_converged), per N: KD against its scratch twin over
     the seeds whose two arms have both finished (``status``: :func:`results` merged with
     :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect (absolute and
-    in % of scratch's RD cost) and what :func:`seed_rule` says."""
+    in % of scratch's RD cost), what :func:`seed_rule` says, and PSNR and bpp with their intervals and
+    :func:`verdict` ("KD lower" / "KD higher": where KD moves the operating point, whatever the RD cost)."""
     rows = []
     for n in sizes:
         done = status[(status.N == n) & status.done & status.state.isin(FINISHED)]
@@ -428,8 +431,12 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
         cost = mean_rd_cost(scratch, lmbda)
         rows.append({"N": n, "seeds": len(seeds), **{k: gain[k] for k in (
             "d_rd_cost", "d_rd_cost_low", "d_rd_cost_high", "d_rd_cost_seeds_low", "d_rd_cost_seeds_high",
-            "d_rd_cost_seed_sd", "d_psnr-rgb", "d_bpp")}, "detectable": half, "detectable_pct": 100 * half / cost,
-            "verdict": verdict(gain), "seed_rule": seed_rule(gain, cost)})
+            "d_rd_cost_seed_sd")}, "detectable": half, "detectable_pct": 100 * half / cost,
+            "verdict": verdict(gain), "seed_rule": seed_rule(gain, cost),
+            **{f"d_{m}{k}": gain[f"d_{m}{k}"] for m in ("psnr-rgb", "bpp")
+               for k in ("", "_low", "_high", "_seeds_low", "_seeds_high")},
+            "psnr_verdict": verdict(gain, "KD lower", "KD higher", "psnr-rgb"),
+            "bpp_verdict": verdict(gain, "KD lower", "KD higher", "bpp")})
     return pd.DataFrame(rows)
 
 

@@ -132,7 +132,9 @@ def _converged() -> str:
     """The long tier's verdict per N (notebook e1b_converged), or how far it has come."""
     table = analysis.converged_table(analysis.training_status(1, "long"))
     parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
-             f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}") for r in table.to_dict("records")]
+             f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}; bpp {r['d_bpp']:+.3f}, "
+             f"{r['bpp_verdict'].split(' (')[0]}; PSNR {r['d_psnr-rgb']:+.2f} dB, {r['psnr_verdict'].split(' (')[0]}")
+             for r in table.to_dict("records")]
     return "converged tier (long budget, notebook e1b_converged): " + "; ".join(parts)
 
 

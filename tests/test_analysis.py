@@ -93,6 +93,17 @@ def test_seeds_that_disagree_are_no_gain_however_tight_the_images_interval(tmp_p
     assert analysis.verdict(worse) == "scratch better"
 
 
+def test_the_rule_reads_bpp_and_psnr_apart_from_the_rd_cost(tmp_path):
+    scratch = [_result(tmp_path / f"sc{s}.json", 0.0, 0.5) for s in range(3)]
+    # KD spends fewer bits and loses a little quality in every seed: the rate moves, the RD cost barely does
+    kd = [_result(tmp_path / f"kd{s}.json", shift, 0.45 + 0.01 * s) for s, shift in enumerate((-0.3, -0.2, -0.4))]
+    gain = analysis.kd_gain(kd, scratch, 0.025)
+    assert analysis.verdict(gain, "KD lower", "KD higher", "bpp") == "KD lower"
+    assert analysis.verdict(gain, "KD lower", "KD higher", "psnr-rgb") == "KD lower"
+    assert analysis.verdict(gain).startswith("not established (")  # the RD cost: read as before
+    assert analysis.verdict(analysis.kd_gain(scratch, kd, 0.025), "KD lower", "KD higher", "bpp") == "KD higher"
+
+
 def test_one_seed_is_never_enough_whatever_its_images_interval(tmp_path):
     one = analysis.kd_gain([_result(tmp_path / "kd.json", -0.3, 0.5)], [_result(tmp_path / "sc.json", 0.0, 0.5)], 0.025)
     assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0 and one["d_rd_cost_low"] > 0
@@ -160,6 +171,8 @@ def test_converged_table_pairs_only_seeds_whose_two_arms_finished(tmp_path):
     table = analysis.converged_table(status, sizes=(16, 32)).set_index("N")
     assert table.loc[16, "seeds"] == 1 and table.loc[16, "d_rd_cost"] < 0  # seed 1's scratch arm is still training
     assert table.loc[16, "verdict"].startswith("one seed: not established")
+    assert table.loc[16, "d_psnr-rgb"] > 0 and table.loc[16, "d_psnr-rgb_low"] > 0  # KD's quality shift, with its interval
+    assert table.loc[16, "psnr_verdict"].startswith("one seed") and table.loc[16, "bpp_verdict"].startswith("one seed")
     assert table.loc[32, "seeds"] == 0 and table.loc[32, "verdict"] == "no pair has finished yet"
 
 
