@@ -107,6 +107,11 @@ def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scr
     return f"not established ({images}; {seeds})"
 
 
+def headline(said: str) -> str:
+    """A :func:`verdict`'s words without its numbers: "KD lower", "not established", "one seed: not established"."""
+    return said.split(" (")[0]
+
+
 def verdict_of(row, column: str, better: str = "KD better", worse: str = "scratch better") -> str:
     """:func:`verdict` of one comparison column of an experiment table's row (``column`` and its
     ``_low`` / ``_high`` interval, as :func:`compare` writes them; a one-seed comparison)."""

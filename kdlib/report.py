@@ -133,7 +133,7 @@ def _converged() -> str:
     table = analysis.converged_table(analysis.training_status(1, "long"))
     parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
              f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}; bpp {r['d_bpp']:+.3f}, "
-             f"{r['bpp_verdict'].split(' (')[0]}; PSNR {r['d_psnr-rgb']:+.2f} dB, {r['psnr_verdict'].split(' (')[0]}")
+             f"{analysis.headline(r['bpp_verdict'])}; PSNR {r['d_psnr-rgb']:+.2f} dB, {analysis.headline(r['psnr_verdict'])}")
              for r in table.to_dict("records")]
     return "converged tier (long budget, notebook e1b_converged): " + "; ".join(parts)
 
@@ -235,7 +235,7 @@ def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
     if mine.empty:
         return claim, f"{ours} ({done} of {total} runs)", (
             f"not measured yet: no `{prefix}` run has landed beside its run without the term (`kdlib experiment 4`)")
-    said = {analysis.verdict_of(r, "vs_without", "better", "worse").split(" (")[0] for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
+    said = {analysis.headline(analysis.verdict_of(r, "vs_without", "better", "worse")) for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
     tests = [f"{r.name} against {r.without} {r.vs_without:+.3f} [{r.vs_without_low:+.3f}, {r.vs_without_high:+.3f}] "
              f"({r.d_psnr_vs_without:+.2f} dB, {r.d_bpp_vs_without:+.3f} bpp)" for r in mine.itertuples()]
     if prefix == "e4-l2":

@@ -101,6 +101,7 @@ def test_the_rule_reads_bpp_and_psnr_apart_from_the_rd_cost(tmp_path):
     assert analysis.verdict(gain, "KD lower", "KD higher", "bpp") == "KD lower"
     assert analysis.verdict(gain, "KD lower", "KD higher", "psnr-rgb") == "KD lower"
     assert analysis.verdict(gain).startswith("not established (")  # the RD cost: read as before
+    assert analysis.headline(analysis.verdict(gain)) == "not established"  # its words, without the numbers
     assert analysis.verdict(analysis.kd_gain(scratch, kd, 0.025), "KD lower", "KD higher", "bpp") == "KD higher"
 
 
