@@ -41,7 +41,7 @@ from kdlib.registry import Manifest, record, release, release_recorded
 from kdlib.scales import RESULTS, SCALES
 from kdlib.scales import get as get_scale
 from kdlib.teachers import stored
-from kdlib.train import Config, run_dir, teacher_cache_key, train
+from kdlib.train import Config, branch_from, run_dir, stable_end, state_path, teacher_cache_key, train
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
 SIZES = (16, 32, 64, 96, 112)
@@ -59,6 +59,14 @@ LONG = [f"e1-{arm}-N{N}-s{seed}" for seed in range(5) for N in (16, 32) if seed 
 # The long tier's seed-0 KD students, released once converged if their Kodak RD cost beats the paper
 # grid's release of their size (S16, S32: 10k steps), under names of their own: S16 and S32 stay the
 # students experiments 1 and 6, the GPU check and the committed .kdl test files are pinned to.
+# The equal-step tier (scale "equal", issue 40): seeds declared before training, never extended on a running
+# statistic. N = 16: 8 pairs (at the long tier's sd, 0.073, about 10 pairs give +-2 % of scratch's RD cost;
+# 8 is what about 25 hours allow beside N = 64); N = 64, the paper's main student: 2 pairs. Each pair at the
+# full length and at its branches (kdlib.scales, "equal"); then scratch N = 16 at CompressAI's neighbouring
+# qualities' lambdas (one seed, full length), so KD's points are read against scratch's own RD curve.
+# Order of training: the pilot pair (N = 16, seed 0) first.
+EQUAL_SEEDS = {16: tuple(range(8)), 64: (0, 1)}
+EQUAL_LAMBDAS = (0.013, 0.0483)  # CompressAI's qualities 4 and 6 around the grid's 0.025 (quality 5)
 LONG_RELEASES = {"e1-kd-N16-s0": "S16-long", "e1-kd-N32-s0": "S32-long"}
 # Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (docs/training.md):
 # {(kd?, N): steps/s}, measured for N = 16, 64 and 112 (KD: teacher targets computed or cached, on
@@ -91,6 +99,12 @@ class Run:
     release: str | None = None
     experiments: tuple[int, ...] = ()
     reference: str | None = None
+    fraction: float = 1.0  # a branch of a fixed schedule: this fraction of its budget's steps, decayed
+
+    @property
+    def trunk(self) -> str | None:
+        """The full-length run a branch continues from its constant phase (None: not a branch)."""
+        return self.name.rsplit("-b", 1)[0] if self.fraction != 1 else None
 
     @property
     def arm(self) -> str:
@@ -111,6 +125,8 @@ class Run:
     def config(self, budget: str = "cpu") -> Config:
         fields: dict[str, Any] = dict(name=self.name, N=self.N, Z=self.Z, lmbda=self.lmbda, seed=self.seed,
                                       **BUDGETS[budget])
+        if self.fraction != 1:
+            fields["steps"] = round(fields["steps"] * self.fraction)
         if self.teacher is not None:
             fields.update(teacher=self.teacher, hyper_teacher=self.hyper_teacher, latent=self.latent,
                           **self.loss_weights.fields())
@@ -132,7 +148,7 @@ def _e1_experiments(N: int, seed: int, arm: str) -> tuple[int, ...]:
 def _grid() -> dict[str, Run]:
     runs: list[Run] = []
     for N in SIZES:  # experiment 1: size; 3 seeds at N = 16, 64 (long tier: N = 32 too, and seeds 3, 4 at N = 16)
-        for seed in sorted({*((0, 1, 2) if N in (16, 32, 64) else (0,)), *LONG_SEEDS.get(N, ())}):
+        for seed in sorted({*((0, 1, 2) if N in (16, 32, 64) else (0,)), *LONG_SEEDS.get(N, ()), *EQUAL_SEEDS.get(N, ())}):
             runs.append(Run(f"e1-kd-N{N}-s{seed}", N, seed=seed, release=f"S{N}" if seed == 0 else None,
                             experiments=_e1_experiments(N, seed, "kd")))
             runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, teacher=None, seed=seed,
@@ -155,7 +171,34 @@ def _grid() -> dict[str, Run]:
     for N in (16, 64, 112):  # experiment 5: KLD latent term at the authors' scale; per-position KL as ablation
         runs.append(Run(f"e5-kld-N{N}", N, latent="kld-mean", experiments=e5))
     runs.append(Run("e5-kldsum-N64", 64, latent="kld", experiments=e5))
-    return {r.name: r for r in runs}
+    runs += [Run(f"e1-scratch-N16-l{lmbda}-s0", 16, lmbda, teacher=None) for lmbda in EQUAL_LAMBDAS]
+    by_name = {r.name: r for r in runs}
+    for name in _equal_pairs():  # the equal-step tier's branches, decayed from the constant phase
+        for fraction in SCALES["equal"].branches:
+            by_name[branch_name(name, fraction)] = dataclasses.replace(
+                by_name[name], name=branch_name(name, fraction), release=None, experiments=(), fraction=fraction)
+    return by_name
+
+
+def _equal_pairs() -> list[str]:
+    """The equal-step tier's full-length pairs, the pilot (N = 16, seed 0) first, then N = 16, then N = 64."""
+    return [f"e1-{arm}-N{N}-s{seed}" for N in (16, 64) for seed in EQUAL_SEEDS[N] for arm in ("kd", "scratch")]
+
+
+def branch_name(name: str, fraction: float) -> str:
+    """The branch of run ``name`` at ``fraction`` of its budget: ``e1-kd-N16-s0-b25``."""
+    return f"{name}-b{round(fraction * 100)}"
+
+
+def _equal() -> list[str]:
+    """The equal-step tier in training order: each pair, then its branches (which start from the
+    pair's constant phase), the pilot first; the scratch lambdas last."""
+    pairs = _equal_pairs()
+    out = []
+    for kd, scratch in zip(pairs[::2], pairs[1::2]):
+        out += [kd, scratch, *(branch_name(n, f) for f in sorted(SCALES["equal"].branches, reverse=True)
+                               for n in (kd, scratch))]
+    return out + [f"e1-scratch-N16-l{lmbda}-s0" for lmbda in EQUAL_LAMBDAS]
 
 
 RUNS: dict[str, Run] = _grid()
@@ -168,7 +211,8 @@ EXPERIMENTS: dict[int, list[str]] = {
 def twin(name: str) -> str | None:
     """The scratch run a KD run is paired with: same N, Z, lambda and seed, no teacher."""
     run = RUNS[name]
-    matches = [n for n, r in RUNS.items() if r.teacher is None and (r.N, r.Z, r.lmbda, r.seed) == (run.N, run.Z, run.lmbda, run.seed)]
+    key = (run.N, run.Z, run.lmbda, run.seed, run.fraction)
+    matches = [n for n, r in RUNS.items() if r.teacher is None and (r.N, r.Z, r.lmbda, r.seed, r.fraction) == key]
     return matches[0] if run.teacher is not None and matches else None
 
 
@@ -181,18 +225,20 @@ def main_run(name: str) -> str | None:
 
 # Training order: experiment 1's seed-0 pairs first (N = 64, the paper's recommended student, then
 # 16, the smallest), KD before its scratch twin, then the other experiments, then more seeds.
+EQUAL = _equal()
+TIERS = {"long": LONG, "equal": EQUAL}  # the budgets that train a declared subset of experiment 1, in order
 ORDER = sorted(RUNS, key=lambda n: (RUNS[n].seed, not n.startswith("e1-"),
                                     (64, 16, 32, 112, 96).index(RUNS[n].N) if n.startswith("e1-") else 0,
                                     RUNS[n].teacher is None))
 
 
 def members(number: int, budget: str) -> list[str]:
-    """The runs experiment ``number`` trains at ``budget``: the long tier is experiment 1's N = 16
-    and 32 pairs (:data:`LONG`), every other budget the whole experiment."""
+    """The runs experiment ``number`` trains at ``budget``: the long and equal-step tiers train a declared
+    subset of experiment 1 (:data:`TIERS`), every other budget the whole experiment."""
     scale = get_scale(budget)
     if scale.experiments is not None and number not in scale.experiments:
         return []
-    return LONG if budget == "long" else EXPERIMENTS[number]
+    return TIERS.get(budget, EXPERIMENTS[number])
 
 
 def folders(budget: str, root: Path | None = None) -> tuple[Path, Path]:
@@ -222,6 +268,8 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
     parked = []
     for name in names or [n for number in EXPERIMENTS for n in members(number, budget)]:
         folder = run_dir(RUNS[name].config(budget), runs)
+        if (trunk := RUNS[name].trunk) and not (folder / "done.json").exists():  # not started: its trunk's state
+            branch_from(RUNS[name].config(budget), folder, RUNS[trunk].config(budget), runs)
         if not (folder / "last.pth.tar").exists() or (folder / "done.json").exists():
             continue
         target = parked_folder(name, budget)
@@ -229,7 +277,7 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
             print(f"{name}: not parked: its parked state ({kept} steps) is further along than {folder}'s ({steps})")
             continue
         target.mkdir(parents=True, exist_ok=True)
-        for file in ("last.pth.tar", "best.pth.tar", "config.json"):
+        for file in ("last.pth.tar", "best.pth.tar", "config.json", *(p.name for p in folder.glob("state-*.pth.tar"))):
             if (folder / file).exists():
                 copy(folder / file, target / file)
         write_atomic(target / "log.csv.gz", gzip.compress((folder / "log.csv").read_bytes(), mtime=0), overwrite=True)
@@ -296,7 +344,7 @@ def estimate_s(run: Run, config: Config, cache: Path | None = None) -> float:
     :class:`kdlib.teachers.TargetCache` folder) runs at :data:`STORED_TARGETS` times its scratch twin's rate."""
     kd = run.teacher is not None
     if config.bank:  # targets read from the bank: a KD step costs a scratch step (at most the step cap)
-        return config.steps / _rate(False, run.N)
+        return (config.steps - (stable_end(config) if run.trunk else 0)) / _rate(False, run.N)  # a branch: its decay
     needed = {"y_hat", "x_hat"} | ({"z_hat"} if config.w_hyper else set())
     if kd and cache and run.hyper_teacher is None and needed <= stored(cache, teacher_cache_key(config), config.steps):
         return config.steps / (STORED_TARGETS * _rate(False, run.N))
@@ -348,9 +396,22 @@ def kept_weights(name: str, budget: str) -> Path | None:
     return path if path.exists() and entry and data.sha256sum(path) == entry.get("sha256") else None
 
 
-def _train_one(config: Config, runs: str, threads: int, compile: bool, cache: Path | None) -> None:
+def _train_one(config: Config, runs: str, threads: int, compile: bool, cache: Path | None,
+               keep_states: tuple[int, ...], longer: Config | None) -> None:
     torch.set_num_threads(threads)
-    train(config, runs=runs, threads=threads, progress=False, compile=compile, teacher_cache=cache)
+    train(config, runs=runs, threads=threads, progress=False, compile=compile, teacher_cache=cache,
+          keep_states=keep_states, longer=longer)
+
+
+def branches(name: str, budget: str) -> tuple[tuple[int, ...], Config | None]:
+    """(the steps at which run ``name`` keeps its full state for its branches to start from, the
+    full-length run a branch starts from): both empty outside a fixed schedule's tier."""
+    run = RUNS[name]
+    if run.trunk:
+        return (), RUNS[run.trunk].config(budget)
+    kept = [stable_end(RUNS[branch_name(name, f)].config(budget)) for f in get_scale(budget).branches
+            if branch_name(name, f) in RUNS]
+    return tuple(kept), None
 
 
 def last_step(folder: Path) -> int:
@@ -385,7 +446,8 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs" + (" (total: the step cap)" if capped else ""),
                unit="step", dynamic_ncols=True)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache): n for n, c in configs.items()}
+        pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache, *branches(n, budget)): n
+                   for n, c in configs.items()}
         while pending:
             time.sleep(2)
             # never backwards: a resuming run rewrites its log back to its checkpoint, and a log read
@@ -418,7 +480,7 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
             weights = folder / "best.pth.tar"
             if (folder / "done.json").exists():
                 record_end(name, folder, records)
-            if budget == "long":  # hours of training each: the weights are kept beside the log
+            if get_scale(budget).keep_weights:  # hours of training each: the weights are kept beside the log
                 copy(weights, records / f"{name}.pth.tar")
             shutil.rmtree(parked_folder(name, budget), ignore_errors=True)
     model = load_model(weights)
@@ -494,7 +556,7 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     does nothing but say. Results go under ``root`` (:func:`folders`). Returns each run's state before the call."""
     if number not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, not {number}")
-    names = [n for n in ORDER if n in members(number, budget) and (not only or n in only)]
+    names = [n for n in TIERS.get(budget, ORDER) if n in members(number, budget) and (not only or n in only)]
     runs = Path(runs)
     states = status(names, budget, runs, root)
     out = folders(budget, root)[0]

@@ -32,6 +32,8 @@ class Scale:
     experiments: tuple[int, ...] | None = None
     quick: bool = False
     about: str = ""
+    branches: tuple[float, ...] = ()  # shorter budgets, as fractions of the runs' steps, each decayed ("wsd")
+    keep_weights: bool = False  # hours per run: each recorded run's weights are kept beside its log
 
     def results(self, root: str | Path | None = None) -> Path:
         """Its results folder under ``root`` (default: the repository's ``results/``, whose ``cpu``
@@ -69,6 +71,13 @@ class Scale:
 # rate cut to 1/8 and the best validation RD loss flat within 0.5 % over the last 10 % of steps), capped
 # at 150k steps, batches from a fixed bank of 32,768 crops whose teacher targets are computed once
 # (kdlib.bank), so a KD step costs what a scratch step does (docs/training.md, "Long runs").
+# "equal": experiment 1's pairs on one fixed schedule, the same for both arms (issue 40): 64k steps of
+# the long tier's bank, lr 5e-4 constant then linear to 0 over the last 20 % ("wsd"), with branches decayed
+# from the constant phase at 1/4 and 1/2 of the length, so that every point of the budget curve is a
+# decayed model. Why 64k: the long tier's plateau schedule first halved the rate at 19k-63k steps (median
+# 32k) and its N = 16 runs stopped at 49k-128k (median 74k); 64k puts the 1/2 branch where the plateau
+# runs first decayed, and the whole tier (about 25 hours two at a time) within the issue's budget.
+# Declared in advance, seeds included (kdlib.experiments.EQUAL_SEEDS); docs/training.md "Equal steps".
 # "paper": the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
 CPU_RECIPE = dict(crop=128, batch=8, steps=40_000, lr=5e-4, val_every=500, val_images=62, patience=4)
 SCALES: dict[str, Scale] = {s.name: s for s in (
@@ -79,7 +88,10 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
           about="the published results of this machine: teachers 40k steps, the grid's runs 10k steps"),
     Scale("long", None, dict(scale="cpu", steps=150_000, precision="bf16", bank=32_768, converge_lr=0.125,
                              converge_flat=0.005), experiments=(1,),
-          about="experiment 1's N = 16 and 32 pairs trained to convergence (hours per run)"),
+          about="experiment 1's N = 16 and 32 pairs trained until a stop rule held (hours per run)", keep_weights=True),
+    Scale("equal", None, dict(scale="cpu", steps=64_000, precision="bf16", bank=32_768, schedule="wsd", decay=0.2),
+          experiments=(1,), branches=(0.25, 0.5), keep_weights=True,
+          about="experiment 1's pairs, N = 16 and 64, on one fixed 64k-step schedule with decayed branches at 1/4 and 1/2"),
     Scale("paper", dict(crop=256, batch=16, steps=5_000_000, lr=1e-4, val_every=5_000, val_images=0, patience=10),
           dict(scale="paper"), about="the published protocol: a CUDA GPU and Vimeo90K"),
 )}

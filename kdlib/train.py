@@ -73,6 +73,8 @@ class Config:
     bank: int | None = None  # draw batches from a fixed bank of this many crops (kdlib.bank), teacher targets stored
     converge_lr: float | None = None  # stop rule (converged()): the plateau schedule has cut lr to this fraction...
     converge_flat: float | None = None  # ...and the best validation RD loss fell by less than this over the last 10 %
+    schedule: str | None = None  # None: halve lr on plateau; "wsd": lr constant, then linear to 0 over the last ``decay``
+    decay: float | None = None  # fraction of ``steps`` in the decay phase of the "wsd" schedule
 
     def __post_init__(self) -> None:
         if self.scale not in RECIPES:
@@ -84,6 +86,12 @@ class Config:
             raise TrainingError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.crop % 64:
             raise TrainingError(f"crop must be a multiple of 64 (the codec downsamples 64x), not {self.crop}")
+        if self.schedule not in (None, "wsd"):
+            raise TrainingError(f"schedule must be None (plateau) or 'wsd', not {self.schedule!r}")
+        if self.schedule and not (self.decay and 0 < self.decay <= 1):
+            raise TrainingError(f"the 'wsd' schedule needs 0 < decay <= 1, not {self.decay!r}")
+        if self.schedule and self.converge_lr:
+            raise TrainingError("a fixed schedule ('wsd') has no stop rule: leave converge_lr unset")
         if self.bank and (self.w_hyper or self.hyper_teacher or self.dataset != "folder"):
             raise TrainingError("a crop bank holds y_hat and x_hat targets of a folder of images: "
                                 "no hyper-latent KD, no second teacher, no Vimeo90K")
@@ -144,6 +152,48 @@ def training_sets(config: Config) -> tuple[torch.utils.data.Dataset, torch.utils
         val_files = val_files[: config.val_images]
     return (data.ImageCrops(data.split(files, "train"), config.crop, train=True),
             data.ImageCrops(val_files, config.crop, train=False))
+
+
+def stable_end(config: Config) -> int:
+    """The last step of the constant phase of a "wsd" run: a run of the same config with more steps
+    is identical up to here, so shorter budgets branch from it (:func:`branch_from`)."""
+    return round(config.steps * (1 - config.decay))
+
+
+def lr_at(config: Config, step: int) -> float | None:
+    """The learning rate of update ``step + 1`` under a fixed schedule ("wsd": ``lr`` until
+    :func:`stable_end`, then linear to 0 at ``steps``); None under the plateau schedule, whose rate
+    depends on the run's own validation losses."""
+    if config.schedule is None:
+        return None
+    start = stable_end(config)
+    return config.lr if step < start else config.lr * (config.steps - step) / (config.steps - start)
+
+
+def state_path(folder: Path, step: int) -> Path:
+    """A run's full resume state kept at ``step`` (``keep_states`` of :func:`train`)."""
+    return folder / f"state-{step}.pth.tar"
+
+
+def branch_from(config: Config, out: Path, longer: Config, runs: str | Path = "runs") -> Path | None:
+    """Start ``config`` (a "wsd" run, no state yet) from the state that run ``longer`` kept at this
+    run's :func:`stable_end`: ``longer`` is the same config with more steps (any name), so both runs
+    are the same up to there and this one continues with its own decay. Returns the state used, or
+    None where it is not there yet (the run then starts from step 0, the same run at more cost)."""
+    if config.schedule is None or (out / "last.pth.tar").exists():
+        return None
+    if dataclasses.replace(longer, name=config.name, steps=config.steps) != config or longer.steps <= config.steps:
+        raise TrainingError(f"{config.name} cannot branch from {longer.name}: not the same config with more steps")
+    step, source = stable_end(config), run_dir(longer, runs)
+    if not state_path(source, step).exists():
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(state_path(source, step), out / "last.pth.tar")
+    with open(source / "log.csv") as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+    (out / "log.csv").write_text("".join(kept))
+    return state_path(source, step)
 
 
 def converged(history: list[tuple[int, float]], lr: float, config: Config) -> bool:
@@ -237,11 +287,14 @@ def teacher_cache_key(config: Config, rank: int = 0, teacher: str | None = None)
 
 def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
           progress: bool = True, stop_after: int | None = None, compile: bool = False,
-          teacher_cache: str | Path | None = None) -> Path:
+          teacher_cache: str | Path | None = None, keep_states: tuple[int, ...] = (),
+          longer: Config | None = None) -> Path:
     """Train (or resume, or return the cached result of) ``config``; returns the best checkpoint.
 
     ``stop_after`` ends this call after that many steps (the run stays resumable).
-    ``compile`` runs the forward passes through ``torch.compile`` (same numbers up to float
+    ``keep_states``: steps at which the full resume state is also kept (:func:`state_path`), for shorter
+    "wsd" budgets to branch from; ``longer``: the run of this config with more steps to branch from
+    (:func:`branch_from`). ``compile`` runs the forward passes through ``torch.compile`` (same numbers up to float
     reassociation; pays after a few hundred steps on CPU). ``teacher_cache``: a folder where the
     teachers' targets of each batch are kept for later runs that draw the same crops
     (:class:`kdlib.teachers.TargetCache`; the same targets, not part of the config). Under ``torchrun`` each process
@@ -252,10 +305,12 @@ def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
     if (out / "done.json").exists():
         return out / "best.pth.tar"
     if "RANK" not in os.environ and not (out / "last.pth.tar").exists():
-        extend_shorter(config, out)
+        if longer is None or branch_from(config, out, longer, runs) is None:
+            extend_shorter(config, out)
     rank, world, joined = distributed()
     try:
-        return _train(config, out, rank, world, threads, progress, stop_after, compile, teacher_cache)
+        return _train(config, out, rank, world, threads, progress, stop_after, compile, teacher_cache,
+                      tuple(keep_states))
     finally:
         if joined:  # leaving gloo's threads to interpreter exit aborts the process
             dist.destroy_process_group()
@@ -288,7 +343,8 @@ def extend_shorter(config: Config, out: Path) -> Path | None:
 
 
 def _train(config: Config, out: Path, rank: int, world: int, threads: int | None, progress: bool,
-           stop_after: int | None, compile: bool, teacher_cache: str | Path | None) -> Path:
+           stop_after: int | None, compile: bool, teacher_cache: str | Path | None,
+           keep_states: tuple[int, ...] = ()) -> Path:
     """The training loop of :func:`train`, for one process."""
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     if rank == 0:
@@ -401,6 +457,9 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
                                 f"stopped. The last good state is {out / 'last.pth.tar'} (step {step - step % config.val_every}).")
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
+        if (lr := lr_at(config, step)) is not None:  # a fixed schedule: the same rate at every step for any run
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
@@ -421,13 +480,17 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         if step % config.val_every == 0 or step == config.steps:
             val = validate(model, val_set, criterion, config.batch, device)  # same on every rank
             row.update({f"val_{k}": v for k, v in val.items()})
-            scheduler.step(val["rd_loss"])
+            if config.schedule is None:
+                scheduler.step(val["rd_loss"])
             history.append((step, val["rd_loss"]))
             stopped = converged(history, optimizer.param_groups[0]["lr"], config)
-            if val["rd_loss"] < best:
+            # a fixed schedule keeps its last weights (the decayed model), not the best validation's
+            if config.schedule is None and val["rd_loss"] < best or config.schedule and step == config.steps:
                 best = val["rd_loss"]
                 checkpoint(out / "best.pth.tar", with_state=False)
             checkpoint(out / "last.pth.tar", with_state=True)
+        if step in keep_states:
+            checkpoint(state_path(out, step), with_state=True)
         if log:
             log.write(row)
     bar.close()

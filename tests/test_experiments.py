@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import torch
 from kdlib import experiments
 from kdlib.experiments import EXPERIMENTS, RUNS, Run, run_experiment, status
 from kdlib.models import read_checkpoint
+from kdlib import train as training
 from kdlib.train import Config, run_dir, train
 
 
@@ -38,6 +40,40 @@ def test_the_long_tiers_extra_seeds_are_paired_and_only_in_the_long_tier():
     extra = [n for n in long if RUNS[n].seed > 2]
     assert extra and all(RUNS[n].N == 16 and RUNS[n].experiments == () for n in extra)
     assert not set(extra) & set(experiments.members(1, "cpu"))  # the 10k grid keeps its 18 runs
+
+
+def fixed_schedule(config):
+    """The learning rate of every step of a run, when it is fixed before training (None: it is not)."""
+    return None if config.schedule is None else [training.lr_at(config, s) for s in range(config.steps)]
+
+
+@pytest.mark.parametrize("budget", ["equal", pytest.param("long", marks=pytest.mark.xfail(
+    strict=True, reason="the plateau tier: each arm's rate follows its own validation losses"))])
+def test_every_pair_of_a_tier_trains_the_same_steps_at_the_same_rates(budget):
+    tier = experiments.members(1, budget)
+    pairs = [(n, experiments.twin(n)) for n in tier if RUNS[n].arm == "kd"]
+    assert pairs and all(s in tier for _, s in pairs)
+    for kd, scratch in pairs:
+        a, b = RUNS[kd].config(budget), RUNS[scratch].config(budget)
+        assert {k for k, v in vars(a).items() if getattr(b, k) != v} <= {"name", "teacher", "w_rd"}
+        assert a.steps == b.steps and fixed_schedule(a) is not None and fixed_schedule(a) == fixed_schedule(b)
+        assert a.converge_lr is None  # no stop rule: both arms run every step
+
+
+def test_the_equal_tier_is_declared_in_advance():
+    tier = experiments.EQUAL
+    assert tier[:6] == ["e1-kd-N16-s0", "e1-scratch-N16-s0", "e1-kd-N16-s0-b50", "e1-scratch-N16-s0-b50",
+                        "e1-kd-N16-s0-b25", "e1-scratch-N16-s0-b25"]  # the pilot pair first
+    full = [n for n in tier if RUNS[n].fraction == 1 and RUNS[n].teacher]
+    assert sorted((RUNS[n].N, RUNS[n].seed) for n in full) == [(16, s) for s in range(8)] + [(64, 0), (64, 1)]
+    for name in (n for n in tier if RUNS[n].trunk):
+        branch, trunk = RUNS[name].config("equal"), RUNS[RUNS[name].trunk].config("equal")
+        assert branch.steps == trunk.steps * RUNS[name].fraction and branch.steps in (16_000, 32_000)
+        assert dataclasses.replace(trunk, name=branch.name, steps=branch.steps) == branch  # a branch, nothing else
+        assert training.stable_end(branch) in experiments.branches(RUNS[name].trunk, "equal")[0]
+    lambdas = [n for n in tier if RUNS[n].lmbda != 0.025]
+    assert [RUNS[n].lmbda for n in lambdas] == [0.013, 0.0483] and all(RUNS[n].teacher is None for n in lambdas)
+    assert not set(tier) & set(experiments.members(1, "cpu")) - {n for n in tier if RUNS[n].fraction == 1}
 
 
 def tiny_grid(monkeypatch, folder):

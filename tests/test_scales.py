@@ -17,7 +17,7 @@ def test_each_scale_says_where_it_writes(tmp_path):
     assert scales.get("smoke").records(tmp_path) == tmp_path / "smoke" / "records"  # never committed
     assert scales.get("long").records(tmp_path) == scales.CHECKPOINTS / "runs" / "long"
     assert experiments.folders("long", tmp_path) == (tmp_path / "long" / "experiments", scales.CHECKPOINTS / "runs" / "long")
-    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, long, paper"):
+    with pytest.raises(ValueError, match="scale must be one of smoke, cpu, long, equal, paper"):
         scales.get("huge")
 
 

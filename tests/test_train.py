@@ -263,3 +263,36 @@ def test_a_corrupted_checkpoint_says_how_to_recover(photo_folder, tmp_path):
     last.write_bytes(last.read_bytes()[:100])
     with pytest.raises(TrainingError, match="move .*last.pth.tar aside and run again"):
         train(config(photo_folder), runs=tmp_path, progress=False)
+
+
+def test_a_fixed_schedule_is_the_same_for_any_run_of_its_length():
+    """"wsd": lr constant until 1 - decay of the steps, then linear to 0; no rate read from validation."""
+    c = Config(name="a", steps=100, lr=1e-3, schedule="wsd", decay=0.2)
+    assert training.stable_end(c) == 80
+    assert [training.lr_at(c, s) for s in (0, 79, 80, 90, 99)] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-5])
+    assert training.lr_at(Config(name="p", steps=100), 0) is None  # the plateau schedule: not fixed in advance
+    with pytest.raises(TrainingError, match="decay"):
+        Config(name="x", schedule="wsd")
+    with pytest.raises(TrainingError, match="stop rule"):
+        Config(name="x", schedule="wsd", decay=0.2, converge_lr=0.125, converge_flat=0.005)
+
+
+def test_a_branch_decayed_from_a_longer_runs_constant_phase_is_that_run_trained_short(photo_folder, tmp_path):
+    """A shorter budget starts from the state the longer run kept at the shorter one's stable_end: the
+    same weights, log and learning rates as the short run trained from step 0."""
+    short = config(photo_folder, steps=4, schedule="wsd", decay=0.5, val_every=1)
+    long = dataclasses.replace(short, steps=8)
+    train(long, runs=tmp_path / "b", progress=False, keep_states=(training.stable_end(short),))
+    assert training.state_path(run_dir(long, tmp_path / "b"), 2).exists()
+    branched = train(short, runs=tmp_path / "b", progress=False, longer=long)
+    whole = train(short, runs=tmp_path / "a", progress=False)
+    for key, value in read_checkpoint(whole)["state_dict"].items():
+        assert torch.equal(value, read_checkpoint(branched)["state_dict"][key]), key
+    logs = [(run_dir(short, tmp_path / f) / "log.csv").read_text().splitlines() for f in ("a", "b")]
+    strip = lambda lines: [line.split(",", 3)[::2] for line in lines]  # step and lr (wall time differs)
+    assert strip(logs[0]) == strip(logs[1]) and len(logs[0]) == 5
+    lrs = [float(line.split(",")[2]) for line in logs[0][1:]]
+    assert lrs == pytest.approx([1e-4, 1e-4, 1e-4 * 2 / 2, 1e-4 / 2])  # the last weights are kept, decayed
+    assert read_checkpoint(branched)["meta"]["steps"] == 4
+    with pytest.raises(TrainingError, match="more steps"):
+        train(dataclasses.replace(short, name="other", lr=1e-3), runs=tmp_path / "c", progress=False, longer=long)
