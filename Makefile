@@ -19,12 +19,13 @@ reproduce: $(VENV)/.installed
 	$(BIN)/kdlib reproduce --scale $(SCALE)
 	$(MAKE) -j2 notebooks
 
-RESULTS_DIR = $(shell $(BIN)/python -m kdlib.scales results-dir $(SCALE))  # kdlib.scales: results/ at cpu, results/<scale> otherwise
 EXECUTED := $(patsubst notebooks/%,build/notebooks/$(SCALE)/%,$(NOTEBOOKS))
 
 # Executed copies go to build/notebooks/<scale>/ (one rule per notebook: make -j2 works); a cpu
 # run then copies them over the sources, which so carry the published outputs. A smoke run
-# never modifies a committed file.
+# never modifies a committed file. The scale is injected only where it is not the default (cpu), so
+# the committed notebooks keep one parameters cell, the one a JupyterLab user edits. Kernels start
+# on IPC sockets (papermill's engine "kdlib", kdlib.notebook): no TCP port raced for beside nbval's.
 notebooks: $(EXECUTED)
 ifeq ($(SCALE),cpu)
 	cp $(EXECUTED) notebooks/
@@ -32,7 +33,7 @@ endif
 
 build/notebooks/$(SCALE)/%.ipynb: notebooks/%.ipynb FORCE | $(VENV)/.installed
 	@mkdir -p $(@D)
-	$(BIN)/papermill --cwd notebooks -k kdlib -p scale $(SCALE) -p results_dir $(RESULTS_DIR) $< $@
+	$(BIN)/papermill --engine kdlib --cwd notebooks -k kdlib $(if $(filter-out cpu,$(SCALE)),-p scale $(SCALE)) $< $@
 	$(BIN)/python -m kdlib.notebook normalize $@
 
 # The reproduction notebook reads the tables the others write: it runs last, also under make -j.

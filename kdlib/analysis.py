@@ -508,3 +508,22 @@ def lambda_table(folder: str | Path) -> pd.DataFrame:
                           "paper_bd_rate_pct": published.get((test, anchor), (np.nan, np.nan))[0],
                           "paper_bd_psnr_db": published.get((test, anchor), (np.nan, np.nan))[1]}
                          for test, anchor in LAMBDA_COMPARISONS])
+
+
+def released_against_codecs(results_folder: str | Path, models: list[str], codecs: list[str]) -> pd.DataFrame:
+    """Each released model on Kodak (real bitstreams: ``<results>/<model>.json``) against the classical
+    codecs' curves (``<results>/codecs/<codec>.json``) at the model's own rate: its PSNR minus the codec's
+    there (dB, interpolated in log bpp; NaN where the model's rate is outside the codec's sweep).
+    One row per model: model, bpp, psnr and ``<codec>_db`` per codec."""
+    from kdlib.metrics import gap_to_curve
+
+    folder = Path(results_folder)
+    curves = {c: pd.DataFrame(read_result(folder / "codecs" / f"{c}.json")["results"])[["bpp", "psnr-rgb"]]
+              .rename(columns={"psnr-rgb": "psnr"}).sort_values("bpp") for c in codecs}
+    rows = []
+    for model in models:
+        means = read_result(folder / f"{model}.json")["results"]
+        bpp, psnr = means["bpp"][0], means["psnr-rgb"][0]
+        rows.append({"model": model, "bpp": bpp, "psnr": psnr,
+                     **{f"{c}_db": gap_to_curve(curve, bpp, psnr)["psnr_gap_db"] for c, curve in curves.items()}})
+    return pd.DataFrame(rows)

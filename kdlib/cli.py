@@ -1,9 +1,10 @@
-"""The ``kdlib`` command: eval, train, compress, decompress, bench, reproduce."""
+"""The ``kdlib`` command: eval, train, compress, decompress, bench, reproduce, experiment, report."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import errno
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,10 +20,23 @@ from kdlib.losses import KD_PRESETS, LATENT_LOSSES
 from kdlib.gpu import NoGPU
 from kdlib.io import write_atomic
 from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
-from kdlib.scales import RECIPES, RESULTS, SCALES
+from kdlib.scales import CHECKPOINTS, RECIPES, RESULTS, SCALES
 from kdlib.train import Config, TrainingError, train
 
 RUNS = os.environ.get("KDLIB_RUNS", "runs")  # run folders; a path outside the clone outlives it
+
+
+DESCRIPTION = ("kdlib: distil small learned image codecs from large ones, evaluate them with real bitstreams, "
+               "compress and decompress images with them, and reproduce the paper's experiments "
+               "(Allemand et al., 2025). `kdlib COMMAND --help` says more.")
+
+
+def released_names() -> str:
+    """The released models' names, for help texts (read from the manifest alone: no model is loaded)."""
+    try:
+        return ", ".join(sorted(json.loads((CHECKPOINTS / "manifest.json").read_text())))
+    except (OSError, ValueError):
+        return "none found"
 
 
 def image_list(images: str) -> list[Path]:
@@ -187,7 +201,7 @@ def codec_name(name: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdlib", description=__doc__)
+    p = argparse.ArgumentParser(prog="kdlib", description=DESCRIPTION)
     p.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -203,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress an image to a .kdl file")
     c.add_argument("input", help="any image Pillow reads")
     c.add_argument("output", help="the .kdl file to write")
-    c.add_argument("--model", required=True, help="released checkpoint name or path")
+    c.add_argument("--model", required=True, help=f"a released model ({released_names()}; S16-long is the best "
+                   "small one) or a checkpoint's path")
     c.add_argument("--force", action="store_true", help="replace an existing output")
     c.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     c.add_argument("--max-pixels", type=positive, default=None, help="refuse larger images (default: Pillow's "
@@ -215,7 +230,8 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help="decode a .kdl file to PNG")
     d.add_argument("input", help="the .kdl file")
     d.add_argument("output", help="the PNG to write")
-    d.add_argument("--model", help="checkpoint name or path (default: the released model named in the file)")
+    d.add_argument("--model", help=f"a released model ({released_names()}) or a checkpoint's path (default: the "
+                   "released model named in the file)")
     d.add_argument("--force", action="store_true", help="replace an existing output")
     d.add_argument("--max-pixels", type=positive, default=None, help="refuse larger images (default: Pillow's "
                    "decompression-bomb limit, 89478485)")
@@ -284,18 +300,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=str(RESULTS / "gpu"), help="folder of gpu_check.json")
     g.set_defaults(func=cmd_gpu_check)
 
-    x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments")
     x.add_argument("number", type=int, choices=sorted(EXPERIMENTS), help="experiment number (the paper's order)")
     x.add_argument("--scale", default="cpu", choices=list(SCALES), help="training budget (kdlib.scales.SCALES; default: cpu)")
-    x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash ($KDLIB_RUNS or runs)")
-    x.add_argument("--jobs", type=positive, default=2, help="runs trained at a time (cores are split between them)")
+    x.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
+    x.add_argument("--jobs", type=positive, default=2, help="runs trained at a time, cores split between them (default: 2)")
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
     x.add_argument("--dry-run", action="store_true", help="say what would be evaluated and trained, do nothing")
     x.add_argument("--no-compile", action="store_true", help="no torch.compile (slower; for debugging)")
     x.add_argument("--park", action="store_true",
-                   help="copy the resume state of unfinished runs into checkpoints/runs/<scale>/parked/ (commit it: "
-                        "the next session resumes them), then exit")
+                   help="keep the resume state of unfinished runs in checkpoints/runs/<scale>/parked/, where a later "
+                        "`kdlib experiment` resumes them even if the run folders are gone; then exit")
     x.set_defaults(func=cmd_experiment)
 
     t = sub.add_parser("train", help="train a codec from scratch or distil it from a teacher",

@@ -278,7 +278,8 @@ def forward_runs(results: Path) -> "pd.DataFrame":
                    for r in check["codec"]}
         _, teacher_fps, teacher_mj = forward.get("T5", (0, float("nan"), float("nan")))
         for model, (n, fps, mj) in forward.items():
-            rows.append({"run": path.stem, "started": check["started"], "device": check["device"]["name"],
+            label = f"{check['started'][:16].replace('T', ' ')} UTC, {check['device']['name'].removeprefix('NVIDIA ')}"  # a reader's name for it
+            rows.append({"run": label, "file": path.stem, "started": check["started"], "device": check["device"]["name"],
                          "model": model, "channels_N": n, "fps": fps, "mj_per_frame": mj,
                          "fps_vs_teacher_pct": 100 * (fps / teacher_fps - 1),
                          "mj_vs_teacher_pct": 100 * (mj / teacher_mj - 1)})

@@ -19,21 +19,26 @@ SCALE_ENV = "KDLIB_SCALE"  # overrides the parameter: nbval (make test) cannot i
 OUTPUTS_ENV = "KDLIB_OUTPUTS"  # a folder for figures, tables and the report instead of the published ones (make test)
 
 
-def setup(scale: str, results_dir: str | Path, data_dir: str | Path | None = None) -> tuple[str, Path]:
-    """(scale, results folder) for a notebook's parameters. A relative ``results_dir`` is relative to
-    the repository (so papermill works from any folder); ``data_dir`` sets ``KDLIB_DATA``; at
-    ``smoke`` scale figures and tables go under the results folder, so a smoke run never
-    overwrites the published ones."""
+def setup(scale: str, results_dir: str | Path | None = None, data_dir: str | Path | None = None) -> tuple[str, Path]:
+    """(scale, results folder) for a notebook's parameters. ``scale`` alone decides what is read and
+    written (:meth:`kdlib.scales.Scale.results`: ``results/`` at ``cpu``, ``results/<scale>`` otherwise);
+    ``results_dir`` only overrides the results folder, relative to the repository when relative (so
+    papermill works from any folder); ``data_dir`` sets ``KDLIB_DATA``. At a quick scale figures and
+    tables go under the results folder, so a smoke run never overwrites the published ones."""
     scale = os.environ.get(SCALE_ENV, scale)
     if data_dir:
         os.environ["KDLIB_DATA"] = str(data_dir)
-    results = Path(results_dir) if Path(results_dir).is_absolute() else plots.REPO_ROOT / results_dir
+    if results_dir is None:
+        results = get_scale(scale).results(plots.REPO_ROOT / "results")
+    else:
+        results = Path(results_dir) if Path(results_dir).is_absolute() else plots.REPO_ROOT / results_dir
     if get_scale(scale).quick:  # a run of the pipeline never rewrites the published figures and tables
         plots.FIGURES, plots.TABLES = results / "smoke-figures", results / "smoke-tables"
     if os.environ.get(OUTPUTS_ENV):  # strict nbval re-executes the published notebooks without rewriting their products
         outputs = plots.REPO_ROOT / os.environ[OUTPUTS_ENV]
         plots.FIGURES, plots.TABLES = outputs / "figures", outputs / "tables"
-    print(f"scale={scale}")
+    shown = results.relative_to(plots.REPO_ROOT) if results.is_relative_to(plots.REPO_ROOT) else results
+    print(f"scale={scale}, results from {shown.as_posix()}/")
     return scale, results
 
 
@@ -98,6 +103,56 @@ def check_results(done: "pd.DataFrame", scale: str) -> None:
 
 
 VOLATILE_CELL_METADATA = ("execution", "papermill")  # timestamps and durations of a run
+PARAMETERS = """\
+# Parameters: edit them here and run the notebook, or override them with papermill (-p scale smoke).
+scale: str = "cpu"  # the budget whose results are read and whose figures and tables are written: smoke or cpu
+data_dir: str = None  # a local data mirror (sets KDLIB_DATA); None keeps the environment's
+results_dir: str = None  # None: the scale's own results (results/, or results/<scale>); a folder overrides it"""
+
+
+def _kernel_manager(base: type) -> type:
+    """``base`` starting its kernel on IPC sockets named for that kernel alone, not on TCP ports: a TCP
+    port is found free, released, then bound by the kernel, and two kernels starting at once (nbval's
+    beside papermill's under ``make -j2``) can pick the same one ("Address already in use")."""
+
+    class IPCKernelManager(base):
+        def __init__(self, **kwargs: object) -> None:
+            import tempfile
+            import uuid
+
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", os.path.join(tempfile.gettempdir(), f"kdlib-kernel-{uuid.uuid4().hex[:16]}"))
+            super().__init__(**kwargs)
+
+    IPCKernelManager.__qualname__ = f"IPC{base.__name__}"
+    return IPCKernelManager
+
+
+def kernel_managers() -> tuple[type, type]:
+    """(sync, async) kernel managers on IPC sockets: nbval uses the first, papermill's nbclient the second."""
+    from jupyter_client import AsyncKernelManager, KernelManager
+
+    return _kernel_manager(KernelManager), _kernel_manager(AsyncKernelManager)
+
+
+def _papermill_engine() -> type:
+    from papermill.engines import NBClientEngine
+
+    class IPCEngine(NBClientEngine):
+        """papermill's engine with kernels on IPC sockets (``papermill --engine kdlib``)."""
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):  # noqa: ANN001, ANN206
+            kwargs.setdefault("kernel_manager_class", kernel_managers()[1])
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    return IPCEngine
+
+
+def __getattr__(name: str) -> type:  # the entry point papermill.engine "kdlib" (pyproject.toml), built on demand
+    if name == "IPCEngine":
+        return _papermill_engine()
+    raise AttributeError(name)
 
 
 def normalize(path: str | Path) -> None:

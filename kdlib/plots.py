@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -66,6 +67,15 @@ def legend_below(fig: plt.Figure, ax: plt.Axes, columns: int = 3) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(columns, len(labels)), fontsize="small", frameon=False,
                bbox_to_anchor=(0.5, 0))
     fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, 1))
+
+
+def zoom(ax: plt.Axes, x: pd.Series, y: pd.Series, pad: float = 0.08) -> None:
+    """Limit ``ax`` to the points that matter (``x``, ``y``) with ``pad`` of their span on each side: a
+    reference curve reaching far beyond them is cut at the frame instead of shrinking them to a corner."""
+    for values, setter in ((x, ax.set_xlim), (y, ax.set_ylim)):
+        low, high = float(np.min(values)), float(np.max(values))
+        span = (high - low) or abs(high) or 1.0
+        setter(low - pad * span, high + pad * span)
 
 
 def place_labels(ax: plt.Axes, labels: list[tuple[str, float, float, Any]]) -> None:
@@ -133,7 +143,8 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
     dashed reference curve (``curve``: bpp, psnr, ms-ssim-db, label). ``points``: label, bpp,
     psnr, ms-ssim-db, ``kind`` ("teacher", "kd" or "scratch"; scratch points are hollow in
     their KD twin's colour) and ``color_key`` (the size or lambda that pairs a KD point with
-    its twin). Repeated labels (seeds) are drawn each time, named once."""
+    its twin). Repeated labels (seeds) are drawn each time, named once; an optional ``tag`` (e.g. the
+    seed) is written beside each point. The panels are zoomed on the points (:func:`zoom`)."""
     sns.set_theme(style="whitegrid", context="notebook")
     keys = list(dict.fromkeys(points.loc[points.kind != "teacher", "color_key"]))
     colors = {**dict(zip(keys, sns.color_palette("tab10", 10)[2:] * 2)),  # blue and orange: curve and teacher
@@ -149,8 +160,13 @@ def students_rd_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "
             ax.plot(row.bpp, row[metric], label=None if row.label in named else row.label, **style)
             named.add(row.label)
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
+        zoom(ax, points.bpp, points[metric])
     fig.suptitle(title)
     legend_below(fig, axes[0], columns=4)
+    if "tag" in points:  # after the layout: labels are placed in display space
+        tagged = points[points.tag.fillna("").astype(bool)]
+        for ax, metric in zip(axes, ("psnr", "ms-ssim-db")):
+            place_labels(ax, [(r.tag, r.bpp, r[metric], colors.get(r.color_key, "black")) for _, r in tagged.iterrows()])
     return fig
 
 
@@ -173,6 +189,7 @@ def families_figure(points: pd.DataFrame, curve: pd.DataFrame, title: str = "") 
         for (label, row), color in zip(teachers.set_index("family").iterrows(), ("tab:orange", "tab:brown", "tab:pink")):
             ax.plot(row.bpp, row[metric], "s", ms=8, color=color, label=label)
         ax.set(xlabel="bit rate (bpp)", ylabel=ylabel)
+        zoom(ax, points.bpp, points[metric], pad=0.12)  # room for the labels of the outer points
     fig.suptitle(title)
     legend_below(fig, axes[0])
     if "tag" in points:  # after the layout: labels are placed in display space
@@ -215,8 +232,12 @@ def resource_figure(points: pd.DataFrame, resource: str, xlabel: str, curve: pd.
     fig.suptitle(title)
     if finite.empty:
         fig.tight_layout()
-    else:
-        legend_below(fig, axes[0], columns=4)
+        return fig
+    legend_below(fig, axes[0], columns=4)
+    if published is not None and "channels_N" in published:  # after the layout: which of the paper's points is which
+        for ax, metric in zip(axes, ("psnr", "bpp")):
+            place_labels(ax, [(f"N={n}" if n != 128 else "teacher", x, y, "black") for n, x, y in
+                              zip(published.channels_N, published[resource], published[metric])])
     return fig
 
 
@@ -265,6 +286,9 @@ def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: l
                      ls="-" if run.finished.iloc[0] else "--", label=None if arm in labelled else f"{arm}, every seed")
             labelled.add(arm)
         top.set(title=f"N = {n}, {budget} budget", ylabel="validation RD loss", yscale="log")
+        plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")  # 40, not 4x10^1
+        top.yaxis.set_major_formatter(plain)
+        top.yaxis.set_minor_formatter(plain)
         if len(rows):
             top.legend(fontsize="small", loc="upper right")
         pair = paired[(paired.budget == budget) & (paired.N == n)]

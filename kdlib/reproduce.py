@@ -10,6 +10,7 @@ config hash in each run's result; :mod:`kdlib.experiments`).
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,17 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
             write_json(side, product.inputs, indent=1, newline=True)
         if product.stale(out):
             raise RuntimeError(f"{product.path} was made but does not record its inputs {product.inputs}")
-    for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
-        run_experiment(number, scale, runs, train=train, root=root)
+    if not chosen.quick:
+        for number in EXPERIMENTS:  # evaluate what has weights; train only when asked
+            run_experiment(number, scale, runs, train=train, root=root)
+        return [p.path for p in stale]
+    # a run of the pipeline: its few-step runs train in a temporary folder, removed once evaluated
+    with tempfile.TemporaryDirectory(prefix=f"kdlib-{scale}-runs-") as scratch:
+        for number in EXPERIMENTS:
+            run_experiment(number, scale, scratch, train=train, root=root)
+        size = sum(f.stat().st_size for f in Path(scratch).rglob("*") if f.is_file())
+    print(f"reproduce ({scale}): removed what it trained ({size / 1e6:.0f} MB of run folders in {scratch}); "
+          f"its results are in {out}")
     return [p.path for p in stale]
 
 

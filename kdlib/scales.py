@@ -1,13 +1,11 @@
 """The scales, declared once: what ``smoke``, ``cpu``, ``long`` and ``paper`` mean for training, for the
 experiment grid, for the evaluation and timing products and for the notebooks, and where each writes.
 
-The trainer, the runner, ``kdlib reproduce``, the CLI, the notebooks and the Makefile
-(``python -m kdlib.scales results-dir SCALE``) read :data:`SCALES`; nothing else asks which scale it
-is. Kept light (no torch) so that the Makefile can ask it.
+The trainer, the runner, ``kdlib reproduce``, the CLI and the notebooks read :data:`SCALES`; nothing
+else asks which scale it is. Kept light (no torch).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +83,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
           dict(scale="smoke", steps=2, val_every=2), quick=True,
           about="two Kodak crops and the grid trained for 2 steps: the pipeline end to end in minutes, not a result"),
     Scale("cpu", CPU_RECIPE, dict(scale="cpu", steps=10_000, precision="bf16"),
-          about="the published results of this machine: teachers 40k steps, the grid's runs 10k steps"),
+          about="the published results of this machine: the teachers (their steps: checkpoints/manifest.json) and the grid's runs, 10k steps each"),
     Scale("long", None, dict(scale="cpu", steps=150_000, precision="bf16", bank=32_768, converge_lr=0.125,
                              converge_flat=0.005), experiments=(1,),
           about="experiment 1's N = 16 and 32 pairs trained until a stop rule held (hours per run)", keep_weights=True),
@@ -103,12 +101,3 @@ def get(name: str) -> Scale:
     if name not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {name!r}")
     return SCALES[name]
-
-
-if __name__ == "__main__":  # python -m kdlib.scales results-dir SCALE: the folder the notebooks read, repo-relative
-    if len(sys.argv) != 3 or sys.argv[1] != "results-dir":
-        sys.exit("usage: python -m kdlib.scales results-dir SCALE")
-    try:
-        print(get(sys.argv[2]).results(Path("results")).as_posix())
-    except ValueError as err:
-        sys.exit(str(err))

@@ -125,3 +125,15 @@ def test_choices_come_from_the_declarations_and_train_defaults_to_the_grids_kd_l
     assert (configs[0].w_latent, configs[0].w_recon, configs[0].w_rd) == (authors["w_latent"], authors["w_recon"], authors["w_rd"])
     assert configs[1].w_rd == 0.5 and configs[1].w_latent == 0.2  # explicit weights: Config's defaults for the rest
     assert configs[2].w_rd == best["w_rd"] and configs[2].w_latent == best["w_latent"]
+
+
+@pytest.mark.parametrize("command", [[], ["compress"], ["decompress"], ["experiment"], ["reproduce"], ["train"]])
+def test_help_reads_cleanly_and_names_the_models(command, capsys):
+    """Help for users: no reStructuredText markup, no default said twice, the model names where a model is asked."""
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "``" not in text and not re.search(r"\(default: [^)]*\) \(default:", text), text
+    if command in (["compress"], ["decompress"]):
+        assert "S16-long" in text and "T5" in text
+    assert "commit" not in text  # what to commit is our business, not the user's

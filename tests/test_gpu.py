@@ -93,7 +93,9 @@ def test_forward_runs_read_every_committed_run_against_its_own_teacher(tmp_path)
     (folder / "earlier").mkdir(parents=True)
     (folder / "gpu_check.json").write_text(json.dumps(check(1000.0, 600.0)))
     (folder / "earlier" / "run1.json").write_text(json.dumps(check(800.0, None)))
-    runs = gpu.forward_runs(tmp_path).set_index(["run", "model"])
+    runs = gpu.forward_runs(tmp_path)
+    assert set(runs.run) == {"t UTC, GPU"}  # a reader's label: start and card, not a file name
+    runs = runs.set_index(["file", "model"])
     assert list(runs.index) == [("gpu_check", "T5"), ("gpu_check", "S64"), ("run1", "T5"), ("run1", "S64")]
     assert runs.loc[("gpu_check", "S64"), "mj_vs_teacher_pct"] == pytest.approx(-40.0)
     assert runs.loc[("run1", "S64"), "fps_vs_teacher_pct"] == pytest.approx(25.0)

@@ -21,3 +21,37 @@ def test_no_tracked_text_file_holds_this_checkouts_absolute_path():
         if str(REPO).encode() in head:
             leaks.append(name.decode())
     assert not leaks, f"absolute path {REPO} in {leaks}"
+
+
+def readme_models() -> dict[str, list[str]]:
+    """The README's model table: name -> its cells."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| name | lambda | training |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_the_readmes_model_table_quotes_the_records():
+    """Steps from the manifest, Kodak points and the gaps to the classical codecs from the table notebook
+    e7_codecs writes (paper/tables/released_vs_codecs.csv): one source for each number a newcomer reads."""
+    import json
+
+    import pandas as pd
+
+    rows = readme_models()
+    manifest = json.loads((REPO / "checkpoints" / "manifest.json").read_text())
+    against = pd.read_csv(REPO / "paper" / "tables" / "released_vs_codecs.csv").set_index("model")
+    assert set(rows) == set(manifest) == set(against.index)
+    for name, cells in rows.items():
+        r = against.loc[name]
+        assert cells[4] == f"{r.psnr:.2f} dB at {r.bpp:.3f} bpp", name
+        gaps = ["" if pd.isna(v) else f"{v:+.2f}" for v in (r.jpeg_db, r.webp_db, r.jpeg2000_db, r.avif_db)]
+        assert cells[6:10] == gaps, name
+        if name in ("T5", "T1"):
+            assert f"{manifest[name]['steps'] / 1000:g}k steps" in cells[2], name
+            assert ("not converged" in manifest[name]["recipe"]) == ("not converged" in cells[2]), name

@@ -31,12 +31,3 @@ def test_recipes_and_budgets_come_from_the_scales():
     assert experiments.members(2, "long") == [] and experiments.members(1, "long") == experiments.LONG
     quick, full = scales.get("smoke"), scales.get("cpu")
     assert (quick.repeats, quick.codec_settings) == (1, 3) and (full.repeats, full.codec_settings) == (3, None)
-
-
-def test_the_makefile_asks_the_scales_for_the_notebooks_results_folder():
-    ask = [sys.executable, "-m", "kdlib.scales", "results-dir"]
-    assert subprocess.run([*ask, "smoke"], capture_output=True, text=True, check=True).stdout.strip() == "results/smoke"
-    assert subprocess.run([*ask, "cpu"], capture_output=True, text=True, check=True).stdout.strip() == "results"
-    wrong = subprocess.run([*ask, "huge"], capture_output=True, text=True)
-    assert wrong.returncode == 1 and wrong.stderr.strip().startswith("scale must be one of")
-    assert "kdlib.scales results-dir" in (REPO / "Makefile").read_text()
