@@ -28,6 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -77,6 +78,10 @@ STEPS_PER_S = {(True, 16): 3.6, (True, 64): 2.0, (True, 112): 1.5, (False, 16): 
 # stored, 3.1 with y_hat only (g_s recomputed), against 4.8 for scratch N = 64 in session 5 and 2.0
 # for KD N = 64 computing its targets: as fast as scratch, within this machine's drift.
 STORED_TARGETS = 1.0
+# Steps/s of a run drawing from the crop bank (the long and equal tiers: KD costs what scratch does), two
+# at a time, bf16 + compile: N = 16 and 32 from the long tier's logs (median of each size's runs: 11.8 and
+# 6.1), N = 64 a scratch run's rate (no bank run of that size yet); other sizes interpolated.
+BANK_STEPS_PER_S = {16: 11.8, 32: 6.1, 64: 4.7, 112: 2.0}
 
 
 @dataclass(frozen=True)
@@ -344,7 +349,9 @@ def estimate_s(run: Run, config: Config, cache: Path | None = None) -> float:
     :class:`kdlib.teachers.TargetCache` folder) runs at :data:`STORED_TARGETS` times its scratch twin's rate."""
     kd = run.teacher is not None
     if config.bank:  # targets read from the bank: a KD step costs a scratch step (at most the step cap)
-        return (config.steps - (stable_end(config) if run.trunk else 0)) / _rate(False, run.N)  # a branch: its decay
+        sizes = sorted(BANK_STEPS_PER_S)
+        rate = float(np.interp(run.N, sizes, [BANK_STEPS_PER_S[n] for n in sizes]))
+        return (config.steps - (stable_end(config) if run.trunk else 0)) / rate  # a branch: its decay only
     needed = {"y_hat", "x_hat"} | ({"z_hat"} if config.w_hyper else set())
     if kd and cache and run.hyper_teacher is None and needed <= stored(cache, teacher_cache_key(config), config.steps):
         return config.steps / (STORED_TARGETS * _rate(False, run.N))
