@@ -1,74 +1,97 @@
-"""Peak memory of compress and decompress against image size (issue 28: memory grows with the image).
+"""Peak memory and time of compress and decompress against image size, tiled against the whole-image path.
 
-    python benchmarks/memory_curve.py [MODEL ...]      (default: S16 T5)
+    python benchmarks/memory_curve.py [MODEL ...] [--whole-up-to MPX]    (default: S16 T5, whole path to 16 Mpx)
 
-Each measurement runs in a fresh process at one thread: peak RSS (ru_maxrss) after coding one
-smooth random square image, minus the process's peak before it (imports, model, input), beside
+Each measurement runs in a fresh process at one thread on one 4:3 image of 1, 4, 16 and 48 Mpx (a
+Kodak photo resized, so the latents are a photo's): peak RSS (ru_maxrss) while coding, minus the
+process's peak before it (imports, model, the input image or file), beside
 kdlib.bitstream.working_memory's estimate, which the budgets (--max-memory) are checked against.
-Prints a Markdown table.
+"tiled" is the codec as shipped (kdlib.entropy.TILE); "whole" the same code with one tile for the
+whole image (the path before tiles), run up to --whole-up-to Mpx (its memory grows with the image:
+about 10 GB for T5 at 48 Mpx). Also compares the two paths: whether they write the same file, and
+how many pixels decode differently, by how much (oneDNN's transposed convolution may sum in another
+order on a narrower tile: a last bit of a float, rarely a level of a pixel). Prints a Markdown table; time ratios are whole / tiled, measured in the same run.
 """
 import json
 import subprocess
 import sys
 
-SIDES = (512, 1024, 2048, 3072)
+import numpy as np
+
+SIZES = ((1152, 864), (2304, 1728), (4608, 3456), (8000, 6000))  # 1, 4, 16, 48 Mpx
 
 WORKER = r"""
-import json, resource, sys
+import hashlib, json, resource, sys, time
 import numpy as np, torch
 from PIL import Image
-from kdlib.bitstream import compress, decompress, working_memory
-from kdlib.models import load_model
+from kdlib import bitstream, entropy
+from kdlib.data import kodak_paths
 
 torch.set_num_threads(1)
-name, side, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-model = load_model(name)
-small = np.random.default_rng(0).integers(0, 255, (side // 32, side // 32, 3), dtype=np.uint8)
-image = Image.fromarray(small).resize((side, side), Image.BILINEAR)
+name, width, height, mode, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if path == "whole":
+    entropy.TILE = 1 << 20
+model = bitstream.released_model(name)
 budget = dict(max_pixels=1 << 31, max_memory=1 << 40)
-blob = compress(image, model, **budget) if mode == "decompress" else None
-if mode == "decompress":
-    print(json.dumps({"blob": blob.hex()}))
-    sys.exit()
+if mode == "compress":
+    image = Image.open(kodak_paths()[0]).convert("RGB").resize((width, height), Image.BICUBIC)
+    image.save(f"/tmp/kdlib-memory-{width}.png")  # the input of both paths' compress, and its size read back
+    del image
+    source = f"/tmp/kdlib-memory-{width}.png"
+else:
+    source = open(f"/tmp/kdlib-memory-{name}-{width}.kdl", "rb").read()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-compress(image, model, **budget)
-print(json.dumps({"MiB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
-                  "estimate": working_memory(model, side, side) / 2**20}))
-"""
-
-DECODER = r"""
-import json, resource, sys
-import torch
-from kdlib.bitstream import decompress, working_memory
-from kdlib.models import load_model
-
-torch.set_num_threads(1)
-model = load_model(sys.argv[1])
-blob = bytes.fromhex(sys.stdin.read())
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-image = decompress(blob, model, max_pixels=1 << 31, max_memory=1 << 40)
-print(json.dumps({"MiB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
-                  "estimate": working_memory(model, image.height, image.width) / 2**20}))
+start = time.perf_counter()
+if mode == "compress":
+    out = bitstream.compress(source, model, **budget)
+    open(f"/tmp/kdlib-memory-{name}-{width}.kdl", "wb").write(out)
+    digest = hashlib.sha256(out).hexdigest()
+else:
+    pixels = np.asarray(bitstream.decompress(source, model, **budget))
+    np.save(f"/tmp/kdlib-memory-{name}-{width}-{path}.npy", pixels)
+    digest = hashlib.sha256(pixels.tobytes()).hexdigest()
+seconds = time.perf_counter() - start
+print(json.dumps({"MiB": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, "s": seconds,
+                  "digest": digest, "estimate": bitstream.working_memory(model, height, width) / 2**20}))
 """
 
 
-def run(code: str, *args: str, stdin: str | None = None) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], input=stdin, capture_output=True, text=True, check=True)
+def run(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", WORKER, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def main(models: list[str]) -> None:
-    print("| model | side | pixels | compress MiB | decompress MiB | estimate MiB | B/px measured (max) |")
-    print("|---|---|---|---|---|---|---|")
+def main(models: list[str], whole_up_to: float) -> None:
+    print("| model | image | Mpx | path | compress MiB | decompress MiB | estimate MiB | compress s/Mpx | decompress s/Mpx "
+          "| time whole / tiled (compress, decompress) | same file | pixels differing (largest difference) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model in models:
-        for side in SIDES:
-            enc = run(WORKER, model, str(side), "compress")
-            blob = run(WORKER, model, str(side), "decompress")["blob"]
-            dec = run(DECODER, model, stdin=blob)
-            most = max(enc["MiB"], dec["MiB"])
-            print(f"| {model} | {side} | {side * side / 1e6:.2f} M | {enc['MiB']:.0f} | {dec['MiB']:.0f} | "
-                  f"{enc['estimate']:.0f} | {most * 2**20 / side**2:.0f} |", flush=True)
+        for width, height in SIZES:
+            mpx, rows = width * height / 1e6, {}
+            for path in ("tiled", "whole") if width * height / 1e6 <= whole_up_to else ("tiled",):
+                enc = run(model, str(width), str(height), "compress", path)
+                dec = run(model, str(width), str(height), "decompress", path)
+                rows[path] = (enc, dec)
+            for path, (enc, dec) in rows.items():
+                ratio = same = differ = ""
+                if path == "whole":
+                    tiled = rows["tiled"]
+                    ratio = f"{enc['s'] / tiled[0]['s']:.2f}, {dec['s'] / tiled[1]['s']:.2f}"
+                    same = str(enc["digest"] == tiled[0]["digest"])
+                    a, b = (np.load(f"/tmp/kdlib-memory-{model}-{width}-{p}.npy").astype(np.int16) for p in ("tiled", "whole"))
+                    differ = f"{int((a != b).any(axis=-1).sum())} of {a.shape[0] * a.shape[1]} ({int(np.abs(a - b).max())})"
+                print(f"| {model} | {width}x{height} | {mpx:.1f} | {path} | {enc['MiB']:.0f} | {dec['MiB']:.0f} | "
+                      f"{enc['estimate']:.0f} | {enc['s'] / mpx:.2f} | {dec['s'] / mpx:.2f} | {ratio} | {same} | {differ} |",
+                      flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["S16", "T5"])
+    args = sys.argv[1:]
+    limit = 16.0
+    if "--whole-up-to" in args:
+        at = args.index("--whole-up-to")
+        limit = float(args[at + 1])
+        del args[at:at + 2]
+    main(args or ["S16", "T5"], limit)

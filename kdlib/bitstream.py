@@ -31,7 +31,9 @@ import torch
 from PIL import Image
 
 from kdlib import entropy
-from kdlib.data import DataError, open_image, pad, to_rgb, to_tensor
+from compressai.ops import compute_padding
+
+from kdlib.data import DataError, open_image, to_rgb
 from kdlib.models import Hyperprior, from_spec, load_model
 from kdlib.registry import Manifest
 
@@ -90,14 +92,15 @@ def _model(model: str | Path | Hyperprior) -> tuple[Hyperprior, str]:
     return loaded, loaded.name
 
 
-def _image(image: str | Path | Image.Image) -> tuple[torch.Tensor, int]:
+def _image(image: str | Path | Image.Image) -> tuple[np.ndarray, int]:
+    """(the image's 8-bit RGB pixels, H x W x 3, its flags); a file's decoded image is let go at once."""
     if isinstance(image, (str, Path)):
         try:
             return _image(open_image(image))
         except (OSError, Image.DecompressionBombError) as err:
             raise DataError(f"Cannot read image {image}: {err}") from err
     flags = GRAYSCALE if image.mode in ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1") else 0
-    return to_tensor(to_rgb(image)), flags
+    return np.asarray(to_rgb(image), dtype=np.uint8), flags
 
 
 def use_device(model: Hyperprior, device: str | torch.device | None) -> Hyperprior:
@@ -120,12 +123,17 @@ def use_device(model: Hyperprior, device: str | torch.device | None) -> Hyperpri
 
 def working_memory(model: Hyperprior, height: int, width: int) -> int:
     """Estimated peak bytes of coding one ``height`` x ``width`` image with ``model``, above what is
-    loaded: 32 MiB, then per padded pixel 64 bytes, 1.25 per channel of the transforms (their widest
-    activations) and 24 per 256 latent symbols. An upper bound of the peaks measured at one thread
-    from 512^2 to 3072^2 (``benchmarks/memory_curve.py``, docs/codec.md): S16 67-139 B/px, T5
-    197-309 B/px, growing linearly with the pixels."""
-    pixels = -(-height // 64) * 64 * (-(-width // 64) * 64)
-    return (32 << 20) + int(pixels * (64 + 1.25 * model.N + 24 * model.M / 256))
+    loaded. The transforms run in tiles (:data:`kdlib.entropy.TILE`), so their share follows the tile:
+    per pixel of the largest tile with its halo, 64 bytes and 1.6 per channel of the transforms (N). The
+    rest follows the image: per padded pixel 8 bytes (the 8-bit image and its copy) and 16 per 256 latent
+    symbols per channel of y (the latents, scale indexes and symbols: M per 256 pixels); plus 32 MiB.
+    An upper bound of the peaks ``benchmarks/memory_curve.py`` measured at 1 to 48 Mpx (docs/codec.md):
+    S16 16 bytes a pixel and T5 about 340 MiB for its tile."""
+    rows, cols = -(-height // 64) * 4, -(-width // 64) * 4  # latents
+    side = entropy.TILE + 2 * entropy.HALO
+    tile = min(rows, side) * min(cols, side) * entropy.STRIDE ** 2
+    pixels = rows * cols * entropy.STRIDE ** 2
+    return (32 << 20) + int(tile * (64 + 1.6 * model.N) + pixels * (8 + 16 * model.M / 256))
 
 
 def check_size(model: Hyperprior, height: int, width: int, max_pixels: int, max_memory: int,
@@ -172,13 +180,14 @@ def _image_size(image: str | Path | Image.Image) -> tuple[int, int]:
 def _encode_one(image, model: Hyperprior, name: str, max_pixels: int = MAX_PIXELS,
                 max_memory: int = MAX_MEMORY) -> bytes:
     check_size(model, *_image_size(image), max_pixels, max_memory, DataError)
-    x, flags = _image(image)
-    if max(x.shape[-2:]) > MAX_SIDE:
-        raise DataError(f"Image is {x.shape[-1]}x{x.shape[-2]}; the format allows sides up to {MAX_SIDE}")
-    padded, unpad = pad(x[None], mode="replicate")  # edges repeated: a tiny image survives its padding
-    enc = entropy.encode(model, padded)
+    pixels, flags = _image(image)
+    height, width = pixels.shape[:2]
+    if max(height, width) > MAX_SIDE:
+        raise DataError(f"Image is {width}x{height}; the format allows sides up to {MAX_SIDE}")
+    padding, _ = compute_padding(height, width, min_div=64)  # edges repeated: a tiny image survives its padding
+    enc = entropy.encode(model, entropy.PaddedImage(pixels, padding))
     z, y = enc["strings"][1][0], enc["strings"][0][0]
-    header = Header(flags, name, model_id(model), x.shape[-2], x.shape[-1], tuple(-p for p in unpad),
+    header = Header(flags, name, model_id(model), height, width, tuple(padding),
                     enc["shape"], enc["index_crc"][0], len(z), len(y))
     return header.pack() + z + y + _CRC.pack(zlib.crc32(z + y))
 
@@ -274,13 +283,20 @@ def decompress(blob: bytes, model: str | Path | Hyperprior | None = None, device
 
 def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Image:
     strings = [[payload[header.z_length:]], [payload[:header.z_length]]]
+    left, top, height, width = header.padding[0], header.padding[2], header.height, header.width
+    pixels = np.empty((height, width, 3), np.uint8)
+
+    def keep(row: int, column: int, part: torch.Tensor) -> None:  # a tile of x_hat (in [0, 1]), padded coordinates
+        r0, r1 = max(row, top), min(row + part.shape[-2], top + height)
+        c0, c1 = max(column, left), min(column + part.shape[-1], left + width)
+        if r0 < r1 and c0 < c1:
+            piece = part[0, :, r0 - row:r1 - row, c0 - column:c1 - column].cpu()
+            pixels[r0 - top:r1 - top, c0 - left:c1 - left] = piece.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+
     try:
-        dec = entropy.decode(decoder, strings, header.z_shape, [header.index_crc])
+        entropy.decode(decoder, strings, header.z_shape, [header.index_crc], sink=keep)
     except entropy.RoundTripError as err:
         raise BitstreamError(str(err)) from None
-    left, top = header.padding[0], header.padding[2]
-    x = dec["x_hat"][0, :, top:top + header.height, left:left + header.width].cpu()
-    pixels = x.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()  # x_hat is in [0, 1]
     if header.flags & GRAYSCALE:
         return Image.fromarray(np.round(pixels.mean(axis=2)).astype(np.uint8), "L")
     return Image.fromarray(pixels, "RGB")

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -90,14 +91,28 @@ def byte_size(text: str) -> int:
         value = float(number) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 512M, 4G)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite size (e.g. 512M, 4G), not {text}")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return int(value)
 
 
+def positive_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integers of at least 1 (thread counts)."""
+    return [positive(part) for part in text.split(",")]
+
+
+def not_its_input(source: str, target: str) -> None:
+    """Refuse to write ``target`` over ``source`` (``--force`` included): the input would be lost."""
+    if Path(target).exists() and Path(source).exists() and os.path.samefile(source, target):
+        raise SpecError(f"{target} is the input itself; write the output elsewhere")
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     from kdlib import bitstream
 
+    not_its_input(args.input, args.output)
     blob = bitstream.compress(args.input, args.model, args.device, args.max_pixels or bitstream.MAX_PIXELS,
                               args.max_memory or bitstream.MAX_MEMORY)
     write_atomic(args.output, blob, overwrite=args.force)
@@ -110,6 +125,7 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 
     from kdlib import bitstream
 
+    not_its_input(args.input, args.output)
     image = bitstream.decompress(read_file(args.input), args.model, args.device,
                                  args.max_pixels or bitstream.MAX_PIXELS, args.max_memory or bitstream.MAX_MEMORY)
     buffer = io.BytesIO()
@@ -260,8 +276,8 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("models", nargs="+", help="as for eval, or untrained:N[,M] for architecture-only figures")
     br.add_argument("--passes", type=positive, default=1, help="passes over the images (the paper: 50 on a GPU)")
     br.add_argument("--images", type=positive, default=24, help="first K Kodak images")
-    br.add_argument("--cpu-threads", dest="thread_counts", type=lambda s: [int(t) for t in s.split(",")],
-                    default=[1, torch.get_num_threads()],
+    br.add_argument("--cpu-threads", dest="thread_counts",
+                    default=[1, torch.get_num_threads()], type=positive_list,
                     help="CPU thread counts, comma-separated (default: 1 and all)")
     br.add_argument("--out", default=str(RESULTS), help="results folder: writes <out>/resources/ (default: the repository's results/)")
     br.set_defaults(func=cmd_bench)
@@ -364,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--name takes one model only")
     try:
         args.func(args)
+    except KeyboardInterrupt:  # outputs are written atomically: nothing partial is left
+        print(f"kdlib {args.command}: interrupted", file=sys.stderr)
+        return 130
     except SpecError as err:  # bad usage, as argparse's own errors
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 2

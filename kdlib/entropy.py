@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
@@ -141,17 +142,80 @@ def _on(layers: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.to(next(layers.parameters()).device)
 
 
-def analyze(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-    """``g_a(x)``; deterministic: stable GDN layers, the same file at any thread count."""
-    x = _on(model.g_a, x)
-    return _run(model.g_a, _layout(x)) if deterministic else model.g_a(x)
+# Tiles. A large image is transformed tile by tile, so that the transforms' working memory follows the
+# tile, not the image: TILE latents a side (1024 pixels), each computed with HALO latents of context
+# around it, beyond the reach of the transforms (g_a: 30 pixels, under 2 latents; g_s: under 2
+# latents), then cut to the tile. Every pixel is computed from the same inputs by the same per-pixel
+# arithmetic as in one piece (tested bit-exact on large images: tests/test_bitstream.py), and an image
+# of up to TILE latents a side is one tile, the whole-image path itself. The file format is unchanged.
+TILE, HALO, STRIDE = 64, 4, 16
 
 
-def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-    """``g_s(y_hat)`` clamped to [0, 1]; deterministic: stable GDN layers, the same pixels anywhere."""
+def _spans(n: int) -> list[tuple[int, int, int, int]]:
+    """Along an axis of ``n`` latents: (start, stop) of each tile and (start, stop) of what it is computed from."""
+    return [(a, min(n, a + TILE), max(0, a - HALO), min(n, a + TILE + HALO)) for a in range(0, n, TILE)]
+
+
+class PaddedImage:
+    """An 8-bit RGB image (H x W x 3, uint8) seen as the float (1, 3, H', W') tensor in [0, 1] that
+    :func:`kdlib.data.pad` would make of it with ``mode="replicate"`` (edges repeated, centred), one
+    region at a time: the float image is never held whole (12 bytes a pixel, twice with its padding)."""
+
+    def __init__(self, pixels: np.ndarray, padding: tuple[int, int, int, int]):
+        self.pixels, (self.left, right, self.top, bottom) = pixels, padding
+        self.shape = (1, 3, pixels.shape[0] + self.top + bottom, pixels.shape[1] + self.left + right)
+
+    def region(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        height, width = self.pixels.shape[:2]
+        rows = np.clip(np.arange(r0, r1) - self.top, 0, height - 1)
+        cols = np.clip(np.arange(c0, c1) - self.left, 0, width - 1)
+        part = np.ascontiguousarray(self.pixels[rows][:, cols])
+        return torch.from_numpy(part).permute(2, 0, 1).float().div_(255.0)[None]
+
+
+def analyze(model: Hyperprior, x: "torch.Tensor | PaddedImage", deterministic: bool = True) -> torch.Tensor:
+    """``g_a(x)``; deterministic: stable GDN layers, the same file at any thread count, and a large
+    image in tiles (:data:`TILE`). ``x``: a padded batch, or one :class:`PaddedImage`."""
+    if isinstance(x, torch.Tensor) and not deterministic:
+        return model.g_a(_on(model.g_a, x))
+    height, width = x.shape[-2] // STRIDE, x.shape[-1] // STRIDE
+    if isinstance(x, torch.Tensor) and height <= TILE and width <= TILE:
+        return _run(model.g_a, _layout(_on(model.g_a, x)))
+    region = x.region if isinstance(x, PaddedImage) else lambda r0, r1, c0, c1: x[..., r0:r1, c0:c1]
+    y = None
+    for r0, r1, a0, a1 in _spans(height):
+        for c0, c1, b0, b1 in _spans(width):
+            part = _run(model.g_a, _layout(_on(model.g_a, region(a0 * STRIDE, a1 * STRIDE, b0 * STRIDE, b1 * STRIDE))))
+            if y is None:
+                y = part.new_empty(*part.shape[:2], height, width)
+            y[..., r0:r1, c0:c1] = part[..., r0 - a0:r1 - a0, c0 - b0:c1 - b0]
+    return y
+
+
+def synthesize(model: Hyperprior, y_hat: torch.Tensor, deterministic: bool = True,
+               sink: "Callable[[int, int, torch.Tensor], None] | None" = None) -> torch.Tensor | None:
+    """``g_s(y_hat)`` clamped to [0, 1]; deterministic: stable GDN layers, the same pixels anywhere, and a
+    large image in tiles (:data:`TILE`). With ``sink``, each tile's pixels go to ``sink(row, column,
+    pixels)`` (padded coordinates) as they are made, and nothing is returned: the whole float image is
+    never held."""
     y_hat = _on(model.g_s, y_hat)
-    x_hat = _run(model.g_s, _layout(y_hat)) if deterministic else model.g_s(y_hat)
-    return x_hat.clamp_(0, 1)
+    if not deterministic:
+        return model.g_s(y_hat).clamp_(0, 1)
+    height, width = y_hat.shape[-2:]
+    if sink is None and height <= TILE and width <= TILE:
+        return _run(model.g_s, _layout(y_hat)).clamp_(0, 1)
+    x_hat = None
+    for r0, r1, a0, a1 in _spans(height):
+        for c0, c1, b0, b1 in _spans(width):
+            part = _run(model.g_s, _layout(y_hat[..., a0:a1, b0:b1])).clamp_(0, 1)
+            part = part[..., (r0 - a0) * STRIDE:(r1 - a0) * STRIDE, (c0 - b0) * STRIDE:(c1 - b0) * STRIDE]
+            if sink is not None:
+                sink(r0 * STRIDE, c0 * STRIDE, part)
+                continue
+            if x_hat is None:
+                x_hat = part.new_empty(*part.shape[:2], height * STRIDE, width * STRIDE)
+            x_hat[..., r0 * STRIDE:r1 * STRIDE, c0 * STRIDE:c1 * STRIDE] = part
+    return x_hat
 
 
 @contextmanager
@@ -257,11 +321,13 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
     check_latent(y)  # before any call into the coder: damaged weights would make it spin
     y_abs = _on(model.h_a, torch.abs(y))
     z = _run(model.h_a, y_abs) if deterministic else model.h_a(y_abs)
+    del y_abs  # a large image's latents are most of its memory: each is let go once used
     check_latent(z - model.entropy_bottleneck.quantiles[:, 0, 1].detach().reshape(1, -1, 1, 1), "hyper-latent")
     z_strings = model.entropy_bottleneck.compress(z)
     z_hat = model.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
     indexes = scale_indexes(model, z_hat, deterministic)
     symbols = torch.round(y).int()
+    del y
     if rans.available():  # CompressAI's bytes, without holding the GIL (images encode in parallel on threads)
         tables, offsets = _rans_tables(model), np.asarray(_tables(model)[2], np.int32)
         y_strings = [rans.encode(s.cpu().numpy(), i.cpu().numpy(), tables, offsets)  # y may be on a GPU
@@ -386,8 +452,9 @@ def decode_hyper(model: Hyperprior, strings: list[bytes], shape: tuple[int, int]
 
 @torch.no_grad()
 def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: list[int] | None = None,
-           deterministic: bool = True) -> dict:
-    """Decompress ``[y_strings, z_strings]``: ``{"x_hat", "y_hat"}``, ``x_hat`` in [0, 1], still padded.
+           deterministic: bool = True, sink: Callable[[int, int, torch.Tensor], None] | None = None) -> dict:
+    """Decompress ``[y_strings, z_strings]``: ``{"x_hat", "y_hat"}``, ``x_hat`` in [0, 1], still padded
+    (None with ``sink``, which takes the pixels tile by tile: :func:`synthesize`).
 
     With ``index_crc`` (from :func:`encode`), raises :class:`RoundTripError` if the decoder's
     scale indexes are not the encoder's. Any bytes are safe to decode (:func:`decode_symbols`):
@@ -406,8 +473,10 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
         cdfs, lengths, _ = _used_tables(model, i)  # decoded without offsets; added in one tensor op
         values = decode_symbols(string, i, cdfs, lengths, _bits(model, len(cdfs)), _rans_tables(model))
         rows.append(offsets[i].add_(values.reshape(i.shape).to(offsets.device)))
-    y_hat = torch.stack(rows)
-    return {"x_hat": synthesize(model, y_hat, deterministic), "y_hat": y_hat}
+        del values
+    del indexes
+    y_hat = rows[0][None] if len(rows) == 1 else torch.stack(rows)
+    return {"x_hat": synthesize(model, y_hat, deterministic, sink), "y_hat": y_hat}
 
 
 def _rans_tables(model: Hyperprior) -> "rans.Tables":

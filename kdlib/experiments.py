@@ -563,6 +563,12 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
     does nothing but say. Results go under ``root`` (:func:`folders`). Returns each run's state before the call."""
     if number not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, not {number}")
+    unknown = sorted(set(only or ()) - set(members(number, budget)))
+    if unknown:
+        from kdlib.models import SpecError
+
+        raise SpecError(f"not runs of experiment {number} at scale {budget}: {', '.join(unknown)} "
+                        f"(`kdlib experiment {number} --scale {budget} --dry-run` lists them)")
     names = [n for n in TIERS.get(budget, ORDER) if n in members(number, budget) and (not only or n in only)]
     runs = Path(runs)
     states = status(names, budget, runs, root)

@@ -86,6 +86,14 @@ class Config:
             raise TrainingError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.crop % 64:
             raise TrainingError(f"crop must be a multiple of 64 (the codec downsamples 64x), not {self.crop}")
+        for key in ("lmbda", "lr", "aux_lr", "clip"):  # a rate, a trade-off: finite and positive
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise TrainingError(f"{key} must be a positive number, not {value!r}")
+        for key in ("w_latent", "w_hyper", "w_recon", "w_rd"):  # loss weights: finite, not negative
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise TrainingError(f"{key} must be a number of at least 0, not {value!r}")
         if self.schedule not in (None, "wsd"):
             raise TrainingError(f"schedule must be None (plateau) or 'wsd', not {self.schedule!r}")
         if self.schedule and not (self.decay and 0 < self.decay <= 1):

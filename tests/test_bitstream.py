@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kdlib import bitstream, rans
+from kdlib import bitstream, entropy, rans
 from kdlib.bitstream import BitstreamError, compress, compress_batch, decompress, decompress_batch
 from kdlib.cli import main
 from kdlib.data import DataError
@@ -428,15 +428,43 @@ def test_a_zero_state_file_claiming_4096_squared_is_refused(coding_model):
 
 
 def test_memory_budget_refuses_before_allocation(coding_model, tmp_path):
-    """A 9408x9472 file is inside Pillow's pixel budget but would need about 8 GiB with S16: refused in
-    one line from the estimate (kdlib.bitstream.working_memory), and so is such a PNG to compress."""
+    """A 9408x9472 file is inside Pillow's pixel budget but over a 1 GiB budget: refused in one line from
+    the estimate (kdlib.bitstream.working_memory), and so is such a PNG to compress."""
     from kdlib.data import DataError
 
     small = compress(photo(64, 64), coding_model)
     blob = reheader(small, height=9408, width=9472, z_shape=(147, 148))
     with pytest.raises(BitstreamError, match="GiB to code with this model, over the budget"):
-        decompress(blob, coding_model)
+        decompress(blob, coding_model, max_memory=1 << 30)
     Image.new("RGB", (9400, 9400)).save(tmp_path / "big.png")
     with pytest.raises(DataError, match="over the budget"):
-        compress(tmp_path / "big.png", coding_model)
-    assert bitstream.working_memory(coding_model, 9408, 9472) > 8 << 30
+        compress(tmp_path / "big.png", coding_model, max_memory=1 << 30)
+    assert bitstream.working_memory(coding_model, 9408, 9472) > 1 << 30
+
+
+def test_a_phone_photo_needs_no_flag_and_the_transforms_memory_follows_the_tile():
+    """Tiles (kdlib.entropy.TILE): a 4000x3000 and an 8000x6000 photo fit the default budget with the
+    teacher; what grows with the image is the latents and the 8-bit pixels, not the transforms'
+    activations (the per-pixel estimate no longer depends on the transforms' width N)."""
+    from kdlib.models import Hyperprior
+
+    wide, narrow = Hyperprior(128, 192), Hyperprior(16, 192)
+    assert bitstream.working_memory(wide, 3000, 4000) < bitstream.working_memory(wide, 6000, 8000) < bitstream.MAX_MEMORY
+    grow = [bitstream.working_memory(m, 12000, 16000) - bitstream.working_memory(m, 6000, 8000) for m in (wide, narrow)]
+    assert grow[0] == grow[1]
+
+
+@pytest.mark.parametrize("size", [(150, 200), (77, 300), (260, 64)])
+def test_tiles_write_the_same_file_and_decode_the_same_pixels_as_one_piece(coding_model, monkeypatch, size):
+    """The tiled transforms (64-pixel tiles here, with their halo) against the whole-image path, on images
+    of several tiles, odd sizes included: the same bytes and the same pixels (benchmarks/memory_curve.py
+    checks the shipped tile size on 4 to 16 Mpx photos)."""
+    image = photo(*size, seed=3)
+    monkeypatch.setattr(entropy, "TILE", 1 << 20)
+    whole = compress(image, coding_model)
+    whole_pixels = np.asarray(decompress(whole, coding_model))
+    monkeypatch.setattr(entropy, "TILE", 4)  # 4 latents: 64 pixels a side
+    assert len(entropy._spans(size[0] * 4 // 64 + 4)) > 1
+    tiled = compress(image, coding_model)
+    assert tiled == whole
+    assert np.array_equal(np.asarray(decompress(whole, coding_model)), whole_pixels)

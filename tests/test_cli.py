@@ -137,3 +137,40 @@ def test_help_reads_cleanly_and_names_the_models(command, capsys):
     if command in (["compress"], ["decompress"]):
         assert "S16-long" in text and "T5" in text
     assert "commit" not in text  # what to commit is our business, not the user's
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--name", "x", "--lr", "-1", "--steps", "1"], ["train", "--name", "x", "--lr", "nan", "--steps", "1"],
+    ["train", "--name", "x", "--lmbda", "-1", "--steps", "1"], ["train", "--name", "x", "--w-rd", "-5", "--steps", "1"],
+    ["experiment", "1", "--only", "NOPE", "--dry-run"], ["bench", "resources", "T5", "--cpu-threads", "0"],
+    ["compress", "IMAGE", "OUT", "--model", "S16", "--max-memory", "inf"],
+    ["compress", "IMAGE", "OUT", "--model", "S16", "--max-memory", "1e400"],
+    ["compress", "IMAGE", "IMAGE", "--model", "S16", "--force"], ["decompress", "KDL", "KDL", "--force"]])
+def test_what_was_accepted_silently_or_with_a_traceback_is_one_line_and_a_failure(argv, tmp_path, capsys):
+    image = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(image)
+    kdl = tmp_path / "in.kdl"
+    kdl.write_bytes(b"KDLC")
+    before = {p: p.read_bytes() for p in (image, kdl)}
+    swap = {"IMAGE": str(image), "KDL": str(kdl), "OUT": str(tmp_path / "out.kdl")}
+    try:
+        code = main([swap.get(a, a) for a in argv])
+    except SystemExit as exit:
+        code = exit.code
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "Traceback" not in err and "error" in err.splitlines()[-1], err  # (argparse: usage, then the line)
+    assert {p: p.read_bytes() for p in (image, kdl)} == before  # an input is never written over
+
+
+def test_an_interrupt_says_so_in_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    from kdlib import bitstream
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bitstream, "compress", interrupted)
+    image = tmp_path / "in.png"
+    Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(image)
+    assert main(["compress", str(image), str(tmp_path / "out.kdl"), "--model", "S16"]) == 130
+    assert capsys.readouterr().err.strip() == "kdlib compress: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
