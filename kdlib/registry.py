@@ -12,14 +12,16 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from kdlib import data
 from kdlib.io import atomic, read_json, write_atomic, write_json
 from kdlib.models import CHECKPOINTS, load_model, read_checkpoint, save_checkpoint
-from kdlib.train import Config, TrainingError, cpu_model
+
+if TYPE_CHECKING:
+    import pandas as pd
+# The trainer (kdlib.train) and pandas are imported where a run is released or recorded, not here: the
+# codec reads the manifest (kdlib.bitstream) and must not load the training stack to do so.
 
 
 class Manifest:
@@ -62,12 +64,18 @@ class Manifest:
 
 
 def _machine(meta: dict[str, Any], per_run: str = "") -> str:
+    from kdlib.train import cpu_model
+
     return f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s){per_run}, device {meta.get('device', 'cpu')}"
 
 
 def handed_over(earlier: str | Path) -> tuple[pd.DataFrame, int, float]:
     """(log as a DataFrame, steps, wall seconds) up to the state a continued run started from: a run
     directory's ``last.pth.tar``, or a released checkpoint's best step (by name)."""
+    import pandas as pd
+
+    from kdlib.train import TrainingError
+
     if Path(earlier).is_dir():
         state = read_checkpoint(Path(earlier) / "last.pth.tar")["meta"]
         log, steps = pd.read_csv(Path(earlier) / "log.csv"), state["steps"]
@@ -84,6 +92,8 @@ def handed_over(earlier: str | Path) -> tuple[pd.DataFrame, int, float]:
 def record(run: str | Path, name: str, folder: str | Path) -> dict[str, Any]:
     """Keep what a run leaves when its weights are not released: ``<folder>/<name>.log.csv.gz`` and an
     entry in ``<folder>/manifest.json`` (config, its hash, the best weights' sha256, steps, hours)."""
+    from kdlib.train import Config
+
     run, folder = Path(run), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     best, last = read_checkpoint(run / "best.pth.tar")["meta"], read_checkpoint(run / "last.pth.tar")["meta"]
@@ -102,6 +112,10 @@ def release(run: str | Path, name: str, recipe: str = "",
     handing over its ``last.pth.tar``, or the name of a released checkpoint (``--continue T5``),
     handing over its best step with its released log. Their logs come first and steps and
     hours count every run."""
+    import pandas as pd
+
+    from kdlib.train import Config
+
     run = Path(run)
     model = load_model(run / "best.pth.tar")  # updates the CDF tables, as CompressAI's update_model
     meta = dict(model.meta)
@@ -131,6 +145,8 @@ def release_recorded(name: str, records: str | Path, as_name: str, recipe: str =
     tier's) as ``checkpoints/<as_name>.pth.tar`` (CDF tables updated), its log as ``<as_name>.log.csv``,
     and an entry in ``checkpoints/manifest.json`` with the record's config, steps, hours, machine and
     how it ended (``end``)."""
+    from kdlib.train import TrainingError
+
     records = Path(records)
     entry = Manifest(records).get(name)
     if entry is None or not (records / f"{name}.pth.tar").exists():

@@ -468,3 +468,15 @@ def test_tiles_write_the_same_file_and_decode_the_same_pixels_as_one_piece(codin
     tiled = compress(image, coding_model)
     assert tiled == whole
     assert np.array_equal(np.asarray(decompress(whole, coding_model)), whole_pixels)
+
+
+def test_the_codec_loads_no_training_module():
+    """`import kdlib.bitstream` (what compress and decompress need) loads none of the trainer's modules:
+    the manifest is read without kdlib.train, kdlib.bank, kdlib.teachers or kdlib.losses."""
+    import subprocess
+    import sys
+
+    code = "import sys, kdlib.bitstream; print(' '.join(m for m in sys.modules if m.startswith('kdlib')))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert "kdlib.bitstream" in loaded
+    assert not loaded & {"kdlib.train", "kdlib.bank", "kdlib.teachers", "kdlib.losses", "kdlib.experiments"}, loaded
