@@ -78,10 +78,11 @@ smoke-check: smoke-reproduce
 CLEAN_TREE = dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
 	if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
 
-# Before a session ends: park the long tier's unfinished runs in checkpoints/ and re-execute the one
+# Before a session ends: park the long and equal tiers' unfinished runs in checkpoints/ and re-execute the
 # notebook that reports their state (e1b_converged), so that the committed outputs match what is committed.
 park: $(VENV)/.installed
 	$(BIN)/kdlib experiment 1 --scale long --park
+	$(BIN)/kdlib experiment 1 --scale equal --park
 	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/e1b_converged.ipynb
 
 # On a machine lent a CUDA GPU (issue 29; docs/codec.md "GPU check"): one JSON, results/gpu/gpu_check.json.

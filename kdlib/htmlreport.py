@@ -18,6 +18,18 @@ window.addEventListener("load", () => { const images = [...document.images];
 </script>"""
 
 
+# Wide tables scroll inside the page instead of running off it.
+_STYLE = "<style>table { display: block; overflow-x: auto; max-width: 100%; }</style>"
+# nbconvert's template loads require.js and MathJax from a CDN: a blank page offline. The notebooks need
+# neither (no widgets; formulas are written in plain text), so the report carries no remote script.
+_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>\s*", re.IGNORECASE)
+
+
+def offline(page: str) -> str:
+    """An HTML page without remote scripts, with the report's style."""
+    return _REMOTE_SCRIPT.sub("", page).replace("</head>", _STYLE + "</head>", 1)
+
+
 def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Path, figures: str | Path) -> Path:
     """A static HTML report in ``out``: ``index.html`` (REPRODUCTION.md, with every figure shown) and
     one page per executed notebook (nbconvert, figures embedded). Returns the index."""
@@ -34,7 +46,7 @@ def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Pa
         page = out / f"{Path(notebook).stem}.html"
         body = body.replace('"../figures/', '"figures/').replace("](../figures/", "](figures/")  # the report's copy
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + back, body, count=1)
-        page.write_text(body.replace("</body>", back + _CHECK + "</body>"))
+        page.write_text(offline(body.replace("</body>", back + _CHECK + "</body>")))
         pages.append(page.name)
     for folder, name in ((figures, "figures"), (plots.TABLES, "tables")):
         if folder.is_dir():
@@ -43,8 +55,8 @@ def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Pa
     shown = [f'<figure><img src="figures/{p.name}" width="600"><figcaption>{p.stem}</figcaption></figure>'
              for p in sorted((out / "figures").glob("*.png"))]
     links = "".join(f'<li><a href="{p}">{p.removesuffix(".html")}</a></li>' for p in pages)
-    (out / "index.html").write_text(
+    (out / "index.html").write_text(offline(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>kdlib: the reproduction</title></head><body>"
-        + markdown2html(text) + f"<h2>Notebooks</h2><ul>{links}</ul><h2>Every figure</h2>" + "".join(shown)
-        + _CHECK + "</body></html>")
+        + f"<h2>Notebooks</h2><ul>{links}</ul>" + markdown2html(text) + "<h2>Every figure</h2>" + "".join(shown)
+        + _CHECK + "</body></html>"))
     return out / "index.html"

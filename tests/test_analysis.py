@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from kdlib import analysis
 from kdlib.analysis import bd_two_ways, family_bd
@@ -225,13 +226,18 @@ def test_verdict_of_reads_a_comparison_column_of_a_table_row():
     assert analysis.verdict_of(named, "vs_x", "better", "worse").startswith("one seed")
 
 
-def test_seed_rule_adds_seeds_only_while_a_spread_interval_spans_zero():
+def test_seed_rule_never_calls_seeds_enough_on_their_sd_alone():
+    """Issue 40: an sd of three pairs is noise; the seeds are enough only when their interval excludes zero
+    or bounds the effect within +-2 % of the RD cost, and otherwise the rule says how many pairs that takes."""
     gain = lambda low, high, sd, n=3: {"seeds": n, "d_rd_cost_seeds_low": low,  # noqa: E731
                                        "d_rd_cost_seeds_high": high, "d_rd_cost_seed_sd": sd}
-    assert analysis.seed_rule(gain(-0.17, 0.17, 0.068), 2.9).startswith("add a seed")
-    assert analysis.seed_rule(gain(-0.17, 0.17, 0.068, n=5), 2.9).startswith("5 seeds")
+    assert analysis.seed_rule(gain(-0.2, 0.2, 0.03), 2.9).startswith("not enough")  # was "enough by the rule"
+    assert analysis.seed_rule(gain(-0.17, 0.17, 0.068, n=5), 2.9).startswith("not enough")
     assert analysis.seed_rule(gain(0.01, 0.2, 0.068), 2.9).startswith("enough: the seeds' interval excludes")
     assert analysis.seed_rule(gain(-0.05, 0.04, 0.068), 2.9).startswith("enough: the seeds' interval bounds")
-    assert analysis.seed_rule(gain(-0.2, 0.2, 0.03), 2.9).startswith("enough by the rule")
     assert analysis.seed_rule(gain(float("nan"), float("nan"), float("nan"), n=1), 2.9).startswith("add seeds: 1 of")
-    assert analysis.seed_rule(gain(-0.2, 0.2, 0.03, n=2), 2.9).startswith("add seeds: 2 of")
+    # the long tier's N = 16 (sd 0.073, scratch's RD cost about 2.68): about 10 pairs for +-2 %, as issue 40 says
+    assert 9 <= analysis.pairs_needed(0.073, 0.02 * 2.68) <= 11
+    n, sd = 5, 0.073
+    assert analysis.detectable(sd, n) == pytest.approx(stats.t.ppf(0.975, n - 1) * sd / n ** 0.5)
+    assert analysis.detectable(sd, n, 0.8) > analysis.detectable(sd, n)

@@ -168,7 +168,11 @@ def test_every_link_of_the_report_resolves_and_every_page_leads_back(tmp_path):
         broken += [f"{page.name}: {t}" for t in local if not (page.parent / t.split("#")[0]).exists()]
         if page.name != "index.html":
             assert "index.html" in parser.targets, page.name
+        remote = re.findall(r"<script[^>]*src=[\"']https?://[^\"']*", page.read_text())
+        assert not remote, (page.name, remote)  # the report works offline: no script from a CDN
     assert not broken, broken[:10]
+    text = index.read_text()
+    assert text.index("<h2>Notebooks</h2>") < text.index("<h2>Every figure</h2>") and "overflow-x: auto" in text
 
 
 def test_the_claims_table_names_real_notebooks_and_known_measures(tmp_path):
