@@ -109,15 +109,72 @@ def not_its_input(source: str, target: str) -> None:
         raise SpecError(f"{target} is the input itself; write the output elsewhere")
 
 
+class SomeFailed(Exception):
+    """Some files of a many-file command failed (each said why); the others were written."""
+
+
+def pairs(args: argparse.Namespace, suffix: str) -> list[tuple[str, Path]]:
+    """(input, output) of each file: ``IN OUT``, or ``IN... --out-dir D`` (``D/<stem><suffix>`` each)."""
+    if args.out_dir is None:
+        if len(args.files) != 2:
+            raise SpecError(f"give one input and its output, or several inputs and --out-dir "
+                            f"({len(args.files)} file(s) given without --out-dir)")
+        return [(args.files[0], Path(args.files[1]))]
+    outputs = [Path(args.out_dir) / (Path(f).stem + suffix) for f in args.files]
+    twice = sorted({o.name for o in outputs if outputs.count(o) > 1})
+    if twice:
+        raise SpecError(f"two inputs would write the same output in {args.out_dir}: {', '.join(twice)}")
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    return list(zip(args.files, outputs))
+
+
+def each_file(args: argparse.Namespace, suffix: str, code) -> None:
+    """``code(input, output) -> summary`` for every file, in one process with one model for all of them. One
+    file: its error is the command's. Several: a progress bar; a file that fails says why in one line and
+    the others go on (the command then exits 1); the time per image at the end."""
+    import time
+
+    from tqdm import tqdm
+
+    from kdlib.bitstream import BitstreamError
+
+    jobs = pairs(args, suffix)
+    if len(jobs) == 1:
+        (source, target), = jobs
+        not_its_input(source, str(target))
+        print(f"{source} -> {target}: {code(source, target)}")
+        return
+    failed, start = [], time.perf_counter()
+    for source, target in tqdm(jobs, desc=args.command, unit="file", dynamic_ncols=True):
+        try:
+            not_its_input(source, str(target))
+            tqdm.write(f"{source} -> {target}: {code(source, target)}")
+        except FileExistsError:
+            failed.append(f"{source}: {target} exists; pass --force to replace it")
+        except (data.DataError, ModelError, RoundTripError, BitstreamError, OSError, MemoryError) as err:
+            failed.append(f"{source}: {err}")
+    done, seconds = len(jobs) - len(failed), time.perf_counter() - start
+    print(f"{done} of {len(jobs)} files in {seconds:.1f} s ({seconds / max(done, 1):.2f} s per image)")
+    for line in failed:
+        print(f"kdlib {args.command}: error: {line}", file=sys.stderr)
+    if failed:
+        raise SomeFailed(len(failed))
+
+
 def cmd_compress(args: argparse.Namespace) -> None:
     from kdlib import bitstream
 
-    not_its_input(args.input, args.output)
-    blob = bitstream.compress(args.input, args.model, args.device, args.max_pixels or bitstream.MAX_PIXELS,
-                              args.max_memory or bitstream.MAX_MEMORY)
-    write_atomic(args.output, blob, overwrite=args.force)
-    header = bitstream.read_header(blob)[0]
-    print(f"{args.input} -> {args.output}: {len(blob)} bytes, {8 * len(blob) / (header.width * header.height):.4f} bpp")
+    model = bitstream.use_device(from_spec(args.model), args.device)  # loaded once for every file
+    model.name = Path(args.model).name.removesuffix(".pth.tar")
+    budget = (args.max_pixels or bitstream.MAX_PIXELS, args.max_memory or bitstream.MAX_MEMORY)
+
+    def one(source: str, target: Path) -> str:
+        blob = bitstream.compress(source, model, None, *budget)
+        write_atomic(target, blob, overwrite=args.force)
+        header = bitstream.read_header(blob)[0]
+        return f"{len(blob)} bytes, {8 * len(blob) / (header.width * header.height):.4f} bpp"
+
+    each_file(args, ".kdl", one)
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
@@ -125,13 +182,22 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 
     from kdlib import bitstream
 
-    not_its_input(args.input, args.output)
-    image = bitstream.decompress(read_file(args.input), args.model, args.device,
-                                 args.max_pixels or bitstream.MAX_PIXELS, args.max_memory or bitstream.MAX_MEMORY)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    write_atomic(args.output, buffer.getvalue(), overwrite=args.force)
-    print(f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}")
+    given = bitstream.use_device(from_spec(args.model), args.device) if args.model else None
+    released: dict[str, object] = {}  # the models the files name, each loaded once
+    budget = (args.max_pixels or bitstream.MAX_PIXELS, args.max_memory or bitstream.MAX_MEMORY)
+
+    def one(source: str, target: Path) -> str:
+        blob = read_file(source)
+        name = bitstream.read_header(blob)[0].model_name
+        if given is None and name not in released:
+            released[name] = bitstream.use_device(bitstream.released_model(name), args.device)
+        image = bitstream.decompress(blob, given or released[name], None, *budget)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        write_atomic(target, buffer.getvalue(), overwrite=args.force)
+        return f"{image.width}x{image.height} {image.mode}"
+
+    each_file(args, ".png", one)
 
 
 MAX_FILE = 1 << 30  # a .kdl file of a 32768^2 image at 8 bpp is 1 GiB
@@ -230,9 +296,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--name", help="result name (one model only)")
     e.set_defaults(func=cmd_eval)
 
-    c = sub.add_parser("compress", help="compress an image to a .kdl file")
-    c.add_argument("input", help="any image Pillow reads")
-    c.add_argument("output", help="the .kdl file to write")
+    c = sub.add_parser("compress", help="compress images to .kdl files",
+                       description="kdlib compress IMAGE OUT.kdl, or kdlib compress IMAGE... --out-dir DIR (one process, "
+                                   "the model loaded once: the same bytes as one at a time)")
+    c.add_argument("files", nargs="+", metavar="FILE", help="an image Pillow reads and the .kdl to write; or images, "
+                   "with --out-dir")
+    c.add_argument("--out-dir", help="write <DIR>/<name>.kdl for every image given")
     c.add_argument("--model", required=True, help=f"a released model ({released_names()}; S16-long is the best "
                    "small one) or a checkpoint's path")
     c.add_argument("--force", action="store_true", help="replace an existing output")
@@ -243,9 +312,11 @@ def parser() -> argparse.ArgumentParser:
                    "working memory, e.g. 4G (default: 2G; estimate: kdlib.bitstream.working_memory)")
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decompress", help="decode a .kdl file to PNG")
-    d.add_argument("input", help="the .kdl file")
-    d.add_argument("output", help="the PNG to write")
+    d = sub.add_parser("decompress", help="decode .kdl files to PNG",
+                       description="kdlib decompress IN.kdl OUT.png, or kdlib decompress IN.kdl... --out-dir DIR")
+    d.add_argument("files", nargs="+", metavar="FILE", help="a .kdl file and the PNG to write; or .kdl files, with "
+                   "--out-dir")
+    d.add_argument("--out-dir", help="write <DIR>/<name>.png for every file given")
     d.add_argument("--model", help=f"a released model ({released_names()}) or a checkpoint's path (default: the "
                    "released model named in the file)")
     d.add_argument("--force", action="store_true", help="replace an existing output")
@@ -380,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--name takes one model only")
     try:
         args.func(args)
+    except SomeFailed:
+        return 1
     except KeyboardInterrupt:  # outputs are written atomically: nothing partial is left
         print(f"kdlib {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -174,3 +174,24 @@ def test_an_interrupt_says_so_in_one_line_and_leaves_no_partial_file(tmp_path, c
     assert main(["compress", str(image), str(tmp_path / "out.kdl"), "--model", "S16"]) == 130
     assert capsys.readouterr().err.strip() == "kdlib compress: interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_many_files_in_one_call_give_the_same_bytes_and_keep_going_past_a_bad_one(tmp_path, capsys):
+    """`kdlib compress a b c --out-dir D` and `kdlib decompress D/*.kdl --out-dir E`: one process, the same
+    bytes as one at a time, a bad file reported in one line without losing the others' outputs."""
+    images = []
+    for i, size in enumerate([(40, 50), (64, 70)]):
+        images.append(tmp_path / f"img{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (*size, 3), dtype=np.uint8)).save(images[-1])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    code = main(["compress", *map(str, images), str(bad), "--out-dir", str(tmp_path / "kdl"), "--model", "S16"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "bad.png" in err and "Traceback" not in err and "2 of 3 files" in out and "per image" in out
+    for image in images:
+        assert main(["compress", str(image), str(tmp_path / "one.kdl"), "--model", "S16", "--force"]) == 0
+        assert (tmp_path / "one.kdl").read_bytes() == (tmp_path / "kdl" / f"{image.stem}.kdl").read_bytes()
+    kdls = sorted((tmp_path / "kdl").glob("*.kdl"))
+    assert main(["decompress", *map(str, kdls), "--out-dir", str(tmp_path / "png")]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["img0.png", "img1.png"]
+    assert main(["compress", str(images[0]), str(images[1]), str(tmp_path / "x.kdl"), "--model", "S16"]) == 2
