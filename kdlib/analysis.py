@@ -426,7 +426,9 @@ def seed_rule(gain: dict[str, float], scratch_cost: float) -> str:
     if max(-low, high) <= BOUND_REL * scratch_cost:
         return f"enough: the seeds' interval bounds the effect within +-{BOUND_REL:.0%} of the RD cost"
     return (f"not enough: the seeds' interval spans zero and is wider than +-{BOUND_REL:.0%} of the RD cost; "
-            f"at their sd ({sd:.3f}) that takes about {pairs_needed(sd, BOUND_REL * scratch_cost)} pairs")
+            f"an interval that narrow takes about {pairs_needed(sd, BOUND_REL * scratch_cost)} pairs at their sd "
+            f"({sd:.3f}, itself from {n} pairs: a rough count), 80 % power against a {BOUND_REL:.0%} effect "
+            f"about {pairs_needed(sd, BOUND_REL * scratch_cost, 0.8)}")
 
 
 def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> pd.DataFrame:
