@@ -196,6 +196,7 @@ def branch_from(config: Config, out: Path, longer: Config, runs: str | Path = "r
     if not state_path(source, step).exists():
         return None
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", dataclasses.asdict(config))  # its own config: parked and resumed as itself
     shutil.copy2(state_path(source, step), out / "last.pth.tar")
     with open(source / "log.csv") as f:
         lines = f.read().splitlines(keepends=True)

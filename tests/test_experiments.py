@@ -251,3 +251,21 @@ def test_a_long_student_is_released_only_once_converged_and_better_than_the_grid
     released = (tmp_path / "released" / "S16-long.pth.tar").stat().st_mtime_ns
     assert experiments.release_converged(name, better, records) == "S16-long"  # a re-evaluation: Kodak noted again,
     assert (tmp_path / "released" / "S16-long.pth.tar").stat().st_mtime_ns == released  # the weights not re-released
+
+
+def test_a_branch_not_yet_started_is_parked_from_its_trunks_kept_state_and_resumes(photo_folder, tmp_path, monkeypatch):
+    """make park at a session's end: a branch whose trunk has passed the branch's constant phase is parked
+    as that state (with its own config), and a new session (no runs/) resumes it there."""
+    short = Config(name="t-b50", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=4, val_every=1,
+                   schedule="wsd", decay=0.5)
+    long = dataclasses.replace(short, name="t", steps=8)
+    runs = {"t": Run("t", 8, teacher=None, fraction=1.0), "t-b50": Run("t-b50", 8, teacher=None, fraction=0.5)}
+    monkeypatch.setattr(experiments, "RUNS", runs)
+    monkeypatch.setattr(Run, "config", lambda self, budget="cpu": short if self.fraction != 1 else long)
+    monkeypatch.setattr(experiments, "parked_folder", lambda name, budget: tmp_path / "parked" / name)
+    train(long, runs=tmp_path / "runs", progress=False, keep_states=(training.stable_end(short),), stop_after=3)
+    assert experiments.park("equal", tmp_path / "runs", ["t-b50"]) == ["t-b50"]
+    shutil.rmtree(tmp_path / "runs")  # a new session
+    assert experiments.unpark("t-b50", "equal", tmp_path / "runs")
+    folder = run_dir(short, tmp_path / "runs")
+    assert read_checkpoint(folder / "last.pth.tar")["meta"]["steps"] == training.stable_end(short) == 2
