@@ -149,6 +149,27 @@ def _papermill_engine() -> type:
     return IPCEngine
 
 
+# A pytest plugin (pyproject.toml: addopts "-p kdlib.notebook"), for `pytest --nbval` on the notebooks. nbval
+# starts each kernel on TCP ports that jupyter_client finds free and releases before the kernel binds them,
+# a race with any kernel starting beside it (make test runs papermill's on the other core): here nbval's
+# kernels start on IPC sockets named for each (kernel_managers). And nbval leaves images out of its
+# comparison unless nbdime is asked for: here an image that changes on re-execution fails its cell like
+# any other output (every figure is seeded and byte-stable).
+def pytest_configure(config) -> None:  # noqa: ANN001
+    try:
+        import nbval.kernel
+    except ImportError:  # nbval not installed: nothing to set
+        return
+    nbval.kernel.KernelManager = kernel_managers()[0]
+
+
+def pytest_collection_modifyitems(items) -> None:  # noqa: ANN001
+    for item in items:
+        skip = getattr(item.parent, "skip_compare", None)
+        if skip is not None:
+            item.parent.skip_compare = tuple(k for k in skip if k not in ("image/png", "image/jpeg"))
+
+
 def __getattr__(name: str) -> type:  # the entry point papermill.engine "kdlib" (pyproject.toml), built on demand
     if name == "IPCEngine":
         return _papermill_engine()

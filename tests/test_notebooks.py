@@ -101,3 +101,17 @@ def test_papermill_finds_the_kdlib_engine():
     engine = papermill_engines.get_engine("kdlib")
     assert engine.__name__ == "IPCEngine"
     assert json.dumps(PARAMETERS)  # plain text
+
+
+def test_the_pytest_plugin_compares_images_and_gives_nbval_ipc_kernels():
+    """`-p kdlib.notebook` (pyproject.toml): nbval's kernels on IPC sockets, and image outputs compared."""
+    import types
+
+    import nbval.kernel
+
+    from kdlib import notebook
+
+    assert nbval.kernel.KernelManager.__name__ == "IPCKernelManager"  # configured for this very run
+    item = types.SimpleNamespace(parent=types.SimpleNamespace(skip_compare=("metadata", "image/png", "image/jpeg")))
+    notebook.pytest_collection_modifyitems([item])
+    assert item.parent.skip_compare == ("metadata",)
