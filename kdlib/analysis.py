@@ -19,7 +19,7 @@ from scipy import stats
 
 from kdlib import experiments
 from kdlib.metrics import bd_metrics, msssim_db, read_result
-from kdlib.scales import REPO_ROOT
+from kdlib.scales import REPO_ROOT, SCALES
 
 PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers (kdlib.report reads them here too)
 
@@ -543,4 +543,26 @@ def released_against_codecs(results_folder: str | Path, models: list[str], codec
         bpp, psnr = means["bpp"][0], means["psnr-rgb"][0]
         rows.append({"model": model, "bpp": bpp, "psnr": psnr,
                      **{f"{c}_db": gap_to_curve(curve, bpp, psnr)["psnr_gap_db"] for c, curve in curves.items()}})
+    return pd.DataFrame(rows)
+
+
+def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) -> pd.DataFrame:
+    """The equal-step tier's budget curve (issue 40): per N and budget (its branches and full length), KD
+    minus scratch over the seeds whose two arms both have a Kodak result in ``results_folder`` (the tier's
+    ``experiments/``): RD cost, PSNR and bpp with the images' and seeds' intervals (:func:`kd_gain`), and
+    the one rule's :func:`verdict`. Every point is a decayed model; the seeds counted are those declared
+    (:data:`kdlib.experiments.EQUAL_SEEDS`) that have landed."""
+    folder, rows = Path(results_folder), []
+    scale = SCALES["equal"]
+    for n in sizes:
+        for fraction in (*sorted(scale.branches), 1.0):
+            suffix = "" if fraction == 1 else f"-b{round(fraction * 100)}"
+            pairs = [(folder / f"e1-kd-N{n}-s{s}{suffix}.json", folder / f"e1-scratch-N{n}-s{s}{suffix}.json")
+                     for s in experiments.EQUAL_SEEDS[n]]
+            pairs = [(kd, sc) for kd, sc in pairs if kd.exists() and sc.exists()]
+            if not pairs:
+                continue
+            gain = kd_gain([kd for kd, _ in pairs], [sc for _, sc in pairs], experiments.RUNS[f"e1-kd-N{n}-s0"].lmbda)
+            rows.append({"N": n, "steps": round(scale.runs["steps"] * fraction), "seeds": len(pairs),
+                         **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain)})
     return pd.DataFrame(rows)

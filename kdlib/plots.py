@@ -336,3 +336,31 @@ def shown(path: Path) -> Path:
     from kdlib.models import repo_relative
 
     return repo_relative(path)
+
+
+def budget_figure(curve: pd.DataFrame) -> plt.Figure:
+    """KD minus scratch against the training budget (:func:`kdlib.analysis.budget_curve`): RD cost and PSNR,
+    one line per N, each point a decayed model; bars: the seeds' 95 % interval where there are two seeds or
+    more, else the images' (hollow markers: one seed, no verdict)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, label in ((axes[0], "rd_cost", "RD cost, KD - scratch"),
+                              (axes[1], "psnr-rgb", "PSNR (dB), KD - scratch\n(same lambda, not the same rate)")):
+        for n, rows in curve.groupby("N"):
+            several = rows.seeds > 1
+            low = rows[f"d_{metric}_seeds_low"].where(several, rows[f"d_{metric}_low"])
+            high = rows[f"d_{metric}_seeds_high"].where(several, rows[f"d_{metric}_high"])
+            color = size_color(n)
+            ax.errorbar(rows.steps, rows[f"d_{metric}"], yerr=[rows[f"d_{metric}"] - low, high - rows[f"d_{metric}"]],
+                        color=color, capsize=4, ls="--", marker="none", lw=1)
+            for s, y, k in zip(rows.steps, rows[f"d_{metric}"], rows.seeds):
+                ax.plot(s, y, "o", ms=8, color=color, mfc=color if k > 1 else "none", mew=1.5)
+            ax.plot([], [], "o--", color=color, label=f"N = {n} ({int(rows.seeds.max())} seed(s))")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(xlabel="training steps (each point decayed to lr 0)", ylabel=label, xscale="log")
+        ax.set_xticks(sorted(curve.steps.unique()), [f"{s // 1000}k" for s in sorted(curve.steps.unique())])
+        ax.minorticks_off()
+        ax.legend(fontsize="small")
+    fig.suptitle("KD against its scratch twin at equal steps: when does the teacher help? (bars: seeds' 95 %, "
+                 "or the images' where one seed)", fontsize="medium")
+    fig.tight_layout()
+    return fig
