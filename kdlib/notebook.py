@@ -1,5 +1,6 @@
-"""The notebooks' prelude, in one place: scale, data and results folders, where figures go; and the
-normalisation of executed notebooks (``python -m kdlib.notebook normalize NB...``)."""
+"""The notebooks' prelude, in one place: scale, data and results folders, where figures go; the
+normalisation of executed notebooks (``python -m kdlib.notebook normalize NB...``); and how their kernels
+start under papermill (the engine ``kdlib``) and nbval (this module as a pytest plugin): on IPC sockets."""
 from __future__ import annotations
 
 import os
