@@ -287,6 +287,14 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
                 copy(folder / file, target / file)
         write_atomic(target / "log.csv.gz", gzip.compress((folder / "log.csv").read_bytes(), mtime=0), overwrite=True)
         parked.append(name)
+    for name in parked:  # a trunk's kept states once every branch holds its own: not parked twice
+        kept, _ = branches(name, budget)
+        step_of = {stable_end(RUNS[b].config(budget)): b for b in (branch_name(name, f) for f in get_scale(budget).branches)
+                   if b in RUNS}
+        for step in kept:
+            branch = step_of.get(step)
+            if branch in parked or (branch and (run_dir(RUNS[branch].config(budget), runs) / "done.json").exists()):
+                state_path(parked_folder(name, budget), step).unlink(missing_ok=True)
     return parked
 
 
