@@ -402,9 +402,9 @@ BOUND_REL, MIN_SEEDS, MAX_SEEDS = 0.02, 3, 5
 
 def pairs_needed(sd: float, bound: float, power: float = 0.5) -> int:
     """Pairs whose seeds' 95 % interval (t) has a half-width of at most ``bound`` at this ``sd``; with
-    ``power`` above 0.5, pairs that detect an effect of ``bound`` that often (t_0.975 + t_power)."""
+    ``power`` above 0.5, pairs that detect an effect of ``bound`` that often (:func:`detectable`)."""
     n = 2
-    while (stats.t.ppf(0.975, n - 1) + (stats.t.ppf(power, n - 1) if power > 0.5 else 0)) * sd / np.sqrt(n) > bound:
+    while detectable(sd, n, power) > bound:
         n += 1
     return n
 
@@ -553,16 +553,15 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
     the one rule's :func:`verdict`. Every point is a decayed model; the seeds counted are those declared
     (:data:`kdlib.experiments.EQUAL_SEEDS`) that have landed."""
     folder, rows = Path(results_folder), []
-    scale = SCALES["equal"]
+    tier = [experiments.RUNS[n] for n in experiments.EQUAL]
     for n in sizes:
-        for fraction in (*sorted(scale.branches), 1.0):
-            suffix = "" if fraction == 1 else f"-b{round(fraction * 100)}"
-            pairs = [(folder / f"e1-kd-N{n}-s{s}{suffix}.json", folder / f"e1-scratch-N{n}-s{s}{suffix}.json")
-                     for s in experiments.EQUAL_SEEDS[n]]
-            pairs = [(kd, sc) for kd, sc in pairs if kd.exists() and sc.exists()]
+        for fraction in (*sorted(SCALES["equal"].branches), 1.0):
+            kd = [r for r in tier if r.arm == "kd" and r.N == n and r.fraction == fraction]
+            pairs = [(folder / f"{r.name}.json", folder / f"{experiments.twin(r.name)}.json") for r in kd]
+            pairs = [(k, s) for k, s in pairs if k.exists() and s.exists()]
             if not pairs:
                 continue
-            gain = kd_gain([kd for kd, _ in pairs], [sc for _, sc in pairs], experiments.RUNS[f"e1-kd-N{n}-s0"].lmbda)
-            rows.append({"N": n, "steps": round(scale.runs["steps"] * fraction), "seeds": len(pairs),
+            gain = kd_gain([k for k, _ in pairs], [s for _, s in pairs], kd[0].lmbda)
+            rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain)})
     return pd.DataFrame(rows)

@@ -105,11 +105,7 @@ class Run:
     experiments: tuple[int, ...] = ()
     reference: str | None = None
     fraction: float = 1.0  # a branch of a fixed schedule: this fraction of its budget's steps, decayed
-
-    @property
-    def trunk(self) -> str | None:
-        """The full-length run a branch continues from its constant phase (None: not a branch)."""
-        return self.name.rsplit("-b", 1)[0] if self.fraction != 1 else None
+    trunk: str | None = None  # a branch: the full-length run it continues from its constant phase
 
     @property
     def arm(self) -> str:
@@ -181,7 +177,8 @@ def _grid() -> dict[str, Run]:
     for name in _equal_pairs():  # the equal-step tier's branches, decayed from the constant phase
         for fraction in SCALES["equal"].branches:
             by_name[branch_name(name, fraction)] = dataclasses.replace(
-                by_name[name], name=branch_name(name, fraction), release=None, experiments=(), fraction=fraction)
+                by_name[name], name=branch_name(name, fraction), release=None, experiments=(), fraction=fraction,
+                trunk=name)
     return by_name
 
 
@@ -288,13 +285,9 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
         write_atomic(target / "log.csv.gz", gzip.compress((folder / "log.csv").read_bytes(), mtime=0), overwrite=True)
         parked.append(name)
     for name in parked:  # a trunk's kept states once every branch holds its own: not parked twice
-        kept, _ = branches(name, budget)
-        step_of = {stable_end(RUNS[b].config(budget)): b for b in (branch_name(name, f) for f in get_scale(budget).branches)
-                   if b in RUNS}
-        for step in kept:
-            branch = step_of.get(step)
-            if branch in parked or (branch and (run_dir(RUNS[branch].config(budget), runs) / "done.json").exists()):
-                state_path(parked_folder(name, budget), step).unlink(missing_ok=True)
+        for branch in _branches_of(name, budget):
+            if branch in parked or (run_dir(RUNS[branch].config(budget), runs) / "done.json").exists():
+                state_path(parked_folder(name, budget), stable_end(RUNS[branch].config(budget))).unlink(missing_ok=True)
     return parked
 
 
@@ -418,15 +411,18 @@ def _train_one(config: Config, runs: str, threads: int, compile: bool, cache: Pa
           keep_states=keep_states, longer=longer)
 
 
+def _branches_of(name: str, budget: str) -> list[str]:
+    """The branches of run ``name`` that ``budget`` trains (none outside a tier with branches)."""
+    return [n for n, r in RUNS.items() if r.trunk == name] if get_scale(budget).branches else []
+
+
 def branches(name: str, budget: str) -> tuple[tuple[int, ...], Config | None]:
     """(the steps at which run ``name`` keeps its full state for its branches to start from, the
     full-length run a branch starts from): both empty outside a fixed schedule's tier."""
     run = RUNS[name]
     if run.trunk:
         return (), RUNS[run.trunk].config(budget)
-    kept = [stable_end(RUNS[branch_name(name, f)].config(budget)) for f in get_scale(budget).branches
-            if branch_name(name, f) in RUNS]
-    return tuple(kept), None
+    return tuple(stable_end(RUNS[b].config(budget)) for b in _branches_of(name, budget)), None
 
 
 def last_step(folder: Path) -> int:

@@ -494,7 +494,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
             history.append((step, val["rd_loss"]))
             stopped = converged(history, optimizer.param_groups[0]["lr"], config)
             # a fixed schedule keeps its last weights (the decayed model), not the best validation's
-            if config.schedule is None and val["rd_loss"] < best or config.schedule and step == config.steps:
+            if (config.schedule is None and val["rd_loss"] < best) or (config.schedule and step == config.steps):
                 best = val["rd_loss"]
                 checkpoint(out / "best.pth.tar", with_state=False)
             checkpoint(out / "last.pth.tar", with_state=True)

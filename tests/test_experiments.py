@@ -259,7 +259,7 @@ def test_a_branch_not_yet_started_is_parked_from_its_trunks_kept_state_and_resum
     short = Config(name="t-b50", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=4, val_every=1,
                    schedule="wsd", decay=0.5)
     long = dataclasses.replace(short, name="t", steps=8)
-    runs = {"t": Run("t", 8, teacher=None, fraction=1.0), "t-b50": Run("t-b50", 8, teacher=None, fraction=0.5)}
+    runs = {"t": Run("t", 8, teacher=None, fraction=1.0), "t-b50": Run("t-b50", 8, teacher=None, fraction=0.5, trunk="t")}
     monkeypatch.setattr(experiments, "RUNS", runs)
     monkeypatch.setattr(Run, "config", lambda self, budget="cpu": short if self.fraction != 1 else long)
     monkeypatch.setattr(experiments, "parked_folder", lambda name, budget: tmp_path / "parked" / name)
