@@ -33,7 +33,7 @@ from PIL import Image
 from kdlib import entropy
 from compressai.ops import compute_padding
 
-from kdlib.data import DataError, open_image, to_rgb
+from kdlib.data import READ_ERRORS, DataError, image_size, open_image, to_rgb
 from kdlib.models import Hyperprior, from_spec, load_model
 from kdlib.registry import Manifest
 
@@ -97,7 +97,7 @@ def _image(image: str | Path | Image.Image) -> tuple[np.ndarray, int]:
     if isinstance(image, (str, Path)):
         try:
             return _image(open_image(image))
-        except (OSError, Image.DecompressionBombError) as err:
+        except READ_ERRORS as err:
             raise DataError(f"Cannot read image {image}: {err}") from err
     flags = GRAYSCALE if image.mode in ("L", "LA", "I;16", "I;16B", "I;16L", "I", "1") else 0
     return np.asarray(to_rgb(image), dtype=np.uint8), flags
@@ -140,6 +140,8 @@ def check_size(model: Hyperprior, height: int, width: int, max_pixels: int, max_
                error: type[Exception] = ValueError) -> None:
     """Refuse, before anything is allocated, an image over the pixel budget (Pillow's, by default) or
     whose coding would need more than ``max_memory`` bytes (:func:`working_memory`)."""
+    if max(height, width) > MAX_SIDE:
+        raise error(f"Image is {width}x{height}; the format allows sides up to {MAX_SIDE}")
     if height * width > max_pixels:
         raise error(f"A {width}x{height} image is over the budget of {max_pixels} pixels (a decompression bomb?); "
                     "raise the budget if you trust the file (--max-pixels; in Python, max_pixels=)")
@@ -168,13 +170,7 @@ def compress(image: str | Path | Image.Image, model: str | Path | Hyperprior, de
 
 def _image_size(image: str | Path | Image.Image) -> tuple[int, int]:
     """(height, width) of an image, from its header only when it is a file."""
-    if isinstance(image, Image.Image):
-        return image.height, image.width
-    try:
-        with Image.open(image) as opened:
-            return opened.height, opened.width
-    except (OSError, Image.DecompressionBombError) as err:
-        raise DataError(f"Cannot read image {image}: {err}") from err
+    return (image.height, image.width) if isinstance(image, Image.Image) else image_size(image)
 
 
 def _encode_one(image, model: Hyperprior, name: str, max_pixels: int = MAX_PIXELS,
@@ -182,8 +178,6 @@ def _encode_one(image, model: Hyperprior, name: str, max_pixels: int = MAX_PIXEL
     check_size(model, *_image_size(image), max_pixels, max_memory, DataError)
     pixels, flags = _image(image)
     height, width = pixels.shape[:2]
-    if max(height, width) > MAX_SIDE:
-        raise DataError(f"Image is {width}x{height}; the format allows sides up to {MAX_SIDE}")
     padding, _ = compute_padding(height, width, min_div=64)  # edges repeated: a tiny image survives its padding
     enc = entropy.encode(model, entropy.PaddedImage(pixels, padding))
     z, y = enc["strings"][1][0], enc["strings"][0][0]

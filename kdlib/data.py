@@ -15,7 +15,7 @@ import os
 import shutil
 import struct
 import urllib.request
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,11 @@ KODAK_SHA256 = {
 }
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 VAL_EVERY = 10  # every 10th training file (by sorted relative path) is held out for validation
+
+
+# what Pillow raises on a file it cannot read: OSError mostly, ValueError for some headers (a PPM's
+# maxval, an SGI's mode), SyntaxError and EOFError in some plugins
+READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 class DataError(RuntimeError):
@@ -184,102 +189,97 @@ def split(files: list[Path], part: str) -> list[Path]:
     return [f for i, f in enumerate(files) if (i in held_out) == (part == "val")]
 
 
-def unfilter_png(data: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
-    """PNG scanlines (each a filter-type byte, then ``stride`` bytes) without their filters: (height, stride) uint8.
-
-    Vectorised: None, Sub and Up rows need no order within a row; Average and Paeth rows need the
-    pixel to their left, so every such pixel is reconstructed along anti-diagonals (pixel x of row y
-    depends only on pixels x - 1 of rows y and y - 1, and x of row y - 1): ``height + width`` numpy
-    steps instead of one Python step per pixel."""
-    if len(data) < height * (stride + 1):
-        raise DataError("PNG pixel data is truncated")
-    rows = np.frombuffer(data, np.uint8, height * (stride + 1)).reshape(height, stride + 1)
-    kinds, raw = rows[:, 0].astype(np.int64), rows[:, 1:].astype(np.int64)
-    if (kinds > 4).any():
-        y = int(np.argmax(kinds > 4))
-        raise DataError(f"PNG row {y} has an unknown filter type {kinds[y]}")
-    width = stride // bpp
-    pixels = raw.reshape(height, width, bpp)
-    if (kinds < 3).all():  # None, Sub, Up only: a row at a time (Up reads the row above)
-        out = np.zeros((height + 1, width + 1, bpp), np.int64)  # a zero row above
-        for y, (row, kind) in enumerate(zip(pixels, kinds)):
-            out[y + 1, 1:] = row if kind == 0 else (np.cumsum(row, axis=0) & 255 if kind == 1 else (row + out[y, 1:]) & 255)
-        return out[1:, 1:].reshape(height, stride).astype(np.uint8)
-    # the wavefront: diagonal d holds pixel (y, d - y) at index y + 1 (index 0, and pixels left of
-    # the image, stay 0); pixel (y, x)'s left is (y, x - 1) and its up (y - 1, x), both on diagonal
-    # d - 1, its corner (y - 1, x - 1) on d - 2: three slices, no gathers
-    pixels16, kinds16 = pixels.astype(np.int16), kinds.astype(np.int16)[:, None]
-    result = np.empty((height, width, bpp), np.int16)
-    before, last = np.zeros((height + 1, bpp), np.int16), np.zeros((height + 1, bpp), np.int16)
-    for d in range(height + width - 1):
-        y0, y1 = max(0, d - width + 1), min(height, d + 1)
-        y = np.arange(y0, y1)
-        left, up, corner = last[y0 + 1:y1 + 1], last[y0:y1], before[y0:y1]
-        kind = kinds16[y0:y1]
-        p = left + up - corner
-        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - corner)
-        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
-        guess = np.where(kind == 4, paeth, np.where(kind == 3, (left + up) >> 1,
-                                                    np.where(kind == 2, up, np.where(kind == 1, left, 0))))
-        value = (pixels16[y, d - y] + guess) & 255
-        result[y, d - y] = value
-        before, last = last, before
-        last[:] = 0
-        last[y0 + 1:y1 + 1] = value
-    return result.reshape(height, stride).astype(np.uint8)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-PNG16_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type: gray, RGB, gray+alpha, RGBA
+@dataclass(frozen=True)
+class PngHeader:
+    """What a PNG's chunks say before any pixel is inflated."""
+    width: int
+    height: int
+    depth: int
+    color: int  # PNG colour type: 0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA
+    transparent: tuple[int, ...] | None  # a gray or RGB file's tRNS colour, as samples
 
 
-def read_png16(path: str | Path) -> np.ndarray:
-    """A 16-bit PNG's samples (gray, gray+alpha, RGB or RGBA), (H, W, channels) uint16: Pillow reads
-    the colour ones as 8-bit by dropping the low byte; kdlib rounds them instead. Non-interlaced
-    files only."""
-    blob = Path(path).read_bytes()
-    pos, idat, header = 8, [], None
-    while pos + 8 <= len(blob):
+def png_header(blob: bytes, name: str = "image") -> PngHeader:
+    """Walk a PNG's chunks, inflating nothing: IHDR first and only there, every chunk inside the file
+    and an IEND at its end; a file that breaks any of these is refused (DataError)."""
+    pos, header, transparent = len(PNG_SIGNATURE), None, None
+    while True:
+        if pos + 12 > len(blob):
+            raise DataError(f"{name}: the PNG ends before its IEND chunk (a truncated file?)")
         length, kind = struct.unpack_from(">I4s", blob, pos)
+        if pos + 12 + length > len(blob):
+            raise DataError(f"{name}: a PNG {kind!r} chunk says {length} bytes, past the end of the file (truncated?)")
+        if (kind == b"IHDR") != (header is None) or (kind == b"IHDR" and length != 13):
+            raise DataError(f"{name}: a PNG must start with one 13-byte IHDR chunk and have no other")
         body = blob[pos + 8:pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
+        elif kind == b"tRNS" and header[3] in (0, 2) and length == (2 if header[3] == 0 else 6):
+            transparent = struct.unpack(">H" if header[3] == 0 else ">HHH", body)
+        elif kind == b"IEND":
+            width, height, depth, color = header[:4]
+            return PngHeader(width, height, depth, color, transparent)
         pos += 12 + length
-    if header is None or header[2] != 16 or header[3] not in PNG16_CHANNELS:
-        raise DataError(f"{path} is not a 16-bit gray or RGB PNG (with or without alpha)")
-    width, height, _, color, _, _, interlace = header
-    if interlace:
-        raise DataError(f"{path}: interlaced 16-bit PNGs are not read; save it non-interlaced")
-    channels = PNG16_CHANNELS[color]
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header alone; a PNG's from the same (single) IHDR
+    the decoder reads."""
     try:
-        data = zlib.decompress(b"".join(idat))
-    except zlib.error as err:
+        if _is_png(path):
+            header = png_header(Path(path).read_bytes(), str(path))
+            return header.height, header.width
+        with Image.open(path) as opened:
+            return opened.height, opened.width
+    except READ_ERRORS as err:
         raise DataError(f"Cannot read image {path}: {err}") from err
-    if len(data) != height * (1 + 2 * channels * width):
-        raise DataError(f"Cannot read image {path}: its pixel data is truncated")
-    rows = unfilter_png(data, height, 2 * channels * width, 2 * channels)
-    return rows.view(">u2").reshape(height, width, channels).astype(np.uint16)
 
 
-def _is_png16_rgb(image: Image.Image) -> bool:
-    """A 16-bit PNG that Pillow would read as 8-bit colour by dropping low bytes (RGB, RGBA, and gray
-    with alpha, which Pillow opens as RGBA)."""
-    return image.format == "PNG" and image.mode in ("RGB", "RGBA") and bool(image.tile) \
-        and str(image.tile[0].args).endswith(";16B")
+def to_8_bits(samples: np.ndarray, channels: list[int], rows: int = 256) -> np.ndarray:
+    """``channels`` of (H, W, C) 16-bit samples rounded to 8 bits (x / 257, to nearest), a block of
+    rows at a time so that the only full-size copy is the 8-bit result."""
+    out = np.empty((*samples.shape[:2], len(channels)), np.uint8)
+    for y in range(0, samples.shape[0], rows):
+        out[y:y + rows] = (samples[y:y + rows, :, channels].astype(np.uint32) + 128) // 257
+    return out
+
+
+def read_png16(blob: bytes, header: PngHeader, name: str = "image") -> Image.Image:
+    """A 16-bit PNG decoded by libspng (pyspng: CRCs checked, inflation bounded by the header's size,
+    interlacing handled), rounded to 8 bits; a tRNS colour becomes an alpha channel (Pillow reads the
+    colour ones as 8-bit by dropping the low byte, and ignores a 16-bit tRNS)."""
+    from pyspng import c as spng
+
+    try:  # RGBA16 whatever the file holds (libspng's one 16-bit format for every colour type)
+        samples = spng.spng_decode_image_bytes(blob, spng.SPNG_FMT_RGBA16)
+    except RuntimeError as err:
+        raise DataError(f"Cannot read image {name}: {err}") from err
+    if header.transparent is not None:  # gray's key (k,) compared as (k, k, k): libspng replicates gray
+        samples[..., 3][(samples[..., :3] == (header.transparent * 3)[:3]).all(axis=2)] = 0
+    gray, alpha = header.color in (0, 4), header.color in (4, 6) or header.transparent is not None
+    samples = to_8_bits(samples, [0, 3] if gray and alpha else [0] if gray else [0, 1, 2, 3] if alpha else [0, 1, 2])
+    return Image.fromarray(samples.squeeze(2) if samples.shape[2] == 1 else samples,
+                           {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]])
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """An image file, loaded; a 16-bit RGB(A) PNG comes as 8-bit with its samples rounded, as 16-bit
-    grayscale is by :func:`to_rgb` (Pillow would drop their low byte)."""
+    """An image file, loaded; a 16-bit PNG by :func:`read_png16`, which rounds its samples to 8 bits."""
+    if _is_png(path):
+        blob = Path(path).read_bytes()
+        header = png_header(blob, str(path))
+        if header.depth == 16:
+            return read_png16(blob, header, str(path))
     with Image.open(path) as image:
-        if _is_png16_rgb(image):
-            samples = np.round(read_png16(path) / 257.0).astype(np.uint8)
-            if samples.shape[2] <= 2:  # gray (+ alpha): replicated to RGB(A)
-                samples = np.concatenate([samples[..., :1]] * 3 + [samples[..., 1:]], axis=2)
-            return Image.fromarray(samples, "RGBA" if samples.shape[2] == 4 else "RGB")
         image.load()
         return image
+
+
+def _is_png(path: str | Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(8) == PNG_SIGNATURE
 
 
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
@@ -315,7 +315,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     """An image file as a float tensor (3, H, W) in [0, 1]."""
     try:
         rgb = to_rgb(open_image(path), str(path))
-    except (OSError, Image.DecompressionBombError) as err:
+    except READ_ERRORS as err:
         raise DataError(f"Cannot read image {path}: {err}") from err
     return to_tensor(rgb)
 

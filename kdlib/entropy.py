@@ -245,6 +245,8 @@ def scale_indexes(model: Hyperprior, z_hat: torch.Tensor, deterministic: bool = 
             scales = _run(model.h_s, z_hat)
     else:
         scales = model.h_s(z_hat)
+    if scales.isnan().any():  # an index would be -2^31
+        raise RoundTripError("The model's hyper-synthesis gives NaN scales: its weights are damaged")
     scales = model.gaussian_conditional.lower_bound_scale(scales)
     table = _tables(model)[3]
     if table["log_step"] is None:

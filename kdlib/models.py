@@ -144,6 +144,10 @@ def load_model(name_or_path: str | Path) -> Hyperprior:
     state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state_dict, dict):
         raise ModelError(f"{name_or_path} holds no state dict")
+    loose = [k for k, v in state_dict.items() if not torch.is_tensor(v)]
+    if loose:
+        raise ModelError(f"{name_or_path}: {', '.join(map(str, loose[:3]))} should hold a tensor, not "
+                         f"{type(state_dict[loose[0]]).__name__}; the checkpoint is damaged")
     bad = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"{name_or_path}: non-finite weights (NaN or infinity) in {', '.join(bad[:3])}"
@@ -168,7 +172,9 @@ def check_entropy_models(model: Hyperprior, name: str = "the model") -> None:
         em = getattr(model, part)
         cdf, lengths, offsets = em._quantized_cdf, em._cdf_length.reshape(-1).long(), em._offset.reshape(-1).long()
         problem = None
-        if cdf.dim() != 2 or not len(cdf) or len(lengths) != len(cdf) or len(offsets) != len(cdf):
+        if cdf.is_floating_point() or em._cdf_length.is_floating_point() or em._offset.is_floating_point():
+            problem = "floating-point tables where integers belong"
+        elif cdf.dim() != 2 or not len(cdf) or len(lengths) != len(cdf) or len(offsets) != len(cdf):
             problem = "tables of inconsistent sizes"
         elif not bool(((lengths >= 2) & (lengths <= cdf.shape[1])).all()):
             problem = "a table length outside its row"
@@ -188,9 +194,32 @@ def check_entropy_models(model: Hyperprior, name: str = "the model") -> None:
     if not bool(torch.isfinite(medians).all() and (medians.abs() <= TABLE_LIMIT).all()):
         raise ModelError(f"{name}: the entropy bottleneck's medians are not finite or beyond 65536; "
                          "the checkpoint is damaged")
-    scales = model.gaussian_conditional.scale_table
-    if not bool(torch.isfinite(scales).all() and (scales > 0).all() and (scales.diff() > 0).all()):
-        raise ModelError(f"{name}: the scale table is not positive and rising; the checkpoint is damaged")
+    gc = model.gaussian_conditional
+    scales = gc.scale_table
+    if not (scales.is_floating_point() and len(scales) == len(gc._quantized_cdf) >= 3 and bool(
+            torch.isfinite(scales).all() and (scales > 0).all() and (scales.diff() > 0).all())):
+        raise ModelError(f"{name}: the scale table ({len(scales)} scales) is not positive and rising with one "
+                         f"scale per CDF row ({len(gc._quantized_cdf)}), at least 3; the checkpoint is damaged")
+    _probe(model, name)
+
+
+PROBE_LIMIT = 256.0  # |pixel| a decoder trained on [0, 1] images gives for all-zero latents: a few units
+
+
+def _probe(model: Hyperprior, name: str) -> None:
+    """Run the synthesis transforms on all-zero latents: ``h_s`` must give finite scales under
+    :data:`TABLE_LIMIT` (a NaN becomes index -2^31) and ``g_s`` finite pixels within
+    +-:data:`PROBE_LIMIT` (a scaled-up layer would otherwise code files that decode to noise, and
+    say nothing)."""
+    with torch.no_grad():
+        scales = model.h_s(torch.zeros(1, model.N, 2, 2))
+        pixels = model.g_s(torch.zeros(1, model.M, 2, 2))
+    if not bool(torch.isfinite(scales).all() and (scales.abs() <= TABLE_LIMIT).all()):
+        raise ModelError(f"{name}: the hyper-synthesis h_s gives scales beyond {TABLE_LIMIT} (or non-finite) for "
+                         "zero hyper-latents; the checkpoint is damaged")
+    if not bool(torch.isfinite(pixels).all() and (pixels.abs() <= PROBE_LIMIT).all()):
+        raise ModelError(f"{name}: the synthesis g_s gives pixels beyond +-{PROBE_LIMIT:g} (or non-finite) for "
+                         "zero latents; the checkpoint is damaged")
 
 
 def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None) -> Hyperprior:

@@ -4,9 +4,10 @@ on first use.
 CompressAI's decoder has no end-of-stream check (a crafted stream makes it read past its buffer),
 and no maintained library decodes its format with one, so kdlib carries this one small C function
 (CompressAI's arithmetic, every read checked against the stream's real end; see ``rans.c``). It is
-compiled with the system's C compiler into ``<KDLIB_CACHE>/lib/`` the first time it is needed (named
-by the source's hash, so an edited source is rebuilt), and called through ctypes, which releases the
-GIL: streams decode in parallel on threads. The encoder (:func:`encode`) writes CompressAI's bytes
+compiled with the system's C compiler into ``<KDLIB_CACHE>/lib/`` (where that cannot be written, a
+private folder in the temporary one) the first time it is needed (named by the source's hash, so an
+edited source is rebuilt), and called through ctypes, which releases the GIL: streams decode in
+parallel on threads. The encoder (:func:`encode`) writes CompressAI's bytes
 exactly; CompressAI's own holds the GIL, so images encoded one per thread took turns in it.
 :func:`available` says whether it could be built; without a C compiler kdlib falls back to
 CompressAI's coders (on a padded buffer for decoding, ``kdlib.entropy``).
@@ -19,6 +20,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,21 +41,40 @@ class StreamError(ValueError):
     """A stream is not what CompressAI's rANS encoder writes (cut, altered or crafted)."""
 
 
+def _folders() -> list[Path]:
+    """Where the compiled decoder may live: the cache, else a private folder in the temporary one (an
+    unwritable or misnamed ``KDLIB_CACHE`` must not stop the codec)."""
+    return [data.cache_root() / "lib", Path(tempfile.gettempdir()) / f"kdlib-{os.getuid()}"]
+
+
+def _is_private(folder: Path) -> bool:
+    """Whether ``folder`` is ours alone (a shared temporary folder could hold someone else's library)."""
+    stat = folder.stat()
+    return stat.st_uid == os.getuid() and not stat.st_mode & 0o077
+
+
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
-    target = data.cache_root() / "lib" / f"kdl_rans-{hashlib.sha256(source).hexdigest()[:12]}.so"
-    if not target.exists():
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
+    name = f"kdl_rans-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    for cache, folder in zip((True, False), _folders()):
+        target = folder / name
         try:
-            with atomic(target) as tmp:
-                subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], check=True,
-                               capture_output=True)
+            folder.mkdir(mode=0o700, parents=cache, exist_ok=True)
+            if not (cache or _is_private(folder)):
+                continue
+            if not target.exists():
+                if compiler is None:
+                    return None
+                with atomic(target) as tmp:
+                    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], check=True,
+                                   capture_output=True)
+            break
         except (OSError, subprocess.CalledProcessError):
-            return None
+            continue
+    else:
+        return None
     library = ctypes.CDLL(str(target))
     pointer = ctypes.c_void_p
     library.kdl_rans_decode.restype = ctypes.c_int64

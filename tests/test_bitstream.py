@@ -380,6 +380,16 @@ cases = {
     "zero frequency in z's CDF": lambda s: s["entropy_bottleneck._quantized_cdf"][:, 2].copy_(
         s["entropy_bottleneck._quantized_cdf"][:, 1]),
     "an int for a tensor": lambda s: s.__setitem__("g_a.0.bias", 7),
+    "an int for a weight": lambda s: s.__setitem__("g_s.0.weight", 7),
+    "an int for y's CDF lengths": lambda s: s.__setitem__("gaussian_conditional._cdf_length", 7),
+    "a scale table of 2": lambda s: s.__setitem__("gaussian_conditional.scale_table",
+                                                  s["gaussian_conditional.scale_table"][:2].clone()),
+    "a scale table of 1": lambda s: s.__setitem__("gaussian_conditional.scale_table",
+                                                  s["gaussian_conditional.scale_table"][:1].clone()),
+    "a scale table longer than the CDF rows": lambda s: s.__setitem__("gaussian_conditional.scale_table", torch.cat(
+        [s["gaussian_conditional.scale_table"], s["gaussian_conditional.scale_table"][-1:] * 2])),
+    "h_s x1e30": lambda s: s["h_s.4.weight"].mul_(1e30),
+    "g_s x1e30": lambda s: s["g_s.6.weight"].mul_(1e30),
 }
 for name, edit in cases.items():
     state = {k: v.clone() if torch.is_tensor(v) else v for k, v in source["state_dict"].items()}
@@ -408,8 +418,21 @@ def test_crafted_checkpoints_are_refused_not_a_hang_or_a_signal(tmp_path):
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
     outcomes = [json.loads(line) for line in run.stdout.splitlines()]
-    assert len(outcomes) == 10 and all(o["outcome"].startswith("refused") for o in outcomes), outcomes
+    assert len(outcomes) == 17 and all(o["outcome"].startswith("refused") for o in outcomes), outcomes
     print("\n".join(f"{o['case']}: {o['s']} s, {o['outcome'][:110]}" for o in outcomes))
+
+
+def test_nan_scales_are_refused_not_turned_into_index_minus_2_31(coding_model):
+    """A hyper-synthesis whose overflow gives NaN (inf - inf) on some image, though not on the load's
+    probe: one error, not an IndexError."""
+    import copy
+
+    from kdlib.entropy import RoundTripError
+
+    damaged = copy.deepcopy(coding_model)
+    [layer for layer in damaged.h_s if hasattr(layer, "weight")][-1].weight.data.fill_(float("nan"))
+    with pytest.raises(RoundTripError, match="NaN scales"):
+        compress(photo(64, 64), damaged)
 
 
 def test_a_zero_state_file_claiming_4096_squared_is_refused(coding_model):
@@ -440,6 +463,26 @@ def test_memory_budget_refuses_before_allocation(coding_model, tmp_path):
     with pytest.raises(DataError, match="over the budget"):
         compress(tmp_path / "big.png", coding_model, max_memory=1 << 30)
     assert bitstream.working_memory(coding_model, 9408, 9472) > 1 << 30
+
+
+def test_a_side_over_the_format_is_refused_from_the_header_before_decoding(coding_model, tmp_path, monkeypatch):
+    """A 64x300000 PNG (a few hundred bytes of Paeth rows) took 35 s and 2.35 GB to decode before its
+    side was checked; the header alone decides it: its pixels are never read."""
+    import struct
+    import zlib
+
+    from kdlib.data import DataError
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = (b"\x04" + bytes(64 * 6)) * 300_000
+    tall = tmp_path / "tall.png"
+    tall.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 300_000, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+    monkeypatch.setattr(bitstream, "open_image", lambda path: pytest.fail("decoded before the size check"))
+    with pytest.raises(DataError, match="sides up to 32768"):
+        compress(tall, coding_model)
 
 
 def test_a_phone_photo_needs_no_flag_and_the_transforms_memory_follows_the_tile():

@@ -195,3 +195,18 @@ def test_many_files_in_one_call_give_the_same_bytes_and_keep_going_past_a_bad_on
     assert main(["decompress", *map(str, kdls), "--out-dir", str(tmp_path / "png")]) == 0
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["img0.png", "img1.png"]
     assert main(["compress", str(images[0]), str(images[1]), str(tmp_path / "x.kdl"), "--model", "S16"]) == 2
+
+
+def test_headers_pillow_refuses_with_a_value_error_are_one_line(tmp_path, capsys):
+    """A PPM whose maxval is out of range and an SGI of an unknown mode: Pillow raises ValueError, which
+    came out as a traceback."""
+    import struct
+
+    files = {"bad_header.ppm": b"P6\n3 2\n70000\n" + bytes(36),
+             "bad_mode.sgi": struct.pack(">hbbHHHH", 474, 0, 1, 3, 4, 4, 7) + bytes(500)}
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+        code = main(["compress", str(tmp_path / name), str(tmp_path / f"{name}.kdl"), "--model", "S16"])
+        err = capsys.readouterr().err
+        assert code == 1 and "Cannot read image" in err and name in err and "Traceback" not in err, err
+        assert not (tmp_path / f"{name}.kdl").exists()

@@ -86,7 +86,6 @@ def test_crops(photo_folder):
 def png16(path, samples: np.ndarray, filters=(0, 1, 2, 3, 4), color=None):
     """Write a 16-bit PNG by hand (Pillow cannot), each row with the next filter type; ``color``: the
     PNG colour type (default: RGB or RGBA by the channel count)."""
-    import struct
     import zlib
 
     h, w, c = samples.shape
@@ -103,11 +102,8 @@ def png16(path, samples: np.ndarray, filters=(0, 1, 2, 3, 4), color=None):
         rows.append(bytes([kind]) + ((raw - guess) & 255).astype(np.uint8).tobytes())
         prev = raw
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", w, h, 16, color if color is not None else (2 if c == 3 else 6), 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+    color = color if color is not None else (2 if c == 3 else 6)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr(w, h, color) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
                      + chunk(b"IEND", b""))
     return path
 
@@ -152,26 +148,67 @@ def test_a_used_trns_colour_is_refused_and_an_unused_one_ignored(tmp_path):
     assert load_image(tmp_path / "unused.png").shape == (3, 4, 4)
 
 
-def test_vectorised_png_unfiltering_equals_the_specification():
-    """Equal to a plain pixel-by-pixel unfiltering on every filter type (the speed is measured by
-    benchmarks/png16_speed.py, not here)."""
-    from kdlib.data import unfilter_png
+def chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
 
-    rng = np.random.default_rng(2)
-    for h, w, bpp in [(7, 5, 6), (30, 41, 8), (64, 3, 2), (1, 9, 6)]:
-        for kinds in ([0] * h, [1] * h, [2] * h, [3] * h, [4] * h, list(rng.integers(0, 5, h))):
-            raw = b"".join(bytes([int(k)]) + rng.bytes(w * bpp) for k in kinds)
-            assert np.array_equal(unfilter_png(raw, h, w * bpp, bpp), slow_unfilter(raw, h, w * bpp, bpp)), kinds
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def slow_unfilter(data, height, stride, bpp):
-    """PNG's unfiltering as the specification writes it, byte by byte."""
-    out = np.zeros((height + 1, stride + bpp), np.int64)
-    for y in range(height):
-        kind = data[y * (stride + 1)]
-        for i in range(stride):
-            raw, a, b, c = data[y * (stride + 1) + 1 + i], out[y + 1, i], out[y, i + bpp], out[y, i]
-            p = a + b - c
-            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else (b if abs(p - b) <= abs(p - c) else c)
-            out[y + 1, i + bpp] = (raw + [0, a, b, (a + b) >> 1, paeth][kind]) & 255
-    return out[1:, bpp:].astype(np.uint8)
+def ihdr(width: int, height: int, color: int = 2) -> bytes:
+    import struct
+
+    return chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color, 0, 0, 0))
+
+
+def test_a_16_bit_trns_colour_is_honoured_for_rgb_and_gray(tmp_path):
+    import struct
+
+    from kdlib.data import DataError, load_image
+
+    rgb = np.full((4, 5, 3), 1000, np.uint16)
+    rgb[0, 0] = (7, 8, 9)
+    gray = rgb[..., :1].copy()
+    for name, samples, key in [("rgb", rgb, (7, 8, 9)), ("gray", gray, (7,))]:
+        path = png16(tmp_path / f"{name}.png", samples, color=0 if name == "gray" else 2)
+        blob = path.read_bytes()
+        trns = chunk(b"tRNS", struct.pack(f">{len(key)}H", *key))
+        path.write_bytes(blob[:33] + trns + blob[33:])  # after the IHDR
+        with pytest.raises(DataError, match="transparent"):
+            load_image(path)
+        path.write_bytes(blob[:33] + chunk(b"tRNS", struct.pack(f">{len(key)}H", *([123] * len(key)))) + blob[33:])
+        assert load_image(path).shape == (3, 4, 5)  # a tRNS colour no pixel has is harmless
+
+
+def test_a_png_is_refused_on_its_chunks_before_any_pixel_is_inflated(tmp_path):
+    """Two IHDRs (the size check and the decoder would read different ones), a chunk whose length runs
+    past the file, and no IEND are each refused in one line."""
+    from kdlib.data import DataError, image_size, load_image
+
+    blob = png16(tmp_path / "ok.png", np.zeros((4, 4, 3), np.uint16)).read_bytes()
+    cases = {"two_headers": blob[:33] + ihdr(5000, 5000) + blob[33:],
+             "lying_length": blob[:33] + (1 << 30).to_bytes(4, "big") + blob[37:],
+             "no_iend": blob[:-12]}
+    for name, bad in cases.items():
+        (tmp_path / f"{name}.png").write_bytes(bad)
+        for read in (load_image, image_size):
+            with pytest.raises(DataError, match="IHDR|truncated"):
+                read(tmp_path / f"{name}.png")
+
+
+def test_a_16_bit_zlib_bomb_inflates_only_to_its_headers_size(tmp_path):
+    """64x64 pixels announced, 512 MB of zeros deflated into 0.5 MB: read with no more memory than the
+    header's image (the hand-written reader inflated it all, 5.8 GB for the audit's file)."""
+    import subprocess
+    import sys
+    import zlib
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr(64, 64) + chunk(b"IDAT", zlib.compress(bytes(512 << 20), 9))
+                     + chunk(b"IEND", b""))
+    script = ("import resource, sys; from kdlib.data import load_image; "
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; x = load_image(sys.argv[1]); "
+              "print(x.shape[1:], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) >> 10)")
+    shape, grown_mb = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True,
+                                     check=True).stdout.rsplit(" ", 1)
+    assert shape == "torch.Size([64, 64])" and int(grown_mb) < 64

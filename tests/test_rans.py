@@ -1,6 +1,7 @@
 """kdlib's bounds-checked rANS decoder: CompressAI's symbols on real streams, and no read past the
 end of any stream, proven with a guard page right after its last byte."""
 import json
+import os
 import subprocess
 import sys
 
@@ -144,3 +145,19 @@ def test_the_guard_page_catches_an_over_read(tmp_path):
     probe = GUARDED.split("model = ")[0] + "buffer, address = guarded(b'abcd')\nctypes.string_at(address, 5)\n"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
     assert run.returncode == -11, run.returncode  # SIGSEGV
+
+
+def test_an_unwritable_cache_falls_back_to_a_private_temporary_folder(tmp_path):
+    """KDLIB_CACHE under a file ("Not a directory") made every command fail; now the decoder is built
+    in ``<tmp>/kdlib-<uid>``, a folder only its user may enter, and the codec works."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a_file").write_text("not a folder")
+    env = {**os.environ, "KDLIB_CACHE": str(tmp_path / "a_file" / "cache"), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    script = "from kdlib import rans; print(rans.available(), rans._library()._name)"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    built, library = out.split()
+    assert built == "True" and library.startswith(str(tmp_path / "tmp" / f"kdlib-{os.getuid()}") + "/")
+    assert (tmp_path / "tmp" / f"kdlib-{os.getuid()}").stat().st_mode & 0o777 == 0o700
