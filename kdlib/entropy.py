@@ -145,9 +145,11 @@ def _on(layers: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 # Tiles. A large image is transformed tile by tile, so that the transforms' working memory follows the
 # tile, not the image: TILE latents a side (1024 pixels), each computed with HALO latents of context
 # around it, beyond the reach of the transforms (g_a: 30 pixels, under 2 latents; g_s: under 2
-# latents), then cut to the tile. Every pixel is computed from the same inputs by the same per-pixel
-# arithmetic as in one piece (tested bit-exact on large images: tests/test_bitstream.py), and an image
-# of up to TILE latents a side is one tile, the whole-image path itself. The file format is unchanged.
+# latents), then cut to the tile. Every pixel is computed from the same inputs as in one piece; only
+# the order oneDNN sums in may change with a tile's width. S16's files and pixels were identical on
+# every image tried (tests/test_bitstream.py with small tiles); T5 decoded a few pixels one level
+# apart (docs/codec.md counts them). An image of up to TILE latents a side is one tile, the
+# whole-image path itself. The file format is unchanged.
 TILE, HALO, STRIDE = 64, 4, 16
 
 
