@@ -17,8 +17,8 @@ import pandas as pd
 from compressai.models.vbr import ScaleHyperpriorVbr
 from scipy import stats
 
-from kdlib import experiments
-from kdlib.metrics import bd_metrics, msssim_db, read_result
+from kdlib import experiments, grid
+from kdlib.metrics import bd_metrics, msssim_db, per_image, read_result
 from kdlib.scales import REPO_ROOT, SCALES
 
 PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers (kdlib.report reads them here too)
@@ -29,8 +29,8 @@ def results(number: int, folder: str | Path, budget: str = "cpu") -> pd.DataFram
     ``arm``, ``path`` of its result JSON in ``folder``, ``done`` and the JSON's means, MS-SSIM in dB
     too (NaN where missing)."""
     rows = []
-    for name in experiments.members(number, budget):
-        run, path = experiments.RUNS[name], Path(folder) / f"{name}.json"
+    for name in grid.members(number, budget):
+        run, path = grid.RUNS[name], Path(folder) / f"{name}.json"
         row = {**dataclasses.asdict(run), "arm": run.arm, "loss_weights": run.loss_weights, "path": str(path), "done": path.exists(),
                **dict.fromkeys(("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated"), float("nan"))}
         if path.exists():
@@ -38,15 +38,6 @@ def results(number: int, folder: str | Path, budget: str = "cpu") -> pd.DataFram
         row["ms-ssim-db"] = msssim_db(row["ms-ssim-rgb"]) if path.exists() else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def per_image(path: str | Path, lmbda: float) -> pd.DataFrame:
-    """A result JSON's images: psnr, ms-ssim, bpp (real), bpp-estimated, and the RD cost
-    ``bpp + lambda * 255^2 * MSE`` that training minimises (real bpp)."""
-    frame = pd.DataFrame(json.loads(Path(path).read_text())["per_image"]).set_index("image")
-    mse = 10 ** (-frame["psnr-rgb"] / 10)
-    frame["rd_cost"] = frame["bpp"] + lmbda * 255**2 * mse
-    return frame[["psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated", "rd_cost"]]
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, samples: int = 10_000, seed: int = 0) -> dict[str, float]:
@@ -215,7 +206,7 @@ def learning_curves(names: list[str], budget: str) -> pd.DataFrame:
         if path is None:
             continue
         log = pd.read_csv(path, usecols=["step", "lr", "val_rd_loss"]).dropna(subset=["val_rd_loss"])
-        run = experiments.RUNS[name]
+        run = grid.RUNS[name]
         frames.append(log.assign(name=name, arm=run.arm, N=run.N, seed=run.seed, budget=budget, finished=finished))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["step", "lr", "val_rd_loss", "name", "arm", "N", "seed", "budget", "finished"])
@@ -250,11 +241,11 @@ def weights_table(folder: str | Path) -> pd.DataFrame:
     done = runs[runs.done]
     rows = []
     for r in runs[runs.arm == "kd"].itertuples():
-        run = experiments.RUNS[r.name]
+        run = grid.RUNS[r.name]
         rows.append({"name": r.name, "weights": run.loss_weights.label, "psnr": runs.loc[r.Index, "psnr-rgb"],
                      "bpp": r.bpp, "rd_cost": per_image(r.path, run.lmbda)["rd_cost"].mean() if r.done else np.nan,
-                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"),
-                     **_against(done, r.name, experiments.main_run(r.name), "vs_main")})
+                     **_against(done, r.name, grid.twin(r.name), "vs_scratch"),
+                     **_against(done, r.name, grid.main_run(r.name), "vs_main")})
     table = pd.DataFrame(rows)
     return table.assign(rank=table.rd_cost.rank())
 
@@ -268,11 +259,11 @@ def hyper_table(folder: str | Path) -> pd.DataFrame:
     done = runs[runs.done]
     rows = []
     for r in runs[(runs.arm == "kd") & (runs.Z == 128)].itertuples():
-        without = experiments.RUNS[r.name].reference
+        without = grid.RUNS[r.name].reference
         w = compare(done, r.name, without) if without else {}
         rows.append({"name": r.name, "N": r.N, "lambda": r.lmbda, "psnr": runs.loc[r.Index, "psnr-rgb"], "bpp": r.bpp,
-                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"),
-                     **_against(done, r.name, experiments.main_run(r.name), "vs_main"),
+                     **_against(done, r.name, grid.twin(r.name), "vs_scratch"),
+                     **_against(done, r.name, grid.main_run(r.name), "vs_main"),
                      "without": without, **_against(done, r.name, without, "vs_without", w),
                      "d_psnr_vs_without": w.get("d_psnr-rgb", np.nan), "d_bpp_vs_without": w.get("d_bpp", np.nan)})
     return pd.DataFrame(rows)
@@ -285,13 +276,13 @@ def kld_table(folder: str | Path) -> pd.DataFrame:
     runs = results(5, Path(folder) / "experiments")
     done = runs[runs.done]
     rows = []
-    for r in runs[runs.name.map(lambda n: experiments.RUNS[n].experiment == 5)].itertuples():
-        mse = experiments.main_run(r.name)
+    for r in runs[runs.name.map(lambda n: grid.RUNS[n].experiment == 5)].itertuples():
+        mse = grid.main_run(r.name)
         m = compare(done, r.name, mse) if mse else {}
         rows.append({"name": r.name, "N": r.N, "latent": r.latent, "psnr": runs.loc[r.Index, "psnr-rgb"], "bpp": r.bpp,
                      "d_bpp_vs_mse": m.get("d_bpp", np.nan), "d_bpp_vs_mse_low": m.get("d_bpp_low", np.nan),
                      "d_bpp_vs_mse_high": m.get("d_bpp_high", np.nan),
-                     **_against(done, r.name, experiments.twin(r.name), "vs_scratch"), **_against(done, r.name, mse, "vs_mse", m)})
+                     **_against(done, r.name, grid.twin(r.name), "vs_scratch"), **_against(done, r.name, mse, "vs_mse", m)})
     return pd.DataFrame(rows)
 
 
@@ -303,13 +294,13 @@ def size_table(folder: str | Path) -> pd.DataFrame:
     done = runs[runs.done]
     published = pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
     rows = []
-    for N in experiments.SIZES:
+    for N in grid.SIZES:
         arms = {arm: done[(done.N == N) & (done.arm == arm)].sort_values("seed") for arm in ("kd", "scratch")}
         seeds = sorted(set(arms["kd"].seed) & set(arms["scratch"].seed))
         if not seeds:
             continue
         kd, scratch = (arms[a][arms[a].seed.isin(seeds)] for a in ("kd", "scratch"))
-        lmbda = experiments.RUNS[kd.name.iloc[0]].lmbda
+        lmbda = grid.RUNS[kd.name.iloc[0]].lmbda
         gain = kd_gain(list(kd.path), list(scratch.path), lmbda)
         by_seed = [kd_gain([k], [s], lmbda)["d_rd_cost"] for k, s in zip(kd.path, scratch.path)]
         rows.append({"N": N, "seeds": len(seeds), "kd_psnr": kd["psnr-rgb"].mean(), "kd_bpp": kd.bpp.mean(),
@@ -446,7 +437,7 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
             continue
         kd = [done[(done.arm == "kd") & (done.seed == s)].path.iloc[0] for s in seeds]
         scratch = [done[(done.arm == "scratch") & (done.seed == s)].path.iloc[0] for s in seeds]
-        lmbda = experiments.RUNS[done.name.iloc[0]].lmbda
+        lmbda = grid.RUNS[done.name.iloc[0]].lmbda
         gain = kd_gain(kd, scratch, lmbda)
         half = (gain["d_rd_cost_seeds_high"] - gain["d_rd_cost_seeds_low"]) / 2
         cost = mean_rd_cost(scratch, lmbda)
@@ -463,18 +454,18 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
 
 
 def long_releases() -> pd.DataFrame:
-    """The long tier's releases (:data:`kdlib.experiments.LONG_RELEASES`) beside the paper grid's release
+    """The long tier's releases (:data:`kdlib.grid.LONG_RELEASES`) beside the paper grid's release
     of the same size: steps, how the run ended, Kodak PSNR, bpp and RD cost (real bitstreams), and
     whether it is released (:func:`kdlib.experiments.release_converged`'s rule)."""
     from kdlib.registry import Manifest
 
     manifest, rows = Manifest(), []
-    for name, as_name in experiments.LONG_RELEASES.items():
-        run = experiments.RUNS[name]
+    for name, as_name in grid.LONG_RELEASES.items():
+        run = grid.RUNS[name]
         end = (manifest.get(as_name) or {}).get("end") or {}
         for release, budget, path, ended in (
                 (run.release, "cpu", experiments.RESULTS / f"{run.release}.json", "budget spent"),
-                (as_name, "long", experiments.folders("long")[0] / f"{name}.json",
+                (as_name, "long", grid.folders("long")[0] / f"{name}.json",
                  "stop rule" if end.get("converged") else "step cap" if end else None)):
             entry = manifest.get(release) or {}
             means = per_image(path, run.lmbda).mean() if path.exists() else {}
@@ -487,7 +478,7 @@ def long_releases() -> pd.DataFrame:
 def training_status(number: int, budget: str) -> pd.DataFrame:
     """Experiment ``number``'s runs at ``budget`` (:func:`results`) with how far each has trained
     (:func:`kdlib.experiments.training_states`: state, steps, last learning rate)."""
-    runs = results(number, experiments.folders(budget)[0], budget)
+    runs = results(number, grid.folders(budget)[0], budget)
     return runs.merge(experiments.training_states(runs.name, budget), on="name")
 
 
@@ -551,13 +542,13 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
     minus scratch over the seeds whose two arms both have a Kodak result in ``results_folder`` (the tier's
     ``experiments/``): RD cost, PSNR and bpp with the images' and seeds' intervals (:func:`kd_gain`), and
     the one rule's :func:`verdict`. Every point is a decayed model; the seeds counted are those declared
-    (:data:`kdlib.experiments.EQUAL_SEEDS`) that have landed."""
+    (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
     folder, rows = Path(results_folder), []
-    tier = [experiments.RUNS[n] for n in experiments.EQUAL]
+    tier = [grid.RUNS[n] for n in grid.EQUAL]
     for n in sizes:
         for fraction in (*sorted(SCALES["equal"].branches), 1.0):
             kd = [r for r in tier if r.arm == "kd" and r.N == n and r.fraction == fraction]
-            pairs = [(folder / f"{r.name}.json", folder / f"{experiments.twin(r.name)}.json") for r in kd]
+            pairs = [(folder / f"{r.name}.json", folder / f"{grid.twin(r.name)}.json") for r in kd]
             pairs = [(k, s) for k, s in pairs if k.exists() and s.exists()]
             if not pairs:
                 continue

@@ -201,7 +201,7 @@ def kd_step_ratio(N: int = 16, steps: int = 400, warmup: int = 100, bank: int = 
     steps of the long budget's recipe (bf16 autocast, one thread each, ``compile``) from a bank of
     ``bank`` crops of the training set with T5's stored targets, one after the other in this process;
     seconds per step from each run's log after ``warmup`` steps, and their ratio."""
-    from kdlib.experiments import BUDGETS
+    from kdlib.grid import BUDGETS
     from kdlib.losses import KD_PRESETS
     from kdlib.train import Config, run_dir, train
 

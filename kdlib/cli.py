@@ -16,7 +16,7 @@ from kdlib import data
 from kdlib.evaluate import evaluate_to_json
 from kdlib.bitstream import BitstreamError
 from kdlib.entropy import RoundTripError
-from kdlib.experiments import EXPERIMENTS
+from kdlib.grid import EXPERIMENTS
 from kdlib.losses import KD_PRESETS, LATENT_LOSSES
 from kdlib.gpu import NoGPU
 from kdlib.io import write_atomic

@@ -186,7 +186,7 @@ def training(arm: str, images: Path, steps: int, warmup: int, compile: bool = Tr
     N = 64 run of ``arm`` (``kd``: from T5 with the authors' weights; ``scratch``: its twin), from our
     trainer's own log, warm-up (and compilation) excluded; crops of the images in ``images``."""
     from kdlib.bench import _trainer_steps_per_s
-    from kdlib.experiments import RUNS
+    from kdlib.grid import RUNS
     from kdlib.train import Config
 
     run = RUNS[f"e1-{arm}-N64-s0"]

@@ -52,3 +52,12 @@ def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]], met
     except AssertionError:  # bjontegaard asserts, in places, what its ValueErrors say elsewhere
         raise ValueError("a curve is not monotonic (PSNR falls where the rate rises)") from None
     return {"bd_rate_pct": rate_pct, "bd_psnr_db": psnr_db, "overlap_pct": 100 * max(0.0, hi - lo) / span}
+
+
+def per_image(path: str | Path, lmbda: float) -> pd.DataFrame:
+    """A result JSON's images: psnr, ms-ssim, bpp (real), bpp-estimated, and the RD cost
+    ``bpp + lambda * 255^2 * MSE`` that training minimises (real bpp)."""
+    frame = pd.DataFrame(json.loads(Path(path).read_text())["per_image"]).set_index("image")
+    mse = 10 ** (-frame["psnr-rgb"] / 10)
+    frame["rd_cost"] = frame["bpp"] + lmbda * 255**2 * mse
+    return frame[["psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated", "rd_cost"]]

@@ -93,12 +93,12 @@ def check_results(done: "pd.DataFrame", scale: str) -> None:
     """Every landed result: 24 Kodak images, made by the run's declared config (at ``cpu``),
     and a real bit rate within 5 % of the estimate (not at ``smoke``: a 4-step model on two 192x192
     crops, whose header and stream overheads are a large share of a few hundred bytes)."""
-    from kdlib import experiments
+    from kdlib import grid
 
     for r in done.itertuples():
         result = metrics.read_result(r.path)
         assert len(result["per_image"]) == 24 or get_scale(scale).quick, r.name
-        assert result["model"]["config_hash"] == experiments.RUNS[r.name].config("cpu").hash() or scale != "cpu", r.name
+        assert result["model"]["config_hash"] == grid.RUNS[r.name].config("cpu").hash() or scale != "cpu", r.name
         assert get_scale(scale).quick or abs(result["results"]["bpp"][0] / result["results"]["bpp-estimated"][0] - 1) < 0.05, r.name
     print(f"checks passed ({len(done)} results)")
 

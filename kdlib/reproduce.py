@@ -129,7 +129,8 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
     :meth:`kdlib.scales.Scale.results`: ``out`` at cpu, ``out/<scale>`` otherwise) and every experiment's
     results (training only with ``train``); returns the products made. ``paper`` needs a GPU and
     Vimeo90K, and says which is missing."""
-    from kdlib.experiments import EXPERIMENTS, run_experiment
+    from kdlib.experiments import run_experiment
+    from kdlib.grid import EXPERIMENTS
 
     if scale == "paper":
         missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
@@ -137,7 +138,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
         if missing:
             raise SystemExit(f"kdlib reproduce --scale paper runs the published protocol (millions of steps on "
                              f"Vimeo90K); missing here: {' and '.join(missing)}. Use --scale cpu on this machine.")
-    root = Path(out)  # the experiments' results go under the same folder (kdlib.experiments.folders)
+    root = Path(out)  # the experiments' results go under the same folder (kdlib.grid.folders)
     chosen = get_scale(scale)
     out, images = chosen.results(root), chosen.images(root)
     train = train or chosen.quick  # a quick scale trains the grid for a few steps: a run of the whole pipeline

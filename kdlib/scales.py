@@ -75,7 +75,7 @@ class Scale:
 # decayed model. Why 64k: the long tier's plateau schedule first halved the rate at 19k-63k steps (median
 # 32k) and its N = 16 runs stopped at 49k-128k (median 74k); 64k puts the 1/2 branch where the plateau
 # runs first decayed, and the whole tier (about 25 hours two at a time) within the budget.
-# Declared in advance, seeds included (kdlib.experiments.EQUAL_SEEDS); docs/training.md "Equal steps".
+# Declared in advance, seeds included (kdlib.grid.EQUAL_SEEDS); docs/training.md "Equal steps".
 # "paper": the published protocol (Vimeo90K, 256x256, batch 16, lr 1e-4, millions of steps).
 CPU_RECIPE = dict(crop=128, batch=8, steps=40_000, lr=5e-4, val_every=500, val_images=62, patience=4)
 SCALES: dict[str, Scale] = {s.name: s for s in (

@@ -246,9 +246,9 @@ def test_seed_rule_never_calls_seeds_enough_on_their_sd_alone():
 def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     """kdlib.analysis.budget_curve on the committed equal tier: one row per N and budget (16k, 32k, 64k),
     each over the seeds whose two arms landed, decided by the one rule (one seed: no verdict)."""
-    from kdlib import experiments
+    from kdlib import grid
 
-    curve = analysis.budget_curve(experiments.folders("equal")[0])
+    curve = analysis.budget_curve(grid.folders("equal")[0])
     pilot = curve[curve.N == 16]
     assert list(pilot.steps) == [16_000, 32_000, 64_000] and (pilot.seeds >= 1).all()
     assert pilot.verdict.str.startswith("one seed").all() or (pilot.seeds > 1).all()

@@ -106,7 +106,7 @@ def test_choices_come_from_the_declarations_and_train_defaults_to_the_grids_kd_l
     kdlib.scales and EXPERIMENTS; `kdlib train --teacher T` trains the grid's KD loss (the authors'
     weights), not Config's paper-text default, unless weights are given."""
     from kdlib import cli
-    from kdlib.experiments import EXPERIMENTS
+    from kdlib.grid import EXPERIMENTS
     from kdlib.losses import KD_PRESETS, LATENT_LOSSES
     from kdlib.scales import RECIPES, SCALES
 

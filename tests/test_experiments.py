@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from kdlib import experiments
-from kdlib.experiments import EXPERIMENTS, RUNS, Run, run_experiment, status
+from kdlib import experiments, grid
+from kdlib.experiments import run_experiment, status
+from kdlib.grid import EXPERIMENTS, RUNS, Run
 from kdlib.models import read_checkpoint
 from kdlib import train as training
 from kdlib.train import Config, run_dir, train
@@ -32,14 +33,14 @@ def test_grid_is_declared_once_and_paired():
 
 
 def test_the_long_tiers_extra_seeds_are_paired_and_only_in_the_long_tier():
-    long = experiments.members(1, "long")
-    assert long == experiments.LONG and len(long) == len(set(long)) == 16  # N = 16: seeds 0-4; N = 32: 0-2
+    long = grid.members(1, "long")
+    assert long == grid.LONG and len(long) == len(set(long)) == 16  # N = 16: seeds 0-4; N = 32: 0-2
     for name in (n for n in long if RUNS[n].arm == "kd"):
-        kd, twin = RUNS[name].config("long"), RUNS[experiments.twin(name)].config("long")
+        kd, twin = RUNS[name].config("long"), RUNS[grid.twin(name)].config("long")
         assert {k for k, v in vars(kd).items() if getattr(twin, k) != v} <= {"name", "teacher", "w_rd"}
     extra = [n for n in long if RUNS[n].seed > 2]
     assert extra and all(RUNS[n].N == 16 and RUNS[n].experiments == () for n in extra)
-    assert not set(extra) & set(experiments.members(1, "cpu"))  # the 10k grid keeps its 18 runs
+    assert not set(extra) & set(grid.members(1, "cpu"))  # the 10k grid keeps its 18 runs
 
 
 def fixed_schedule(config):
@@ -50,8 +51,8 @@ def fixed_schedule(config):
 @pytest.mark.parametrize("budget", ["equal", pytest.param("long", marks=pytest.mark.xfail(
     strict=True, reason="the plateau tier: each arm's rate follows its own validation losses"))])
 def test_every_pair_of_a_tier_trains_the_same_steps_at_the_same_rates(budget):
-    tier = experiments.members(1, budget)
-    pairs = [(n, experiments.twin(n)) for n in tier if RUNS[n].arm == "kd"]
+    tier = grid.members(1, budget)
+    pairs = [(n, grid.twin(n)) for n in tier if RUNS[n].arm == "kd"]
     assert pairs and all(s in tier for _, s in pairs)
     for kd, scratch in pairs:
         a, b = RUNS[kd].config(budget), RUNS[scratch].config(budget)
@@ -61,7 +62,7 @@ def test_every_pair_of_a_tier_trains_the_same_steps_at_the_same_rates(budget):
 
 
 def test_the_equal_tier_is_declared_in_advance():
-    tier = experiments.EQUAL
+    tier = grid.EQUAL
     assert tier[:6] == ["e1-kd-N16-s0", "e1-scratch-N16-s0", "e1-kd-N16-s0-b50", "e1-scratch-N16-s0-b50",
                         "e1-kd-N16-s0-b25", "e1-scratch-N16-s0-b25"]  # the pilot pair first
     full = [n for n in tier if RUNS[n].fraction == 1 and RUNS[n].teacher]
@@ -73,15 +74,15 @@ def test_the_equal_tier_is_declared_in_advance():
         assert training.stable_end(branch) in experiments.branches(RUNS[name].trunk, "equal")[0]
     lambdas = [n for n in tier if RUNS[n].lmbda != 0.025]
     assert [RUNS[n].lmbda for n in lambdas] == [0.013, 0.0483] and all(RUNS[n].teacher is None for n in lambdas)
-    assert not set(tier) & set(experiments.members(1, "cpu")) - {n for n in tier if RUNS[n].fraction == 1}
+    assert not set(tier) & set(grid.members(1, "cpu")) - {n for n in tier if RUNS[n].fraction == 1}
 
 
 def tiny_grid(monkeypatch, folder):
     runs = {"k": Run("k", 8, teacher="T5"), "s": Run("s", 8, teacher=None)}
-    monkeypatch.setattr(experiments, "RUNS", runs)
-    monkeypatch.setattr(experiments, "ORDER", list(runs))
-    monkeypatch.setattr(experiments, "EXPERIMENTS", {1: list(runs)})
-    monkeypatch.setitem(experiments.BUDGETS, "smoke", dict(scale="smoke", steps=2, val_every=2, data=str(folder)))
+    monkeypatch.setattr(grid, "RUNS", runs)
+    monkeypatch.setattr(grid, "ORDER", list(runs))
+    monkeypatch.setattr(grid, "EXPERIMENTS", {1: list(runs)})
+    monkeypatch.setitem(grid.BUDGETS, "smoke", dict(scale="smoke", steps=2, val_every=2, data=str(folder)))
     return runs
 
 
@@ -89,9 +90,9 @@ def tiny_grid(monkeypatch, folder):
 def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_path, monkeypatch, capsys):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
     assert set(run_experiment(1, "smoke", tmp_path / "runs", jobs=1).values()) == {"train"}
-    out, records = experiments.folders("smoke")
+    out, records = grid.folders("smoke")
     for name in ("k", "s"):
         result = json.loads((out / f"{name}.json").read_text())
         assert len(result["per_image"]) == 2 and result["model"]["config_hash"] == RUNS_hash(name)
@@ -127,13 +128,13 @@ def RUNS_hash(name):
 
 
 def RUNS_config(name):
-    return experiments.RUNS[name].config("smoke")
+    return grid.RUNS[name].config("smoke")
 
 
 def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folder, tmp_path, capsys):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
     run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
     out = capsys.readouterr().out
     assert "2 to train" in out and "h, 2 at a time" in out and "k: " in out and "s: " in out
@@ -193,10 +194,10 @@ def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rat
 
 def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(photo_folder, tmp_path, monkeypatch):
     tiny_grid(monkeypatch, photo_folder)
-    monkeypatch.setitem(experiments.BUDGETS, "smoke", dict(scale="smoke", steps=4, val_every=2, data=str(photo_folder)))
+    monkeypatch.setitem(grid.BUDGETS, "smoke", dict(scale="smoke", steps=4, val_every=2, data=str(photo_folder)))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
-    config = experiments.RUNS["s"].config("smoke")
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    config = grid.RUNS["s"].config("smoke")
     whole = train(config, runs=tmp_path / "whole", progress=False)
     train(config, runs=tmp_path / "old", progress=False, stop_after=2)
     assert experiments.park("smoke", tmp_path / "old") == ["s"]  # "k" never started: nothing to park
@@ -220,7 +221,7 @@ def test_a_long_student_is_released_only_once_converged_and_better_than_the_grid
     for module in (kdlib.models, kdlib.registry):
         monkeypatch.setattr(module, "CHECKPOINTS", tmp_path / "released")
     (tmp_path / "released").mkdir()
-    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     config = Config(name="t", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=2, val_every=2)
     folder = run_dir(config, tmp_path / "runs")
@@ -260,12 +261,28 @@ def test_a_branch_not_yet_started_is_parked_from_its_trunks_kept_state_and_resum
                    schedule="wsd", decay=0.5)
     long = dataclasses.replace(short, name="t", steps=8)
     runs = {"t": Run("t", 8, teacher=None, fraction=1.0), "t-b50": Run("t-b50", 8, teacher=None, fraction=0.5, trunk="t")}
-    monkeypatch.setattr(experiments, "RUNS", runs)
+    monkeypatch.setattr(grid, "RUNS", runs)
     monkeypatch.setattr(Run, "config", lambda self, budget="cpu": short if self.fraction != 1 else long)
-    monkeypatch.setattr(experiments, "parked_folder", lambda name, budget: tmp_path / "parked" / name)
+    monkeypatch.setattr(grid, "parked_folder", lambda name, budget: tmp_path / "parked" / name)
     train(long, runs=tmp_path / "runs", progress=False, keep_states=(training.stable_end(short),), stop_after=3)
     assert experiments.park("equal", tmp_path / "runs", ["t-b50"]) == ["t-b50"]
     shutil.rmtree(tmp_path / "runs")  # a new session
     assert experiments.unpark("t-b50", "equal", tmp_path / "runs")
     folder = run_dir(short, tmp_path / "runs")
     assert read_checkpoint(folder / "last.pth.tar")["meta"]["steps"] == training.stable_end(short) == 2
+
+
+def test_the_grid_loads_no_trainer_and_the_runner_no_analysis():
+    """The grid (declarations) and the runner are separate floors: reading the grid loads neither the
+    trainer nor the runner, and the runner does not import the analysis that reads its results (the
+    import cycle of issue 43)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; import kdlib.grid; grid = {m for m in sys.modules if m.startswith('kdlib.')}; "
+              "import kdlib.experiments; runner = {m for m in sys.modules if m.startswith('kdlib.')}; "
+              "print(sorted(grid), sorted(runner))")
+    grid_modules, runner_modules = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                                  check=True).stdout.split("] [")
+    assert "kdlib.train" not in grid_modules and "kdlib.experiments" not in grid_modules, grid_modules
+    assert "kdlib.analysis" not in runner_modules and "kdlib.train" in runner_modules, runner_modules

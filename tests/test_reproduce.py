@@ -44,16 +44,16 @@ def test_paper_scale_says_what_is_missing(monkeypatch):
 def test_out_holds_every_result_the_experiments_included(tmp_path, monkeypatch, mirror):
     """`kdlib reproduce --out X` writes the experiments' results under X too (they went to the
     repository's results/ whatever --out said)."""
-    from kdlib import experiments
+    from kdlib import grid
 
     roots = []
     monkeypatch.setattr(rep, "products", lambda scale, out, images: [])
     monkeypatch.setattr("kdlib.experiments.run_experiment", lambda *a, root=None, **k: roots.append(root))
     rep.reproduce("cpu", tmp_path / "out", tmp_path / "runs")
-    assert roots == [tmp_path / "out"] * len(experiments.EXPERIMENTS)
-    assert experiments.folders("cpu", tmp_path)[0] == tmp_path / "experiments"
-    assert experiments.folders("smoke", tmp_path) == (tmp_path / "smoke" / "experiments", tmp_path / "smoke" / "records")
-    assert experiments.folders("long", tmp_path)[0] == tmp_path / "long" / "experiments"
+    assert roots == [tmp_path / "out"] * len(grid.EXPERIMENTS)
+    assert grid.folders("cpu", tmp_path)[0] == tmp_path / "experiments"
+    assert grid.folders("smoke", tmp_path) == (tmp_path / "smoke" / "experiments", tmp_path / "smoke" / "records")
+    assert grid.folders("long", tmp_path)[0] == tmp_path / "long" / "experiments"
 
 
 def test_a_result_made_by_other_evaluation_code_is_stale(tmp_path):

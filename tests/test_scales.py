@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import experiments, scales
+from kdlib import grid, scales
 from kdlib.train import Config, TrainingError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -16,7 +16,7 @@ def test_each_scale_says_where_it_writes(tmp_path):
     assert scales.get("smoke").results(tmp_path) == tmp_path / "smoke"
     assert scales.get("smoke").records(tmp_path) == tmp_path / "smoke" / "records"  # never committed
     assert scales.get("long").records(tmp_path) == scales.CHECKPOINTS / "runs" / "long"
-    assert experiments.folders("long", tmp_path) == (tmp_path / "long" / "experiments", scales.CHECKPOINTS / "runs" / "long")
+    assert grid.folders("long", tmp_path) == (tmp_path / "long" / "experiments", scales.CHECKPOINTS / "runs" / "long")
     with pytest.raises(ValueError, match="scale must be one of smoke, cpu, long, equal, paper"):
         scales.get("huge")
 
@@ -26,8 +26,8 @@ def test_recipes_and_budgets_come_from_the_scales():
     assert Config(name="x").crop == scales.CPU_RECIPE["crop"]
     with pytest.raises(TrainingError, match="scale must be one of"):
         Config(name="x", scale="long")  # a budget of the grid, not a recipe
-    run = experiments.RUNS["e1-kd-N16-s1"]
+    run = grid.RUNS["e1-kd-N16-s1"]
     assert run.config("long").steps == scales.SCALES["long"].runs["steps"] and run.config("long").scale == "cpu"
-    assert experiments.members(2, "long") == [] and experiments.members(1, "long") == experiments.LONG
+    assert grid.members(2, "long") == [] and grid.members(1, "long") == grid.LONG
     quick, full = scales.get("smoke"), scales.get("cpu")
     assert (quick.repeats, quick.codec_settings) == (1, 3) and (full.repeats, full.codec_settings) == (3, None)
