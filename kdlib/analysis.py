@@ -18,7 +18,7 @@ from compressai.models.vbr import ScaleHyperpriorVbr
 from scipy import stats
 
 from kdlib import experiments, grid
-from kdlib.metrics import bd_metrics, msssim_db, per_image, read_result
+from kdlib.metrics import COMPRESSAI_CURVE, bd_metrics, msssim_db, per_image, read_result
 from kdlib.scales import REPO_ROOT, SCALES
 
 PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers (kdlib.report reads them here too)
@@ -482,7 +482,6 @@ def training_status(number: int, budget: str) -> pd.DataFrame:
     return runs.merge(experiments.training_states(runs.name, budget), on="name")
 
 
-COMPRESSAI_CURVE = REPO_ROOT / "paper" / "reference" / "compressai-kodak" / "compressai-bmshj2018-hyperprior_mse_cuda.json"
 LAMBDA_COMPARISONS = [("KD from T5", "CompressAI q1-q5"), ("KD from T1", "CompressAI q1-q5"), ("scratch", "CompressAI q1-q5"),
                       ("KD from T5", "scratch"), ("KD from T1", "scratch"), ("KD from T1", "KD from T5")]
 

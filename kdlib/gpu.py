@@ -186,10 +186,10 @@ def training(arm: str, images: Path, steps: int, warmup: int, compile: bool = Tr
     N = 64 run of ``arm`` (``kd``: from T5 with the authors' weights; ``scratch``: its twin), from our
     trainer's own log, warm-up (and compilation) excluded; crops of the images in ``images``."""
     from kdlib.bench import _trainer_steps_per_s
-    from kdlib.grid import RUNS
+    from kdlib import grid
     from kdlib.train import Config
 
-    run = RUNS[f"e1-{arm}-N64-s0"]
+    run = grid.RUNS[grid.one(experiment=1, arm=arm, N=64, seed=0)]
     base = run.config("paper")
     config = Config(**{**base.__dict__, "name": f"gpu-{arm}", "precision": "bf16", "steps": warmup + steps,
                        "val_every": 10**9, "val_images": 1, "data": str(images)})

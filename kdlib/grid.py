@@ -22,6 +22,8 @@ from kdlib.scales import RESULTS, SCALES
 from kdlib.scales import get as get_scale
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kdlib.train import Config
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.013, 0.025)  # CompressAI's qualities 1..5
@@ -55,7 +57,8 @@ class Run:
     """One training run of the grid. ``kd`` names a preset of :data:`kdlib.losses.KD_PRESETS`
     (ignored without a teacher), ``weights`` overrides it; ``release`` is the checkpoint name it is
     published under; ``experiments`` are those that read it, its own first; ``reference`` is the run
-    that lacks only the term this one tests (experiment 4)."""
+    that lacks only the term this one tests (experiment 4); ``family`` groups the runs of one recipe
+    (:func:`select` finds them: no name is parsed or built outside this module)."""
 
     name: str
     N: int
@@ -72,6 +75,7 @@ class Run:
     reference: str | None = None
     fraction: float = 1.0  # a branch of a fixed schedule: this fraction of its budget's steps, decayed
     trunk: str | None = None  # a branch: the full-length run it continues from its constant phase
+    family: str = ""  # the runs that differ only in N, lambda, seed or budget (e4-l2: KD L2 at every N)
 
     @property
     def arm(self) -> str:
@@ -118,29 +122,29 @@ def _grid() -> dict[str, Run]:
     runs: list[Run] = []
     for N in SIZES:  # experiment 1: size; 3 seeds at N = 16, 64 (long tier: N = 32 too, and seeds 3, 4 at N = 16)
         for seed in sorted({*((0, 1, 2) if N in (16, 32, 64) else (0,)), *LONG_SEEDS.get(N, ()), *EQUAL_SEEDS.get(N, ())}):
-            runs.append(Run(f"e1-kd-N{N}-s{seed}", N, seed=seed, release=f"S{N}" if seed == 0 else None,
+            runs.append(Run(f"e1-kd-N{N}-s{seed}", N, family="e1-kd", seed=seed, release=f"S{N}" if seed == 0 else None,
                             experiments=_e1_experiments(N, seed, "kd")))
-            runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, teacher=None, seed=seed,
+            runs.append(Run(f"e1-scratch-N{N}-s{seed}", N, family="e1-scratch", teacher=None, seed=seed,
                             experiments=_e1_experiments(N, seed, "scratch")))
     e2, e3, e4, e5 = (2,), (3,), (4,), (5,)
     for lmbda in LAMBDAS[:-1]:  # experiment 2: rate; lambda = 0.025 with T5 and scratch are experiment 1's
-        runs += [Run(f"e2-kdT5-l{lmbda}", 64, lmbda, experiments=e2),
-                 Run(f"e2-scratch-l{lmbda}", 64, lmbda, teacher=None, experiments=e2)]
-    runs += [Run(f"e2-kdT1-l{lmbda}", 64, lmbda, teacher="T1", experiments=e2) for lmbda in LAMBDAS]
+        runs += [Run(f"e2-kdT5-l{lmbda}", 64, lmbda, family="e2-kdT5", experiments=e2),
+                 Run(f"e2-scratch-l{lmbda}", 64, lmbda, family="e2-scratch", teacher=None, experiments=e2)]
+    runs += [Run(f"e2-kdT1-l{lmbda}", 64, lmbda, family="e2-kdT1", teacher="T1", experiments=e2) for lmbda in LAMBDAS]
     for w in ((0.1, 0.1, 0.8), (0.2, 0.2, 0.4), (0.3, 0.3, 0.4), (0.4, 0.4, 0.2)):  # experiment 3: weights
-        runs.append(Run("e3-w" + "-".join(map(str, w)), 64, weights=KDWeights(w[0], 0.0, w[1], w[2]), experiments=e3))
+        runs.append(Run("e3-w" + "-".join(map(str, w)), 64, family="e3-weights", weights=KDWeights(w[0], 0.0, w[1], w[2]), experiments=e3))
     for N in (16, 64, 112):  # experiment 4: entropy model shrunk to N, z kept at the teacher's 128
-        runs += [Run(f"e4-l2-N{N}", N, Z=128, kd="authors-l2", experiments=e4, reference=f"e4-l1-N{N}"),
-                 Run(f"e4-l1-N{N}", N, Z=128, weights=KDWeights(0.3, 0.0, 0.3, 0.4), experiments=e4),
-                 Run(f"e4-scratch-N{N}", N, Z=128, teacher=None, experiments=e4)]
+        runs += [Run(f"e4-l2-N{N}", N, Z=128, family="e4-l2", kd="authors-l2", experiments=e4, reference=f"e4-l1-N{N}"),
+                 Run(f"e4-l1-N{N}", N, Z=128, family="e4-l1", weights=KDWeights(0.3, 0.0, 0.3, 0.4), experiments=e4),
+                 Run(f"e4-scratch-N{N}", N, Z=128, family="e4-scratch", teacher=None, experiments=e4)]
     for lmbda in (0.013, 0.025):  # hybrid KD: T5 for y_hat and x_hat, T1 for z_hat; against L2 from T5
-        runs.append(Run(f"e4-hybrid-l{lmbda}", 64, lmbda, Z=128, hyper_teacher="T1", kd="authors-l2", experiments=e4,
+        runs.append(Run(f"e4-hybrid-l{lmbda}", 64, lmbda, Z=128, family="e4-hybrid", hyper_teacher="T1", kd="authors-l2", experiments=e4,
                         reference="e4-l2-N64" if lmbda == 0.025 else None))  # the grid has no L2 run at 0.013
-    runs.append(Run("e4-scratch-N64-l0.013", 64, 0.013, Z=128, teacher=None, experiments=e4))
+    runs.append(Run("e4-scratch-N64-l0.013", 64, 0.013, Z=128, family="e4-scratch", teacher=None, experiments=e4))
     for N in (16, 64, 112):  # experiment 5: KLD latent term at the authors' scale; per-position KL as ablation
-        runs.append(Run(f"e5-kld-N{N}", N, latent="kld-mean", experiments=e5))
-    runs.append(Run("e5-kldsum-N64", 64, latent="kld", experiments=e5))
-    runs += [Run(f"e1-scratch-N16-l{lmbda}-s0", 16, lmbda, teacher=None) for lmbda in EQUAL_LAMBDAS]
+        runs.append(Run(f"e5-kld-N{N}", N, family="e5-kld", latent="kld-mean", experiments=e5))
+    runs.append(Run("e5-kldsum-N64", 64, family="e5-kldsum", latent="kld", experiments=e5))
+    runs += [Run(f"e1-scratch-N16-l{lmbda}-s0", 16, lmbda, family="e1-scratch", teacher=None) for lmbda in EQUAL_LAMBDAS]
     by_name = {r.name: r for r in runs}
     for name in _equal_pairs():  # the equal-step tier's branches, decayed from the constant phase
         for fraction in SCALES["equal"].branches:
@@ -176,6 +180,25 @@ RUNS: dict[str, Run] = _grid()
 EXPERIMENTS: dict[int, list[str]] = {
     number: sorted((n for n in RUNS if number in RUNS[n].experiments), key=lambda n: RUNS[n].experiment != number)
     for number in sorted({e for run in RUNS.values() for e in run.experiments})}
+
+
+def select(**fields: Any) -> list[str]:
+    """The runs, in declaration order, whose fields (or properties: ``arm``, ``experiment``) equal
+    ``fields``: ``select(family="e4-l2")``, ``select(experiment=1, arm="kd", N=64, seed=0)``."""
+    return [n for n, run in RUNS.items() if all(getattr(run, k) == v for k, v in fields.items())]
+
+
+def one(**fields: Any) -> str:
+    """The one run :func:`select` finds (an error when there is none or several)."""
+    found = select(**fields)
+    if len(found) != 1:
+        raise KeyError(f"{len(found)} runs have {fields}: {found[:4]}")
+    return found[0]
+
+
+def rows(frame: pd.DataFrame, **fields: Any) -> pd.DataFrame:
+    """The rows of a table with a ``name`` column whose runs :func:`select` finds."""
+    return frame[frame.name.isin(select(**fields))]
 
 
 def twin(name: str) -> str | None:

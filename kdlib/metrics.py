@@ -10,6 +10,13 @@ import bjontegaard
 import numpy as np
 import pandas as pd
 
+from kdlib.scales import REPO_ROOT
+
+# CompressAI's published Kodak curve of the teachers' model (bmshj2018-hyperprior, MSE, q1-8): the one
+# reference curve every notebook and table reads
+REFERENCE = REPO_ROOT / "paper" / "reference" / "compressai-kodak"
+COMPRESSAI_CURVE = REFERENCE / "compressai-bmshj2018-hyperprior_mse_cuda.json"
+
 
 def msssim_db(value: float) -> float:
     """MS-SSIM as -10 log10(1 - MS-SSIM), the paper's and CompressAI's dB scale (NaN where not measured)."""

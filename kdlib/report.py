@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib import analysis, gpu, metrics, plots
+from kdlib import analysis, gpu, grid, metrics, plots
 
 from kdlib.analysis import PUBLISHED
 
 
 def _runs_done(number: int, results: Path) -> tuple[int, int]:
     runs = analysis.results(number, results / "experiments")
-    own = runs[~runs.name.str.startswith("e1-")] if number > 1 else runs
+    own = runs[runs.name.isin(grid.select(experiment=number))] if number > 1 else runs
     return int(own.done.sum()), len(own)
 
 
@@ -216,17 +216,17 @@ def _kld(results: Path, claim: str) -> tuple[str, str, str]:
     return claim, f"{ours} ({done[0]} of {done[1]} runs, the authors' scale)", verdict
 
 
-def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
+def _hyper(results: Path, claim: str, family: str) -> tuple[str, str, str]:
     """Experiment 4's rows so far: each variant against its scratch twin, and the claim's own test,
-    the ``prefix`` runs (``e4-l2``: hyper-latent KD; ``e4-hybrid``: hybrid KD) against the same
+    the ``family`` runs (``e4-l2``: hyper-latent KD; ``e4-hybrid``: hybrid KD) against the same
     student without that term (``vs_without``), read against experiment 1's seeds' spread."""
     done, total = _runs_done(4, results)
     v = analysis.hyper_table(results)
     v = v[v.vs_scratch.notna() | v.vs_without.notna()]  # a run and a reference landed
     if v.empty:
         return _pending(4, results, claim, "e4_hyper")
-    mine = v[v.name.str.startswith(prefix)]
-    related = v[v.name.str.startswith(prefix) | v.name.isin(mine.get("without", []))]
+    mine = v[v.name.isin(grid.select(family=family))]
+    related = v[v.name.isin(grid.select(family=family)) | v.name.isin(mine.get("without", []))]
     ours = "RD cost against the scratch twin: " + "; ".join(
         f"{r.name} {r.vs_scratch:+.3f} [{r.vs_scratch_low:+.3f}, {r.vs_scratch_high:+.3f}]"
         if math.isfinite(r.vs_scratch) else f"{r.name} (scratch twin not trained yet)"
@@ -234,11 +234,11 @@ def _hyper(results: Path, claim: str, prefix: str) -> tuple[str, str, str]:
     mine = mine.dropna(subset=["vs_without"]) if "vs_without" in mine else mine.iloc[:0]
     if mine.empty:
         return claim, f"{ours} ({done} of {total} runs)", (
-            f"not measured yet: no `{prefix}` run has landed beside its run without the term (`kdlib experiment 4`)")
+            f"not measured yet: no `{family}` run has landed beside its run without the term (`kdlib experiment 4`)")
     said = {analysis.headline(analysis.verdict_of(r, "vs_without", "better", "worse")) for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
     tests = [f"{r.name} against {r.without} {r.vs_without:+.3f} [{r.vs_without_low:+.3f}, {r.vs_without_high:+.3f}] "
              f"({r.d_psnr_vs_without:+.2f} dB, {r.d_bpp_vs_without:+.3f} bpp)" for r in mine.itertuples()]
-    if prefix == "e4-l2":
+    if family == "e4-l2":
         scope, trade = "N = " + ", ".join(str(n) for n in sorted(set(mine.N))), ""
     else:  # the paper: hybrid KD is not worth it, a small rate gain bought with a quality loss
         scope = "lambda = " + ", ".join(f"{x:g}" for x in sorted(set(mine["lambda"])))

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +18,8 @@ from kdlib.grid import EXPERIMENTS, RUNS, Run
 from kdlib.models import read_checkpoint
 from kdlib import train as training
 from kdlib.train import Config, run_dir, train
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_grid_is_declared_once_and_paired():
@@ -286,3 +289,26 @@ def test_the_grid_loads_no_trainer_and_the_runner_no_analysis():
                                                   check=True).stdout.split("] [")
     assert "kdlib.train" not in grid_modules and "kdlib.experiments" not in grid_modules, grid_modules
     assert "kdlib.analysis" not in runner_modules and "kdlib.train" in runner_modules, runner_modules
+
+
+def test_runs_are_found_by_family_and_fields_and_no_name_is_built_outside_the_grid():
+    """kdlib.grid.select / one / rows are the one way to pick runs: every run has a family, a family's
+    runs differ in N, lambda, seed or budget only, and no module or notebook parses or builds a run name."""
+    import json
+    import re
+
+    assert all(run.family for run in grid.RUNS.values())
+    assert grid.select(family="e4-l2") == ["e4-l2-N16", "e4-l2-N64", "e4-l2-N112"]
+    assert grid.one(experiment=1, arm="scratch", N=64, seed=0) == "e1-scratch-N64-s0"
+    assert set(grid.select(experiment=2)) == {n for n in grid.EXPERIMENTS[2] if grid.RUNS[n].experiment == 2}
+    with pytest.raises(KeyError, match="runs have"):
+        grid.one(family="e4-l2")
+    frame = pd.DataFrame({"name": ["e4-l2-N64", "e1-kd-N64-s0", "T5"]})
+    assert list(grid.rows(frame, family="e4-l2").name) == ["e4-l2-N64"]
+    built = re.compile(r"""(f["']e[1-5]-|startswith\(["']e[1-5]|\.loc\[["']e[1-5]-|(?<!family )== ["']e[1-5]-|RUNS\[["']e[1-5]-)""")
+    sources = {p: p.read_text() for p in (REPO / "kdlib").glob("*.py") if p.name != "grid.py"}
+    for notebook in (REPO / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text())["cells"]
+        sources[notebook] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    offenders = {str(p.name): built.findall(text) for p, text in sources.items() if built.search(text)}
+    assert not offenders, offenders
