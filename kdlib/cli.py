@@ -1,4 +1,8 @@
-"""The ``kdlib`` command: eval, train, compress, decompress, bench, reproduce, experiment, report."""
+"""The ``kdlib`` command: eval, train, compress, decompress, bench, reproduce, experiment, report.
+
+Each command imports what it uses, inside its function: ``compress`` and ``decompress`` load the codec
+alone (no trainer, no CompressAI subpackage they do not use: :mod:`kdlib.lazy`), so that coding one
+photo costs little more than importing torch."""
 from __future__ import annotations
 
 import argparse
@@ -10,19 +14,9 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
-from kdlib import data
-from kdlib.evaluate import evaluate_to_json
-from kdlib.bitstream import BitstreamError
-from kdlib.entropy import RoundTripError
-from kdlib.grid import EXPERIMENTS
-from kdlib.losses import KD_PRESETS, LATENT_LOSSES
-from kdlib.gpu import NoGPU
-from kdlib.io import write_atomic
-from kdlib.models import ModelError, SpecError, from_spec, resolve, spec_name
 from kdlib.scales import CHECKPOINTS, RECIPES, RESULTS, SCALES
-from kdlib.train import Config, TrainingError, train
+
+CODEC_COMMANDS = ("compress", "decompress")
 
 RUNS = os.environ.get("KDLIB_RUNS", "runs")  # run folders; a path outside the clone outlives it
 
@@ -41,10 +35,16 @@ def released_names() -> str:
 
 
 def image_list(images: str) -> list[Path]:
+    from kdlib import data
+
     return data.kodak_paths() if images == "kodak" else data.image_files(images)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from kdlib import data
+    from kdlib.evaluate import evaluate_to_json
+    from kdlib.models import from_spec, resolve, spec_name
+
     paths, out = image_list(args.images), Path(args.out)
     for spec in args.models:
         name = args.name or spec_name(spec)
@@ -105,6 +105,8 @@ def positive_list(text: str) -> list[int]:
 
 def not_its_input(source: str, target: str) -> None:
     """Refuse to write ``target`` over ``source`` (``--force`` included): the input would be lost."""
+    from kdlib.models import SpecError
+
     if Path(target).exists() and Path(source).exists() and os.path.samefile(source, target):
         raise SpecError(f"{target} is the input itself; write the output elsewhere")
 
@@ -115,6 +117,8 @@ class SomeFailed(Exception):
 
 def pairs(args: argparse.Namespace, suffix: str) -> list[tuple[str, Path]]:
     """(input, output) of each file: ``IN OUT``, or ``IN... --out-dir D`` (``D/<stem><suffix>`` each)."""
+    from kdlib.models import SpecError
+
     if args.out_dir is None:
         if len(args.files) != 2:
             raise SpecError(f"give one input and its output, or several inputs and --out-dir "
@@ -136,8 +140,6 @@ def each_file(args: argparse.Namespace, suffix: str, code) -> None:
 
     from tqdm import tqdm
 
-    from kdlib.bitstream import BitstreamError
-
     jobs = pairs(args, suffix)
     if len(jobs) == 1:
         (source, target), = jobs
@@ -151,7 +153,7 @@ def each_file(args: argparse.Namespace, suffix: str, code) -> None:
             tqdm.write(f"{source} -> {target}: {code(source, target)}")
         except FileExistsError:
             failed.append(f"{source}: {target} exists; pass --force to replace it")
-        except (data.DataError, ModelError, RoundTripError, BitstreamError, OSError, MemoryError) as err:
+        except (*user_errors(), MemoryError) as err:
             failed.append(f"{source}: {err}")
     done, seconds = len(jobs) - len(failed), time.perf_counter() - start
     print(f"{done} of {len(jobs)} files in {seconds:.1f} s ({seconds / max(done, 1):.2f} s per image)")
@@ -163,6 +165,8 @@ def each_file(args: argparse.Namespace, suffix: str, code) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> None:
     from kdlib import bitstream
+    from kdlib.io import write_atomic
+    from kdlib.models import from_spec
 
     model = bitstream.use_device(from_spec(args.model), args.device)  # loaded once for every file
     model.name = Path(args.model).name.removesuffix(".pth.tar")
@@ -181,6 +185,8 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     import io
 
     from kdlib import bitstream
+    from kdlib.io import write_atomic
+    from kdlib.models import from_spec
 
     given = bitstream.use_device(from_spec(args.model), args.device) if args.model else None
     released: dict[str, object] = {}  # the models the files name, each loaded once
@@ -216,7 +222,7 @@ def read_file(path: str) -> bytes:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from kdlib import bench
+    from kdlib import bench, data
 
     paths = data.kodak_paths()[: args.images] if args.bench not in ("train", "teacher", "kd-step") else None
     if args.bench == "resources":
@@ -236,6 +242,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from kdlib.losses import KD_PRESETS
+    from kdlib.train import Config, train
+
     fields = {f.name for f in dataclasses.fields(Config)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.kd is None and args.teacher and not any(k.startswith("w_") for k in given):
@@ -282,11 +291,21 @@ def codec_name(name: str) -> str:
     return name
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(codec_only: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``codec_only``: with ``compress`` and ``decompress`` alone, whose options need
+    nothing imported (the other commands' options are read from the trainer, the grid and the losses)."""
     p = argparse.ArgumentParser(prog="kdlib", description=DESCRIPTION)
     p.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
     sub = p.add_subparsers(dest="command", required=True)
+    if not codec_only:
+        _eval_command(sub)
+    _codec_commands(sub)
+    if not codec_only:
+        _other_commands(sub)
+    return p
 
+
+def _eval_command(sub) -> None:
     e = sub.add_parser("eval", help="evaluate codecs with real bitstreams, write eval_model JSON")
     e.add_argument("models", nargs="+", help="checkpoint name or path, or zoo:Q[=FILE] for CompressAI's pretrained")
     e.add_argument("--images", default="kodak", help="'kodak' (verified) or a folder of images")
@@ -296,6 +315,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--name", help="result name (one model only)")
     e.set_defaults(func=cmd_eval)
 
+
+def _codec_commands(sub) -> None:
     c = sub.add_parser("compress", help="compress images to .kdl files",
                        description="kdlib compress IMAGE OUT.kdl, or kdlib compress IMAGE... --out-dir DIR (one process, "
                                    "the model loaded once: the same bytes as one at a time)")
@@ -326,6 +347,14 @@ def parser() -> argparse.ArgumentParser:
                    "working memory, e.g. 4G (default: 2G; estimate: kdlib.bitstream.working_memory)")
     d.add_argument("--device", help="run the transforms there, e.g. cuda (the hyperprior stays on the CPU)")
     d.set_defaults(func=cmd_decompress)
+
+
+def _other_commands(sub) -> None:
+    import torch
+
+    from kdlib.grid import EXPERIMENTS
+    from kdlib.losses import KD_PRESETS, LATENT_LOSSES
+    from kdlib.train import Config
 
     r = sub.add_parser("reproduce", help="make every result file the notebooks read that is missing or stale")
     r.add_argument("--scale", default="cpu", choices=list(RECIPES),
@@ -440,12 +469,45 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar (default: a progress bar)")
     t.add_argument("--dataset", choices=["folder", "vimeo90k"], help="training set layout (default: folder)")
     t.set_defaults(func=cmd_train)
-    return p
+
+
+class _Never(Exception):
+    """Stands for an error class whose module the command never loaded: it cannot have been raised."""
+
+
+def _loaded(module: str, name: str) -> type[Exception]:
+    return getattr(sys.modules.get(module), name, _Never)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors of a bad input or a full disk (one line, exit 1), from the kdlib modules the command loaded."""
+    return (OSError, *(_loaded(m, n) for m, n in (("kdlib.data", "DataError"), ("kdlib.models", "ModelError"),
+                                                  ("kdlib.entropy", "RoundTripError"), ("kdlib.train", "TrainingError"),
+                                                  ("kdlib.bitstream", "BitstreamError"))))
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command ``argv`` names: its first word that is neither an option nor ``--threads``' value."""
+    words = iter(argv)
+    for word in words:
+        if word == "--threads":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    codec = _command(argv) in CODEC_COMMANDS
+    if codec:
+        from kdlib.lazy import defer_compressai
+
+        defer_compressai()
+    args = parser(codec_only=codec).parse_args(argv)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     if args.command == "eval" and args.name and len(args.models) > 1:
         parser().error("--name takes one model only")
@@ -456,16 +518,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outputs are written atomically: nothing partial is left
         print(f"kdlib {args.command}: interrupted", file=sys.stderr)
         return 130
-    except SpecError as err:  # bad usage, as argparse's own errors
+    except _loaded("kdlib.models", "SpecError") as err:  # bad usage, as argparse's own errors
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)
         return 2
     except FileExistsError as err:
         print(f"kdlib {args.command}: error: {err.filename or err} exists; pass --force to replace it", file=sys.stderr)
         return 1
-    except (data.DataError, ModelError, RoundTripError, TrainingError, BitstreamError, OSError) as err:
+    except user_errors() as err:
         print(f"kdlib {args.command}: error: {err}", file=sys.stderr)  # OSError: a read-only or full disk too
         return 1
-    except NoGPU as err:
+    except _loaded("kdlib.gpu", "NoGPU") as err:
         print(f"kdlib {args.command}: {err}", file=sys.stderr)
         return 1
     except MemoryError:

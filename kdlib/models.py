@@ -11,7 +11,6 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import GDN
 from compressai.models import ScaleHyperprior
 from compressai.models.utils import conv, deconv
-from compressai.zoo.image import model_urls
 from compressai.zoo.pretrained import load_pretrained
 
 from kdlib.data import sha256sum
@@ -229,6 +228,8 @@ def pretrained(quality: int, metric: str = "mse", path: str | Path | None = None
     downloaded through torch.hub. Either way its sha256 must start with the 8 hex
     digits in the official file name.
     """
+    from compressai.zoo.image import model_urls  # the zoo imports every CompressAI model
+
     try:
         url = model_urls[ARCHITECTURE][metric][quality]
     except KeyError:

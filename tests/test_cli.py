@@ -50,7 +50,7 @@ def test_train_kd_preset_sets_weights_and_explicit_flags_win(monkeypatch):
     from kdlib import cli
 
     seen = {}
-    monkeypatch.setattr(cli, "train", lambda config, **kw: seen.setdefault("config", config))
+    monkeypatch.setattr("kdlib.train.train", lambda config, **kw: seen.setdefault("config", config))
     cli.main(["train", "--name", "x", "--kd", "authors", "--w-latent", "0.3", "--scale", "smoke"])
     config = seen["config"]
     assert (config.w_latent, config.w_recon, config.w_rd) == (0.3, 0.2, 0.6)
@@ -116,7 +116,7 @@ def test_choices_come_from_the_declarations_and_train_defaults_to_the_grids_kd_l
     experiment = {a.dest: a for a in cli.parser()._subparsers._group_actions[0].choices["experiment"]._actions}
     assert experiment["number"].choices == sorted(EXPERIMENTS) and experiment["scale"].choices == list(SCALES)
     configs = []
-    monkeypatch.setattr(cli, "train", lambda config, **k: configs.append(config) or tmp_path / "best.pth.tar")
+    monkeypatch.setattr("kdlib.train.train", lambda config, **k: configs.append(config) or tmp_path / "best.pth.tar")
     base = ["train", "--name", "x", "--scale", "smoke", "--runs", str(tmp_path)]
     assert main([*base, "--teacher", "T5"]) == 0
     assert main([*base, "--teacher", "T5", "--w-rd", "0.5"]) == 0
@@ -210,3 +210,33 @@ def test_headers_pillow_refuses_with_a_value_error_are_one_line(tmp_path, capsys
         err = capsys.readouterr().err
         assert code == 1 and "Cannot read image" in err and name in err and "Traceback" not in err, err
         assert not (tmp_path / f"{name}.kdl").exists()
+
+
+def test_the_codec_commands_load_no_trainer_dataset_dynamo_or_scipy_and_write_the_same_bytes(tmp_path):
+    """`kdlib compress` / `decompress` (kdlib.lazy.defer_compressai): the modules they load, listed; the
+    file is the bytes the fully imported library writes, and decodes to the same pixels. Pinned to the
+    CompressAI of requirements.txt: an upgrade that moves its imports fails here, not at a user's."""
+    import subprocess
+    import sys
+
+    from kdlib import bitstream
+
+    image = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(image)
+    script = ("import sys, types; from kdlib.cli import main; code = main(sys.argv[1:]); "
+              "print(code, ' '.join(m for m, v in sys.modules.items() if type(v) is types.ModuleType))")
+    loaded = {}
+    for argv in (["compress", str(image), str(tmp_path / "a.kdl"), "--model", "S16"],
+                 ["decompress", str(tmp_path / "a.kdl"), str(tmp_path / "a.png")]):
+        out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True).stdout
+        code, modules = out.splitlines()[-1].split(" ", 1)
+        assert code == "0"
+        loaded[argv[0]] = set(modules.split())
+    for command, modules in loaded.items():
+        heavy = {m for m in modules if m.startswith(("torch_geometric", "torch._dynamo", "scipy.stats", "kdlib.train",
+                                                       "kdlib.bank", "kdlib.teachers", "kdlib.losses", "kdlib.grid",
+                                                       "kdlib.experiments", "compressai.datasets", "compressai.zoo.image"))}
+        assert not heavy and {"compressai.ans", "kdlib.rans", "kdlib.entropy"} <= modules, (command, sorted(heavy))
+    assert (tmp_path / "a.kdl").read_bytes() == bitstream.compress(image, "S16")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(bitstream.decompress(
+        (tmp_path / "a.kdl").read_bytes(), "S16")))
