@@ -517,6 +517,24 @@ def lambda_table(folder: str | Path) -> pd.DataFrame:
                          for test, anchor in LAMBDA_COMPARISONS])
 
 
+def lambda_seed_sensitivity(folder: str | Path) -> pd.DataFrame:
+    """Experiment 2's BD of each KD family against the scratch family with each seed's experiment-1 pair
+    at lambda = 0.025 (N = 64) in place of seed 0's, which the grid's families share (KD from T5 both
+    of its points, KD from T1 the scratch one): how far one seed moves the BD (one row per seed whose
+    pair landed and family)."""
+    folder = Path(folder) / "experiments"
+    own, e1 = results(2, folder), results(1, folder)
+    rest = own[~own.name.isin(e1.name)]
+    rows = []
+    for seed in sorted(e1[(e1.N == 64) & e1.done].seed.unique()):
+        pair = e1[(e1.N == 64) & (e1.seed == seed) & (e1.lmbda == 0.025)]
+        if len(pair) == 2 and pair.done.all():
+            curves = lambda_curves(pd.concat([rest, pair], ignore_index=True))
+            rows += [{"seed": int(seed), "test": test, **bd_two_ways(curves["scratch"], curves[test])}
+                     for test in ("KD from T5", "KD from T1")]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["seed", "test", "authors_bd_rate_pct"])
+
+
 def released_against_codecs(results_folder: str | Path, models: list[str], codecs: list[str]) -> pd.DataFrame:
     """Each released model on Kodak (real bitstreams: ``<results>/<model>.json``) against the classical
     codecs' curves (``<results>/codecs/<codec>.json``) at the model's own rate: its PSNR minus the codec's

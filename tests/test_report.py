@@ -92,6 +92,8 @@ def test_a_kld_rate_inside_the_mse_students_range_over_seeds_is_not_established(
     monkeypatch.setattr(report.analysis, "results", lambda *a, **k: seeds)
     verdict = report._kld(tmp_path, "KLD: slightly higher rates")[2]
     assert verdict.startswith("one seed: not established") and "inside the MSE-latent students' 0.500-0.650 over seeds" in verdict
+    _frame(monkeypatch, "kld_table", [{**row, "bpp": 0.7}])  # above every seed: its rate is read against their mean
+    assert "N=16 (+24 % against the MSE-latent students' mean over 3 seeds)" in report._kld(tmp_path, "KLD")[2]
 
 
 def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path, monkeypatch):
@@ -105,6 +107,11 @@ def test_bd_row_shows_the_scratch_comparison_and_the_gap_to_the_paper(tmp_path, 
     _frame(monkeypatch, "lambda_table", [{**row, "authors_bd_rate_pct": 10.0}, {**twin, "authors_bd_rate_pct": float("nan")}])
     _, ours, verdict = report._bd(tmp_path)["kd_lic_rd_lambda_1"]
     assert "against scratch: not measurable yet" in ours and verdict.startswith("close to the paper's")
+    sensitivity = pd.DataFrame([{"seed": s, "test": "KD from T5", "authors_bd_rate_pct": v} for s, v in ((0, -3.0), (1, -1.5))])
+    monkeypatch.setattr(report.analysis, "lambda_seed_sensitivity", lambda *a, **k: sensitivity)
+    _frame(monkeypatch, "lambda_table", [row, twin])
+    assert "-3.00 %, +0.10 dB (seed 0's experiment-1 pair at lambda 0.025; with seed 1's: -1.5 %)" in \
+        report._bd(tmp_path)["kd_lic_rd_lambda_1"][1]
 
 
 def test_hyper_rows_show_what_landed_and_wait_for_their_own_runs(tmp_path, monkeypatch):
