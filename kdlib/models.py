@@ -211,7 +211,7 @@ def _probe(model: Hyperprior, name: str) -> None:
     +-:data:`PROBE_LIMIT` (a scaled-up layer would otherwise code files that decode to noise, and
     say nothing)."""
     with torch.no_grad():
-        scales = model.h_s(torch.zeros(1, model.N, 2, 2))
+        scales = model.h_s(torch.zeros(1, model.Z, 2, 2))
         pixels = model.g_s(torch.zeros(1, model.M, 2, 2))
     if not bool(torch.isfinite(scales).all() and (scales.abs() <= TABLE_LIMIT).all()):
         raise ModelError(f"{name}: the hyper-synthesis h_s gives scales beyond {TABLE_LIMIT} (or non-finite) for "

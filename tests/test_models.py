@@ -46,6 +46,8 @@ def test_checkpoint_metadata_roundtrip(tmp_path):
     loaded = load_model(tmp_path / "m.pth.tar")
     assert loaded.meta["lambda"] == 0.025 and loaded.meta["N"] == 16 and "commit" in loaded.meta
     assert not list(tmp_path.glob("*.tmp"))
+    save_checkpoint(tmp_path / "z.pth.tar", Hyperprior(16, 24, Z=32), {"lambda": 0.025})  # experiment 4's Z != N
+    assert load_model(tmp_path / "z.pth.tar").Z == 32  # the load's probe feeds h_s Z channels
 
 
 class Payload:
