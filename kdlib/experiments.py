@@ -250,20 +250,29 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache, *branches(n, budget)): n
                    for n, c in configs.items()}
-        while pending:
-            time.sleep(2)
-            # never backwards: a resuming run rewrites its log back to its checkpoint, and a log read
-            # mid-write can end in a cut line
-            now = {n: max(steps[n], last_step(dirs[n])) for n in names}
-            bar.n = sum(now.values())
-            bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
-            bar.refresh()
-            steps = now
-            for future in [f for f in pending if f.done()]:
-                name = pending.pop(future)
-                future.result()  # a failed run stops the experiment with its error
-                on_done(name)
+        try:
+            _follow(pending, names, dirs, steps, bar, on_done)
+        except KeyboardInterrupt:  # Ctrl-C: start nothing more (leaving the block would run every queued run)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     bar.close()
+
+
+def _follow(pending: dict, names: list[str], dirs: dict, steps: dict, bar: tqdm, on_done) -> None:
+    """The progress bar over the running runs' steps, and ``on_done`` as each finishes."""
+    while pending:
+        time.sleep(2)
+        # never backwards: a resuming run rewrites its log back to its checkpoint, and a log read
+        # mid-write can end in a cut line
+        now = {n: max(steps[n], last_step(dirs[n])) for n in names}
+        bar.n = sum(now.values())
+        bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
+        bar.refresh()
+        steps = now
+        for future in [f for f in pending if f.done()]:
+            name = pending.pop(future)
+            future.result()  # a failed run stops the experiment with its error
+            on_done(name)
 
 
 def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | None = None) -> Path:
