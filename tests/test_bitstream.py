@@ -468,18 +468,16 @@ def test_memory_budget_refuses_before_allocation(coding_model, tmp_path):
 def test_a_side_over_the_format_is_refused_from_the_header_before_decoding(coding_model, tmp_path, monkeypatch):
     """A 64x300000 PNG (a few hundred bytes of Paeth rows) took 35 s and 2.35 GB to decode before its
     side was checked; the header alone decides it: its pixels are never read."""
-    import struct
     import zlib
+
+    from test_data import chunk, ihdr
 
     from kdlib.data import DataError
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     rows = (b"\x04" + bytes(64 * 6)) * 300_000
     tall = tmp_path / "tall.png"
-    tall.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 300_000, 16, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+    tall.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr(64, 300_000) + chunk(b"IDAT", zlib.compress(rows, 9))
+                     + chunk(b"IEND", b""))
     monkeypatch.setattr(bitstream, "open_image", lambda path: pytest.fail("decoded before the size check"))
     with pytest.raises(DataError, match="sides up to 32768"):
         compress(tall, coding_model)
