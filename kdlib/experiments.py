@@ -11,9 +11,11 @@ import dataclasses
 import gzip
 import json
 import shutil
+import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -247,15 +249,35 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     capped = any(c.converge_lr for c in configs.values())  # runs that stop when converged: the total is their cap
     bar = tqdm(total=total, initial=sum(steps.values()), desc=f"{len(names)} runs" + (" (total: the step cap)" if capped else ""),
                unit="step", dynamic_ncols=True)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+    with workers(jobs) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache, *branches(n, budget)): n
                    for n, c in configs.items()}
-        try:
-            _follow(pending, names, dirs, steps, bar, on_done)
-        except KeyboardInterrupt:  # Ctrl-C: start nothing more (leaving the block would run every queued run)
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        _follow(pending, names, dirs, steps, bar, on_done)
     bar.close()
+
+
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def workers(jobs: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``jobs`` spawned processes that ignore Ctrl-C. Leaving the block on an error
+    (Ctrl-C, a failed run) starts no queued call and terminates the running ones (a run resumes
+    from its last checkpoint); a worker that took SIGINT itself would drop its call and start the
+    next queued one, and the pool's exit would wait for it."""
+    pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_ignore_ctrl_c)
+    try:
+        yield pool
+    except BaseException:
+        running = list((pool._processes or {}).values())  # noqa: SLF001 (no public handle on the workers)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.join()
+        raise
+    pool.shutdown()
 
 
 def _follow(pending: dict, names: list[str], dirs: dict, steps: dict, bar: tqdm, on_done) -> None:

@@ -312,3 +312,42 @@ def test_runs_are_found_by_family_and_fields_and_no_name_is_built_outside_the_gr
         sources[notebook] = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     offenders = {str(p.name): built.findall(text) for p, text in sources.items() if built.search(text)}
     assert not offenders, offenders
+
+
+CTRL_C = """
+import sys, time
+from pathlib import Path
+from kdlib.experiments import workers
+
+def work(folder, i):
+    (Path(folder) / f"started-{i}").touch()
+    time.sleep(60)
+    (Path(folder) / f"ended-{i}").touch()
+
+if __name__ == "__main__":
+    with workers(2) as pool:
+        futures = [pool.submit(work, sys.argv[1], i) for i in range(4)]
+        while True:
+            time.sleep(0.2)
+"""
+
+
+def test_ctrl_c_stops_the_running_calls_and_starts_no_queued_one(tmp_path):
+    # Ctrl-C signals the terminal's whole process group: the workers too. Before, each worker dropped
+    # its call and took the next queued one, and the pool's exit waited for them.
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], start_new_session=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sorted(p.name for p in tmp_path.glob("started-*")) == ["started-0", "started-1"]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) != 0  # KeyboardInterrupt, not 60 s of queued work
+        time.sleep(1)
+        assert sorted(p.name for p in tmp_path.glob("*ed-*")) == ["started-0", "started-1"]
+        group = subprocess.run(["ps", "-o", "stat=,pid=,args=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        assert [line for line in group.splitlines() if not line.lstrip().startswith("Z")] == []  # no worker left running
+    finally:
+        subprocess.run(["pkill", "-KILL", "-g", str(proc.pid)])
