@@ -108,12 +108,23 @@ def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
     run's ``checkpoints/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
     log parked with an unfinished run; (None, False) where there is none."""
     run, records = grid.RUNS[name], grid.folders(budget)[1]
-    if budget == "cpu" and run.release and Manifest().weights(run.release, run.config(budget).hash()):
+    if budget == "cpu" and run.release and _released_as(run.release, run.config(budget)):
         return CHECKPOINTS / f"{run.release}.log.csv", True
     if (records / f"{name}.log.csv.gz").exists():
         return records / f"{name}.log.csv.gz", True
     parked = grid.parked_folder(name, budget) / "log.csv.gz"
     return (parked, False) if parked.exists() else (None, False)
+
+
+def _released_as(release: str, config: Config) -> bool:
+    """Whether the manifest's ``release`` was trained with ``config``: its fields compared, teachers
+    by name, so that reading a table hashes no checkpoint (training and evaluation compare hashes)."""
+    entry = Manifest().get(release)
+    if entry is None or "file" not in entry:
+        return False
+    def given(fields: dict) -> dict:
+        return {k: v for k, v in fields.items() if v is not None}
+    return given(entry.get("config", {})) == given(dataclasses.asdict(config))
 
 
 def training_states(names: Iterable[str], budget: str) -> pd.DataFrame:

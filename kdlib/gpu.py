@@ -135,11 +135,10 @@ def portability(folder: Path = Path(__file__).resolve().parents[1] / "tests" / "
     import hashlib
 
     from kdlib.bitstream import released_model
+    from kdlib.train import cpu_model
 
     expected = json.loads((folder / "expected.json").read_text())
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")]
-    cpu_name = names[0] if names else platform.processor()
+    cpu_name = cpu_model()
     result: dict[str, Any] = {"cpu": cpu_name, "threads": torch.get_num_threads(),
                               "reference_cpu": expected["reference_cpu"] in cpu_name, "files": {}}
     threads = torch.get_num_threads()

@@ -351,3 +351,15 @@ def test_ctrl_c_stops_the_running_calls_and_starts_no_queued_one(tmp_path):
         assert [line for line in group.splitlines() if not line.lstrip().startswith("Z")] == []  # no worker left running
     finally:
         subprocess.run(["pkill", "-KILL", "-g", str(proc.pid)])
+
+
+@pytest.mark.parametrize("budget", ["cpu", "long", "equal"])
+def test_reading_a_training_table_hashes_no_checkpoint(monkeypatch, budget):
+    from kdlib import analysis
+
+    def hashed(path):
+        raise AssertionError(f"hashed {path}")
+
+    monkeypatch.setattr(training, "file_digest", hashed)
+    table = analysis.training_status(1, budget)
+    assert len(table) and set(table.state) - {"not started"}
