@@ -348,15 +348,20 @@ def encode(model: Hyperprior, x: torch.Tensor, deterministic: bool = True) -> di
 # reads past its buffer. kdlib decodes with its own bounds-checked decoder (:mod:`kdlib.rans`, the
 # same arithmetic), which never reads outside the stream and refuses any stream an encoder cannot
 # have written. Only where it cannot be built (no C compiler) does :func:`decode_symbols` fall back
-# on CompressAI's decoder over a zero-padded copy, with this bound on what it can read: each decoding
-# step (a symbol, or one 4-bit group of an escape) reads at most one 32-bit word, whatever the state
-# (a zero state reads one per symbol), so n symbols read at most 4 n bytes; an escape reads 4-bit
-# groups while they are 0xF, at most 16 from the state and 8 per all-ones word of the stream (zero
-# padding stops them), then up to 15 values per group: at most 80 bytes per escape plus 16 per
-# stream byte. Hence at most 12 + 4 n + 80 e + 16 L bytes for n symbols, e of them escapes, from an
-# L-byte stream; escapes are counted chunk by chunk, so the padding stays bounded; a stream whose
-# initial state no encoder writes (outside [2^31, 2^63)) is refused before decoding.
-ESCAPE_BYTES = 80
+# on CompressAI's decoder over a zero-padded copy, with this bound on what it can read. Its state x stays
+# at least 2^31 once the initial state is (checked below): each decoding step (a symbol, or one 4-bit
+# group of an escape) reads at most one 32-bit word, and a group's read leaves x at least 2^59, so the
+# next 7 groups read none. An escape reads 4-bit groups while they are 0xF: at most 16 from the 64-bit
+# state, then 8 per all-ones word it reads, and the first word that is not all ones ends the run within
+# 8 groups. No encoder writes such a run (its count of groups is at most 8 < 15) and an encoder's word
+# is all ones with chance 2^-32: a stream with two all-ones words in a row (chance 2^-64 a pair) is
+# refused, so a run is at most 16 + 8 + 8 = 32 groups, 31 of them 0xF, which ask for up to
+# 15 x 31 + 14 = 479 more: at most 511 groups and 1 + 64 words, 260 bytes, per escape. Hence at most
+# 8 + 4 n + 260 e bytes for n symbols, e of them escapes, whatever the stream's length (before, the
+# padding grew with the stream: 16 bytes per byte). Escapes are counted chunk by chunk and capped at
+# min(n, CHUNK), so the padding is 4 n + 264 min(n, CHUNK) bytes. ``tests/test_bitstream.py`` replays
+# the decoder's reads on crafted streams against this bound.
+ESCAPE_BYTES = 264
 CHUNK = 16_384  # symbols per coder call: the padding holds a chunk of escapes, and copying a larger
 # one into the coder costs more than the calls saved (measured with kdlib bench codec)
 
@@ -393,14 +398,19 @@ def decode_symbols(string: bytes, indexes: torch.Tensor, cdfs: list, lengths: li
             raise RoundTripError(str(err)) from None
     if not 1 << 31 <= int.from_bytes(string[:8], "little") < 1 << 63:
         raise RoundTripError("A latent stream starts in a state no encoder writes: the file was cut or altered")
+    ones = np.frombuffer(string, "<u4") == 0xFFFFFFFF
+    if (ones[1:] & ones[:-1]).any():
+        raise RoundTripError("A latent stream holds two all-ones words in a row (an encoder's chance: 2^-64 a pair): "
+                             "the file was altered")
     escape, bits = (t.reshape(-1) for t in table)
     width, n = table[0].shape[1], len(indexes)
+    allowed = min(n, CHUNK)  # escapes, in all
     decoder, flat, zeros = RansDecoder(), indexes.tolist(), [0] * len(cdfs)
-    decoder.set_stream(string + bytes(4 * n + 16 * size + ESCAPE_BYTES * CHUNK + 64))
+    decoder.set_stream(string + bytes(4 * n + ESCAPE_BYTES * allowed + 64))
     rows = indexes.long() * width
     parts, done, escapes, spent = [], 0, 0, 0.0
     while done < n:
-        stop = min(n, done + CHUNK - escapes)
+        stop = min(n, done + CHUNK, done + allowed - escapes)
         if stop <= done:
             raise RoundTripError(f"A latent stream has {escapes} escape-coded values in {done} symbols: it was "
                                  "altered (a trained codec's latents need few)")

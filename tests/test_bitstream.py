@@ -8,6 +8,7 @@ from kdlib.bitstream import BitstreamError, compress, compress_batch, decompress
 from kdlib.cli import main
 from kdlib.data import DataError
 from kdlib.models import Hyperprior
+from rans_replay import crafted_words, replay
 
 
 def photo(h=77, w=100, seed=0):
@@ -350,6 +351,38 @@ def test_a_cut_or_padded_stream_is_refused_with_its_cause(coding_model, decoder,
     with pytest.raises(BitstreamError, match="holds .* bits, its symbols use|holds bytes that no symbol uses"):
         decompress(forge(blob, y=y + bytes(64)), small_model)
     assert decompress(forge(blob, y=y), small_model).tobytes() == decompress(blob, small_model).tobytes()
+
+
+def test_the_fallback_decoder_reads_within_its_padding_whatever_the_stream():
+    """The bound behind :func:`kdlib.entropy.decode_symbols`' padding, replayed on 3,000 crafted
+    streams where nearly every symbol is an escape: the replay decodes what CompressAI's decoder
+    decodes, and reads at most 8 + 4 n + ESCAPE_BYTES e bytes, whatever the stream's length."""
+    from compressai.ans import RansDecoder
+
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for case in range(3000):
+        cdf = [[0, 1, 65536], [0, 30000, 60000, 65536]][case % 2]  # escapes: 65535 / 65536 and 8 %
+        words, n = crafted_words(rng, int(rng.integers(4, 40))), int(rng.integers(1, 5))
+        values, read, escapes = replay(words, cdf, n)
+        assert read <= 8 + 4 * n + entropy.ESCAPE_BYTES * escapes, (words, n)
+        worst = max(worst, (read - 8 - 4 * n) / max(escapes, 1))
+        if case < 300:  # the replay is CompressAI's decoder (bytes read follow from the same steps)
+            decoder = RansDecoder()
+            decoder.set_stream(np.array(words, "<u4").tobytes() + bytes(4 * n + entropy.ESCAPE_BYTES * n + 64))
+            real = decoder.decode_stream([0] * n, [cdf], [len(cdf)], [0])
+            assert [v if v is None else r for v, r in zip(values, real)] == values, (words, n)
+    assert worst > entropy.ESCAPE_BYTES / 2  # the crafted streams come near the bound
+
+
+def test_the_fallback_refuses_two_all_ones_words_in_a_row(coding_model, monkeypatch):
+    """A stream of all ones (the padding once grew with it, 16 bytes a byte) is refused before decoding."""
+    monkeypatch.setattr(rans, "available", lambda: False)
+    blob = compress(photo(), coding_model)
+    header, payload = bitstream.read_header(blob)
+    y = payload[header.z_length:]
+    with pytest.raises(BitstreamError, match="two all-ones words in a row"):
+        decompress(forge(blob, y=y[:8] + b"\xff" * 4_000_000), coding_model)
 
 
 def test_a_tiny_image_survives_its_padding(coding_model):
