@@ -27,7 +27,7 @@ def conv_gdn_strips(conv: torch.nn.Conv2d, gdn: GDN, x: torch.Tensor, strip: int
     ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * q - k) // s + 1
     out = torch.empty(1, conv.out_channels, ho, wo, memory_format=torch.channels_last)
     rows = out.permute(0, 2, 3, 1).view(-1, conv.out_channels)
-    blocks = entropy._gdn_blocks(len(rows))  # kdlib's blocks of the whole layer, each once its rows are in
+    blocks = entropy._gdn_blocks(len(rows), conv.out_channels)  # kdlib's blocks of the whole layer, each once its rows are in
     gamma_t, beta = gdn.gamma_reparam(gdn.gamma).t(), gdn.beta_reparam(gdn.beta)
     for r0 in range(0, ho, strip):
         r1 = min(ho, r0 + strip)

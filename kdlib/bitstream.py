@@ -284,8 +284,8 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
         r0, r1 = max(row, top), min(row + part.shape[-2], top + height)
         c0, c1 = max(column, left), min(column + part.shape[-1], left + width)
         if r0 < r1 and c0 < c1:
-            piece = part[0, :, r0 - row:r1 - row, c0 - column:c1 - column].cpu()
-            pixels[r0 - top:r1 - top, c0 - left:c1 - left] = piece.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+            piece = part[0, :, r0 - row:r1 - row, c0 - column:c1 - column].cpu().permute(1, 2, 0)
+            torch.from_numpy(pixels[r0 - top:r1 - top, c0 - left:c1 - left]).copy_(piece.mul(255).round_())  # to uint8 in the copy
 
     try:
         entropy.decode(decoder, strings, header.z_shape, [header.index_crc], sink=keep)

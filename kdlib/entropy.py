@@ -47,16 +47,23 @@ class RoundTripError(RuntimeError):
     """The decoder did not reproduce the encoder's quantised latent or scale indexes."""
 
 
-_GDN_ROWS = 512  # pixels per block of GDN's matrix product: two 256 KB buffers at 128 channels stay in L2
-# (benchmarks/gdn_blocks.py: the same numbers at every block size, and the times against 32768 rows)
+_GDN_FLOATS = 1 << 17  # floats per block of GDN's matrix product (512 KB): 8192 rows at 16 channels, 1024 at
+# 128: fewer, longer calls for narrow layers (benchmarks/gdn_blocks.py, one thread, quiet, an AVX2 EPYC: S16's
+# g_s[5] at Kodak size 2.7 ms, 5.6 ms at the former 512 rows; T5's about as before); the same numbers at
+# every block size
 _GDN_MIN_ROWS = 32  # MKL multiplies a block of under 16 rows another way: other sums, which at some widths
 # (192 channels: 6-8 rows) also change with the thread count; no block is ever that short
 
 
-def _gdn_blocks(rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of GDN's row blocks: ``_GDN_ROWS`` each, a tail under ``_GDN_MIN_ROWS`` merged into
-    the block before it."""
-    bounds = [*range(0, rows, _GDN_ROWS), rows]
+def _gdn_rows(channels: int) -> int:
+    """Rows (pixels) per block of GDN's matrix product at ``channels``."""
+    return max(_GDN_MIN_ROWS, _GDN_FLOATS // channels)
+
+
+def _gdn_blocks(rows: int, channels: int) -> list[tuple[int, int]]:
+    """(start, stop) of GDN's row blocks: :func:`_gdn_rows` each, a tail under ``_GDN_MIN_ROWS`` merged
+    into the block before it."""
+    bounds = [*range(0, rows, _gdn_rows(channels)), rows]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < _GDN_MIN_ROWS:
         del bounds[-2]
     return list(zip(bounds[:-1], bounds[1:]))
@@ -77,7 +84,7 @@ def _gdn_(layer: GDN, x: torch.Tensor) -> torch.Tensor:
         rows.copy_(padded[:len(rows)])
         return x
     gamma_t, beta = layer.gamma_reparam(layer.gamma).t(), layer.beta_reparam(layer.beta)
-    blocks = _gdn_blocks(len(rows))
+    blocks = _gdn_blocks(len(rows), c)
     squares, norm = rows.new_empty(2, max(stop - start for start, stop in blocks), c)
     for start, stop in blocks:
         block, n = rows[start:stop], stop - start
@@ -147,7 +154,8 @@ def _on(layers: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 # around it, beyond the reach of the transforms (g_a: 30 pixels, under 2 latents; g_s: under 2
 # latents), then cut to the tile. Every pixel is computed from the same inputs as in one piece; only
 # the order oneDNN sums in may change with a tile's width. S16's files and pixels were identical on
-# every image tried (tests/test_bitstream.py with small tiles); T5 decoded a few pixels one level
+# every image tried (tests/test_bitstream.py with small tiles) on the reference's kind of CPU (AVX-512);
+# without AVX-512 (an AMD EPYC), 2 of 90,000 values one level apart; T5 decoded a few pixels one level
 # apart (docs/codec.md counts them). An image of up to TILE latents a side is one tile, the
 # whole-image path itself. The file format is unchanged.
 TILE, HALO, STRIDE = 64, 4, 16
@@ -257,7 +265,8 @@ def scale_indexes(model: Hyperprior, z_hat: torch.Tensor, deterministic: bool = 
     # float rounding; one comparison with that bound makes the index exact
     nearest = scales.log().sub_(table["log_first"]).div_(table["log_step"]).round_()
     nearest = nearest.clamp_(0, len(table["bounds"]) - 1).to(torch.int32)
-    return (table["bounds"][nearest] < scales).to(torch.int32).add_(nearest)
+    bounds = table["bounds"].index_select(0, nearest.reshape(-1)).reshape(nearest.shape)  # (4.6x faster than [])
+    return (bounds < scales).to(torch.int32).add_(nearest)
 
 
 def _tables(model: Hyperprior) -> tuple[list, list, list, dict]:
@@ -459,7 +468,7 @@ def decode_hyper(model: Hyperprior, strings: list[bytes], shape: tuple[int, int]
     offsets = offsets.to(outputs.device)
     for i, string in enumerate(strings):
         values = decode_symbols(string, indexes[i], cdfs, lengths, table, rans_tables).to(outputs.device)
-        outputs[i] = (values.long() + offsets[indexes[i].reshape(-1).long()]).reshape(outputs[i].shape)
+        outputs[i] = offsets.index_select(0, indexes[i].reshape(-1).long()).add_(values).reshape(outputs[i].shape)
     medians = eb._extend_ndims(eb._get_medians().detach(), len(shape)).expand(len(strings), *([-1] * (len(shape) + 1)))
     return eb.dequantize(outputs, medians, medians.dtype)
 
@@ -486,7 +495,7 @@ def decode(model: Hyperprior, strings: list, shape: tuple[int, int], index_crc: 
     for string, i in zip(strings[0], indexes):
         cdfs, lengths, _ = _used_tables(model, i)  # decoded without offsets; added in one tensor op
         values = decode_symbols(string, i, cdfs, lengths, _bits(model, len(cdfs)), _rans_tables(model))
-        rows.append(offsets[i].add_(values.reshape(i.shape).to(offsets.device)))
+        rows.append(offsets.index_select(0, i.reshape(-1)).add_(values.to(offsets.device)).reshape(i.shape))
         del values
     del indexes
     y_hat = rows[0][None] if len(rows) == 1 else torch.stack(rows)

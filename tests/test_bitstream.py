@@ -7,6 +7,7 @@ from kdlib import bitstream, entropy, rans
 from kdlib.bitstream import BitstreamError, compress, compress_batch, decompress, decompress_batch
 from kdlib.cli import main
 from kdlib.data import DataError
+from kdlib.gpu import reference_kind
 from kdlib.models import Hyperprior
 from rans_replay import crafted_words, replay
 
@@ -541,7 +542,11 @@ def test_tiles_write_the_same_file_and_decode_the_same_pixels_as_one_piece(codin
     assert len(entropy._spans(size[0] * 4 // 64 + 4)) > 1
     tiled = compress(image, coding_model)
     assert tiled == whole
-    assert np.array_equal(np.asarray(decompress(whole, coding_model)), whole_pixels)
+    diff = np.abs(np.asarray(decompress(whole, coding_model), np.int16) - whole_pixels)
+    if reference_kind():  # exact on the reference's kind of CPU; elsewhere oneDNN's sums may follow the tile's width
+        assert not diff.any()
+    else:  # (an AMD EPYC without AVX-512: 2 of 90,000 values one level apart)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_the_codec_loads_no_training_module():

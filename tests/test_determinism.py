@@ -68,9 +68,9 @@ def test_fast_layers_match_compressai_and_ignore_threads_and_blocks(monkeypatch)
     with torch.no_grad():
         for layer in (gdn, igdn, last):
             runs = []
-            for n, rows in ((1, entropy._GDN_ROWS), (2, entropy._GDN_ROWS), (1, 1000), (1, 32768)):
+            for n, rows in ((1, entropy._gdn_rows(16)), (2, entropy._gdn_rows(16)), (1, 512), (1, 1000), (1, 32768)):
                 torch.set_num_threads(n)
-                monkeypatch.setattr(entropy, "_GDN_ROWS", rows)
+                monkeypatch.setattr(entropy, "_GDN_FLOATS", rows * 16)
                 runs.append(entropy._layer(layer, x.clone()))  # GDN works in place
             torch.set_num_threads(threads)
             assert torch.allclose(runs[0], layer(x.contiguous()), rtol=1e-5, atol=1e-5)
@@ -89,12 +89,13 @@ def test_gdn_is_the_same_for_short_tails_and_tiny_layers(channels):
     torch.manual_seed(0)
     layer = GDN(channels, inverse=True)
     layer.gamma.data.uniform_(0.01, 0.2)
-    big = torch.randn(1, channels, 1, 2 * entropy._GDN_ROWS + 64)
+    rows = entropy._gdn_rows(channels)
+    big = torch.randn(1, channels, 1, 2 * rows + 64)
     threads = torch.get_num_threads()
     try:
         with torch.no_grad():
             whole = entropy._gdn_(layer, big.clone().contiguous(memory_format=torch.channels_last))
-            for width in (1, 3, 7, 13, entropy._GDN_ROWS + 8, 2 * entropy._GDN_ROWS + 12):
+            for width in (1, 3, 7, 13, rows + 8, 2 * rows + 12):
                 part = big[..., :width].contiguous(memory_format=torch.channels_last)
                 runs = []
                 for n in (1, 2):
