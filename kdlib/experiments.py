@@ -108,7 +108,7 @@ def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
     run's ``checkpoints/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
     log parked with an unfinished run; (None, False) where there is none."""
     run, records = grid.RUNS[name], grid.folders(budget)[1]
-    if budget == "cpu" and run.release and _released_as(run.release, run.config(budget)):
+    if get_scale(budget).published and run.release and _released_as(run.release, run.config(budget)):
         return CHECKPOINTS / f"{run.release}.log.csv", True
     if (records / f"{name}.log.csv.gz").exists():
         return records / f"{name}.log.csv.gz", True
@@ -316,7 +316,7 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
     weights = released_weights(run, config) or kept_weights(name, budget)
     folder = run_dir(config, runs)
     if weights is None:
-        if run.release and budget == "cpu":
+        if run.release and get_scale(budget).published:
             release(folder, run.release, recipe=recipe(config))
             weights = released_weights(run, config)
         else:
@@ -332,9 +332,9 @@ def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | 
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
                            arm=run.arm, budget=budget, code=evaluation_code())
     path = write_json(out / f"{name}.json", result)
-    if run.release and budget == "cpu":
+    if run.release and get_scale(budget).published:
         note_kodak(run.release, path)
-    if budget == "long" and name in grid.LONG_RELEASES:
+    if get_scale(budget).release_converged and name in grid.LONG_RELEASES:
         release_converged(name, path, records)
     return path
 

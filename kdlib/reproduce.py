@@ -132,7 +132,7 @@ def reproduce(scale: str, out: str | Path, runs: str | Path, train: bool = False
     from kdlib.experiments import run_experiment
     from kdlib.grid import EXPERIMENTS
 
-    if scale == "paper":
+    if get_scale(scale).gpu:
         missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
                                          ("Vimeo90K (KDLIB_DATA/vimeo_triplet)", vimeo_present())) if not ok]
         if missing:

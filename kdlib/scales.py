@@ -32,19 +32,23 @@ class Scale:
     about: str = ""
     branches: tuple[float, ...] = ()  # shorter budgets, as fractions of the runs' steps, each decayed ("wsd")
     keep_weights: bool = False  # hours per run: each recorded run's weights are kept beside its log
+    published: bool = False  # the repository's own results: results/ and checkpoints/runs/ themselves, the
+    # grid's runs released under their names (checkpoints/<release>.pth.tar) and checked against their configs
+    release_converged: bool = False  # runs named in kdlib.grid.LONG_RELEASES are released once converged
+    gpu: bool = False  # needs a CUDA GPU and Vimeo90K
 
     def results(self, root: str | Path | None = None) -> Path:
         """Its results folder under ``root`` (default: the repository's ``results/``, whose ``cpu``
         results are the published ones): ``root`` itself at ``cpu``, else ``root/<scale>``."""
         root = Path(root) if root is not None else RESULTS
-        return root if self.name == "cpu" else root / self.name
+        return root if self.published else root / self.name
 
     def records(self, root: str | Path | None = None) -> Path:
         """Where its finished runs are recorded (log, manifest entry): ``checkpoints/runs[/<scale>]``,
         or beside a quick run's results, which are never committed."""
         if self.quick:
             return self.results(root) / "records"
-        return CHECKPOINTS / "runs" if self.name == "cpu" else CHECKPOINTS / "runs" / self.name
+        return CHECKPOINTS / "runs" if self.published else CHECKPOINTS / "runs" / self.name
 
     def images(self, root: str | Path | None = None) -> list[Path]:
         """The images it evaluates on: Kodak's 24, or two centre crops written under its results."""
@@ -82,16 +86,16 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
     Scale("smoke", dict(crop=64, batch=2, steps=6, lr=1e-4, val_every=3, val_images=4, patience=2),
           dict(scale="smoke", steps=2, val_every=2), quick=True,
           about="two Kodak crops and the grid trained for 2 steps: the pipeline end to end in minutes, not a result"),
-    Scale("cpu", CPU_RECIPE, dict(scale="cpu", steps=10_000, precision="bf16"),
+    Scale("cpu", CPU_RECIPE, dict(scale="cpu", steps=10_000, precision="bf16"), published=True,
           about="the published results of this machine: the teachers (their steps: checkpoints/manifest.json) and the grid's runs, 10k steps each"),
     Scale("long", None, dict(scale="cpu", steps=150_000, precision="bf16", bank=32_768, converge_lr=0.125,
-                             converge_flat=0.005), experiments=(1,),
-          about="experiment 1's N = 16 and 32 pairs trained until a stop rule held (hours per run)", keep_weights=True),
+                             converge_flat=0.005), experiments=(1,), keep_weights=True, release_converged=True,
+          about="experiment 1's N = 16 and 32 pairs trained until a stop rule held (hours per run)"),
     Scale("equal", None, dict(scale="cpu", steps=64_000, precision="bf16", bank=32_768, schedule="wsd", decay=0.2),
           experiments=(1,), branches=(0.25, 0.5), keep_weights=True,
           about="experiment 1's pairs, N = 16 and 64, on one fixed 64k-step schedule with decayed branches at 1/4 and 1/2"),
     Scale("paper", dict(crop=256, batch=16, steps=5_000_000, lr=1e-4, val_every=5_000, val_images=0, patience=10),
-          dict(scale="paper"), about="the published protocol: a CUDA GPU and Vimeo90K"),
+          dict(scale="paper"), gpu=True, about="the published protocol: a CUDA GPU and Vimeo90K"),
 )}
 RECIPES: dict[str, dict[str, Any]] = {name: s.recipe for name, s in SCALES.items() if s.recipe is not None}
 

@@ -31,3 +31,15 @@ def test_recipes_and_budgets_come_from_the_scales():
     assert grid.members(2, "long") == [] and grid.members(1, "long") == grid.LONG
     quick, full = scales.get("smoke"), scales.get("cpu")
     assert (quick.repeats, quick.codec_settings) == (1, 3) and (full.repeats, full.codec_settings) == (3, None)
+
+
+def test_what_differs_between_scales_is_a_field_not_a_name():
+    """No module compares a scale's name to a literal: folders, releases and requirements follow the
+    Scale's fields (published, release_converged, gpu, quick, ...), so a new scale needs no edit elsewhere."""
+    import re
+
+    names = "|".join(scales.SCALES)
+    compared = re.compile(rf"""\b(scale|budget|self\.name)\s*[!=]=\s*["']({names})["']""")
+    found = [f"{path.name}:{number}" for path in sorted((REPO / "kdlib").glob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if compared.search(line)]
+    assert found == []
