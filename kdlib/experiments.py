@@ -122,9 +122,8 @@ def _released_as(release: str, config: Config) -> bool:
     entry = Manifest().get(release)
     if entry is None or "file" not in entry:
         return False
-    def given(fields: dict) -> dict:
-        return {k: v for k, v in fields.items() if v is not None}
-    return given(entry.get("config", {})) == given(dataclasses.asdict(config))
+    given = [{k: v for k, v in fields.items() if v is not None} for fields in (entry.get("config", {}), dataclasses.asdict(config))]
+    return given[0] == given[1]
 
 
 def training_states(names: Iterable[str], budget: str) -> pd.DataFrame:
