@@ -325,6 +325,8 @@ def work(folder, i):
     (Path(folder) / f"ended-{i}").touch()
 
 if __name__ == "__main__":
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job inherits SIGINT ignored)
     with workers(2) as pool:
         futures = [pool.submit(work, sys.argv[1], i) for i in range(4)]
         while True:
