@@ -122,8 +122,12 @@ def _released_as(release: str, config: Config) -> bool:
     entry = Manifest().get(release)
     if entry is None or "file" not in entry:
         return False
-    given = [{k: v for k, v in fields.items() if v is not None} for fields in (entry.get("config", {}), dataclasses.asdict(config))]
-    return given[0] == given[1]
+    return _given(entry.get("config", {})) == _given(dataclasses.asdict(config))
+
+
+def _given(fields: dict) -> dict:
+    """A config's fields that are set (None ones are left out, as :meth:`Config.hash` does)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def training_states(names: Iterable[str], budget: str) -> pd.DataFrame:
@@ -262,7 +266,19 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
     with workers(jobs) as pool:
         pending = {pool.submit(_train_one, c, str(runs), threads, compile, teacher_cache, *branches(n, budget)): n
                    for n, c in configs.items()}
-        _follow(pending, names, dirs, steps, bar, on_done)
+        while pending:
+            time.sleep(2)
+            # never backwards: a resuming run rewrites its log back to its checkpoint, and a log read
+            # mid-write can end in a cut line
+            now = {n: max(steps[n], last_step(dirs[n])) for n in names}
+            bar.n = sum(now.values())
+            bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
+            bar.refresh()
+            steps = now
+            for future in [f for f in pending if f.done()]:
+                name = pending.pop(future)
+                future.result()  # a failed run stops the experiment with its error
+                on_done(name)
     bar.close()
 
 
@@ -288,23 +304,6 @@ def workers(jobs: int) -> Iterator[ProcessPoolExecutor]:
             process.join()
         raise
     pool.shutdown()
-
-
-def _follow(pending: dict, names: list[str], dirs: dict, steps: dict, bar: tqdm, on_done) -> None:
-    """The progress bar over the running runs' steps, and ``on_done`` as each finishes."""
-    while pending:
-        time.sleep(2)
-        # never backwards: a resuming run rewrites its log back to its checkpoint, and a log read
-        # mid-write can end in a cut line
-        now = {n: max(steps[n], last_step(dirs[n])) for n in names}
-        bar.n = sum(now.values())
-        bar.set_postfix_str(", ".join(n for n in names if now[n] > steps[n]))  # the runs moving
-        bar.refresh()
-        steps = now
-        for future in [f for f in pending if f.done()]:
-            name = pending.pop(future)
-            future.result()  # a failed run stops the experiment with its error
-            on_done(name)
 
 
 def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | None = None) -> Path:

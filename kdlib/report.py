@@ -238,9 +238,9 @@ def _hyper(results: Path, claim: str, family: str) -> tuple[str, str, str]:
     v = v[v.vs_scratch.notna() | v.vs_without.notna()]  # a run and a reference landed
     if v.empty:
         return _pending(4, results, claim, "e4_hyper")
-    ours = v.name.isin(grid.select(family=family))
-    mine = v[ours]
-    related = v[ours | v.name.isin(mine.get("without", []))]
+    in_family = v.name.isin(grid.select(family=family))
+    mine = v[in_family]
+    related = v[in_family | v.name.isin(mine.get("without", []))]
     ours = "RD cost against the scratch twin: " + "; ".join(
         f"{r.name} {r.vs_scratch:+.3f} [{r.vs_scratch_low:+.3f}, {r.vs_scratch_high:+.3f}]"
         if math.isfinite(r.vs_scratch) else f"{r.name} (scratch twin not trained yet)"
