@@ -19,9 +19,9 @@ from scipy import stats
 
 from kdlib import experiments, grid
 from kdlib.metrics import COMPRESSAI_CURVE, bd_metrics, msssim_db, per_image, read_result
-from kdlib.scales import REPO_ROOT, SCALES
+from kdlib.scales import PAPER, SCALES, Layout
 
-PUBLISHED = REPO_ROOT / "paper" / "published"  # the paper's own numbers (kdlib.report reads them here too)
+PUBLISHED = PAPER / "published"  # the paper's own numbers (kdlib.report and the notebooks read them here too)
 
 
 def results(number: int, folder: str | Path, budget: str = "cpu") -> pd.DataFrame:
@@ -195,14 +195,14 @@ def bd_two_ways(anchor: dict[str, list[float]], test: dict[str, list[float]]) ->
     return dict(zip(keys, values))
 
 
-def learning_curves(names: list[str], budget: str) -> pd.DataFrame:
-    """Validation RD loss against steps of runs of the grid at ``budget``, from their committed logs
+def learning_curves(names: list[str], layout: Layout) -> pd.DataFrame:
+    """Validation RD loss against steps of runs of the grid at ``layout``'s scale, from their committed logs
     (:func:`kdlib.experiments.log_path`): one row per validation, with the run's ``name``, ``arm``,
     ``N``, ``seed``, ``budget`` and ``finished`` (False: a parked run, still training). Runs without
     a log are left out."""
-    frames = []
+    frames, budget = [], layout.scale.name
     for name in names:
-        path, finished = experiments.log_path(name, budget)
+        path, finished = experiments.log_path(name, layout)
         if path is None:
             continue
         log = pd.read_csv(path, usecols=["step", "lr", "val_rd_loss"]).dropna(subset=["val_rd_loss"])
@@ -453,19 +453,19 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
     return pd.DataFrame(rows)
 
 
-def long_releases() -> pd.DataFrame:
+def long_releases(layout: Layout) -> pd.DataFrame:
     """The long tier's releases (:data:`kdlib.grid.LONG_RELEASES`) beside the paper grid's release
     of the same size: steps, how the run ended, Kodak PSNR, bpp and RD cost (real bitstreams), and
-    whether it is released (:func:`kdlib.experiments.release_converged`'s rule)."""
+    whether it is released (:func:`kdlib.experiments.release_converged`'s rule), under ``layout``'s root."""
     from kdlib.registry import Manifest
 
-    manifest, rows = Manifest(), []
+    manifest, rows = Manifest(layout.checkpoints), []
     for name, as_name in grid.LONG_RELEASES.items():
         run = grid.RUNS[name]
         end = (manifest.get(as_name) or {}).get("end") or {}
         for release, budget, path, ended in (
-                (run.release, "cpu", experiments.RESULTS / f"{run.release}.json", "budget spent"),
-                (as_name, "long", grid.folders("long")[0] / f"{name}.json",
+                (run.release, "cpu", layout.at("cpu").results / f"{run.release}.json", "budget spent"),
+                (as_name, "long", layout.at("long").experiments / f"{name}.json",
                  "stop rule" if end.get("converged") else "step cap" if end else None)):
             entry = manifest.get(release) or {}
             means = per_image(path, run.lmbda).mean() if path.exists() else {}
@@ -475,11 +475,11 @@ def long_releases() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def training_status(number: int, budget: str) -> pd.DataFrame:
-    """Experiment ``number``'s runs at ``budget`` (:func:`results`) with how far each has trained
+def training_status(number: int, layout: Layout) -> pd.DataFrame:
+    """Experiment ``number``'s runs at ``layout``'s scale (:func:`results`) with how far each has trained
     (:func:`kdlib.experiments.training_states`: state, steps, last learning rate)."""
-    runs = results(number, grid.folders(budget)[0], budget)
-    return runs.merge(experiments.training_states(runs.name, budget), on="name")
+    runs = results(number, layout.experiments, layout.scale.name)
+    return runs.merge(experiments.training_states(runs.name, layout), on="name")
 
 
 LAMBDA_COMPARISONS = [("KD from T5", "CompressAI q1-q5"), ("KD from T1", "CompressAI q1-q5"), ("scratch", "CompressAI q1-q5"),

@@ -14,11 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-from kdlib.scales import CHECKPOINTS, RECIPES, RESULTS, SCALES
+from kdlib.scales import CHECKPOINTS, RECIPES, SCALES, Layout
+from kdlib.scales import RUNS as DEFAULT_RUNS
 
 CODEC_COMMANDS = ("compress", "decompress")
 
-RUNS = os.environ.get("KDLIB_RUNS", "runs")  # run folders; a path outside the clone outlives it
+RUNS = os.environ.get("KDLIB_RUNS") or str(DEFAULT_RUNS)  # run folders; a path outside the clone outlives it
+RESULTS = Layout.of("cpu").results  # the published results: the default folder of the benchmarks' files
 
 
 DESCRIPTION = ("kdlib: distil small learned image codecs from large ones, evaluate them with real bitstreams, "
@@ -58,17 +60,16 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     """Make every result file the notebooks read that is missing or stale (:mod:`kdlib.reproduce`)."""
     from kdlib.reproduce import reproduce
 
-    reproduce(args.scale, args.out, args.runs, train=args.train)
+    reproduce(Layout.of(args.scale, results_root=args.out, runs=args.runs), train=args.train)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from kdlib import plots
     from kdlib.htmlreport import write_html
 
     notebooks = sorted(Path(args.notebooks).glob("*.ipynb"))
     if not notebooks:
         raise SystemExit(f"No executed notebooks in {args.notebooks}")
-    index = write_html(notebooks, args.out, plots.PAPER / "REPRODUCTION.md", plots.FIGURES)
+    index = write_html(notebooks, args.out, Layout.of("cpu"))
     print(f"{len(notebooks)} notebooks and REPRODUCTION.md -> {index}")
 
 
@@ -265,10 +266,10 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     from kdlib.experiments import park, run_experiment
 
     if args.park:
-        parked = park(args.scale, args.runs, args.only)
+        parked = park(Layout.of(args.scale, runs=args.runs), args.only)
         print(f"parked {len(parked)} unfinished run(s) in checkpoints/: {', '.join(parked) or 'none'}")
         return
-    run_experiment(args.number, args.scale, args.runs, args.jobs, compile=not args.no_compile,
+    run_experiment(args.number, Layout.of(args.scale, runs=args.runs), args.jobs, compile=not args.no_compile,
                    dry_run=args.dry_run, only=args.only)
 
 
@@ -362,7 +363,7 @@ def _other_commands(sub) -> None:
     r.add_argument("--out", default=str(RESULTS), help="folder of the result files, the experiments' included "
                    "(written to <out> at cpu, <out>/<scale> otherwise; default: the repository's results/)")
     r.add_argument("--train", action="store_true", help="also train the experiments' missing runs (hours at cpu scale)")
-    r.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
+    r.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash (default: $KDLIB_RUNS, else the repository's runs/)")
     r.set_defaults(func=cmd_reproduce)
     rp = sub.add_parser("report", help="static HTML of the executed notebooks and paper/REPRODUCTION.md")
     rp.add_argument("--notebooks", default="notebooks", help="folder of executed notebooks (default: notebooks, "
@@ -419,7 +420,7 @@ def _other_commands(sub) -> None:
     x = sub.add_parser("experiment", help="train (what is missing) and evaluate one of the paper's experiments")
     x.add_argument("number", type=int, choices=sorted(EXPERIMENTS), help="experiment number (the paper's order)")
     x.add_argument("--scale", default="cpu", choices=list(SCALES), help="training budget (kdlib.scales.SCALES; default: cpu)")
-    x.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
+    x.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash (default: $KDLIB_RUNS, else the repository's runs/)")
     x.add_argument("--jobs", type=positive, default=2, help="runs trained at a time, cores split between them (default: 2)")
     x.add_argument("--only", nargs="+", metavar="RUN", help="only these runs of the experiment")
     x.add_argument("--dry-run", action="store_true", help="say what would be evaluated and trained, do nothing")
@@ -436,7 +437,7 @@ def _other_commands(sub) -> None:
     t.add_argument("--continue", dest="continue_from", metavar="CHECKPOINT",
                    help="continue a released checkpoint's training: its config, Adam restarts (default: a new run)")
     t.add_argument("--scale", default="cpu", choices=list(RECIPES), help="recipe (kdlib.scales.RECIPES; default: cpu)")
-    t.add_argument("--runs", default=RUNS, help=f"folder of run directories, a cache by config hash (default: $KDLIB_RUNS or runs: {RUNS})")
+    t.add_argument("--runs", default=RUNS, help="folder of run directories, a cache by config hash (default: $KDLIB_RUNS, else the repository's runs/)")
     t.add_argument("--stop-after", type=positive, help="stop after this many steps, resumable (default: run to --steps)")
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
     flags = [("N", int, "channels of the transforms"), ("M", int, "channels of the latent y"),

@@ -27,9 +27,9 @@ from tqdm import tqdm
 from kdlib import data, grid
 from kdlib.evaluate import evaluate, evaluation_code
 from kdlib.io import copy, read_json, write_atomic, write_json
-from kdlib.models import CHECKPOINTS, load_model, read_checkpoint, repo_relative
+from kdlib.models import load_model, read_checkpoint, repo_relative
 from kdlib.registry import Manifest, record, release, release_recorded
-from kdlib.scales import RESULTS
+from kdlib.scales import Layout
 from kdlib.scales import get as get_scale
 from kdlib.teachers import stored
 from kdlib.train import Config, branch_from, run_dir, stable_end, state_path, teacher_cache_key, train
@@ -55,19 +55,19 @@ def _steps(folder: Path) -> int:
     return int(read_checkpoint(path)["meta"]["steps"]) if path.exists() else -1
 
 
-def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> list[str]:
+def park(layout: Layout, names: Iterable[str] | None = None) -> list[str]:
     """Copy the resume state of every unfinished run of ``budget`` (its ``last.pth.tar``, ``best.pth.tar``
     and ``log.csv``) into the repository, so that a later session, whose ``runs/`` may be gone, resumes
     it where it stopped (:func:`unpark`). A parked state further along than the run folder's is kept:
     parking never moves a run backwards. Returns the runs parked."""
-    parked = []
+    budget, runs, parked = layout.scale.name, layout.runs, []
     for name in names or [n for number in grid.EXPERIMENTS for n in grid.members(number, budget)]:
         folder = run_dir(grid.RUNS[name].config(budget), runs)
         if (trunk := grid.RUNS[name].trunk) and not (folder / "done.json").exists():  # not started: its trunk's state
             branch_from(grid.RUNS[name].config(budget), folder, grid.RUNS[trunk].config(budget), runs)
         if not (folder / "last.pth.tar").exists() or (folder / "done.json").exists():
             continue
-        target = grid.parked_folder(name, budget)
+        target = layout.parked / name
         if (kept := _steps(target)) > (steps := _steps(folder)):
             print(f"{name}: not parked: its parked state ({kept} steps) is further along than {folder}'s ({steps})")
             continue
@@ -80,16 +80,16 @@ def park(budget: str, runs: str | Path, names: Iterable[str] | None = None) -> l
     for name in parked:  # a trunk's kept states once every branch holds its own: not parked twice
         for branch in _branches_of(name, budget):
             if branch in parked or (run_dir(grid.RUNS[branch].config(budget), runs) / "done.json").exists():
-                state_path(grid.parked_folder(name, budget), stable_end(grid.RUNS[branch].config(budget))).unlink(missing_ok=True)
+                state_path(layout.parked / name, stable_end(grid.RUNS[branch].config(budget))).unlink(missing_ok=True)
     return parked
 
 
-def unpark(name: str, budget: str, runs: str | Path) -> bool:
+def unpark(name: str, layout: Layout) -> bool:
     """Put a parked run back into its run folder when that folder has no state of its own (a new
     session) or an older one (a stale ``runs/`` left by an earlier session); the parked copy stays until
     the run is recorded. True if restored."""
-    config, source = grid.RUNS[name].config(budget), grid.parked_folder(name, budget)
-    folder = run_dir(config, runs)
+    config, source = grid.RUNS[name].config(layout.scale.name), layout.parked / name
+    folder = run_dir(config, layout.runs)
     if (folder / "done.json").exists() or (parked := _steps(source)) < 0 or _steps(folder) >= parked:
         return False
     if json.loads((source / "config.json").read_text()) != dataclasses.asdict(config):
@@ -103,23 +103,23 @@ def unpark(name: str, budget: str, runs: str | Path) -> bool:
     return True
 
 
-def log_path(name: str, budget: str) -> tuple[Path | None, bool]:
+def log_path(name: str, layout: Layout) -> tuple[Path | None, bool]:
     """(the committed training log of run ``name`` at ``budget``, whether the run finished): a released
     run's ``checkpoints/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
     log parked with an unfinished run; (None, False) where there is none."""
-    run, records = grid.RUNS[name], grid.folders(budget)[1]
-    if get_scale(budget).published and run.release and _released_as(run.release, run.config(budget)):
-        return CHECKPOINTS / f"{run.release}.log.csv", True
+    run, records = grid.RUNS[name], layout.records
+    if layout.scale.published and run.release and _released_as(run.release, run.config(layout.scale.name), layout):
+        return layout.checkpoints / f"{run.release}.log.csv", True
     if (records / f"{name}.log.csv.gz").exists():
         return records / f"{name}.log.csv.gz", True
-    parked = grid.parked_folder(name, budget) / "log.csv.gz"
+    parked = layout.parked / name / "log.csv.gz"
     return (parked, False) if parked.exists() else (None, False)
 
 
-def _released_as(release: str, config: Config) -> bool:
+def _released_as(release: str, config: Config, layout: Layout) -> bool:
     """Whether the manifest's ``release`` was trained with ``config``: its fields compared, teachers
     by name, so that reading a table hashes no checkpoint (training and evaluation compare hashes)."""
-    entry = Manifest().get(release)
+    entry = Manifest(layout.checkpoints).get(release)
     if entry is None or "file" not in entry:
         return False
     return _given(entry.get("config", {})) == _given(dataclasses.asdict(config))
@@ -130,13 +130,13 @@ def _given(fields: dict) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def training_states(names: Iterable[str], budget: str) -> pd.DataFrame:
+def training_states(names: Iterable[str], layout: Layout) -> pd.DataFrame:
     """How far each run of ``budget`` is, from what is committed: ``state`` (converged by the stop
     rule, step cap, finished, training (parked) or not started), ``steps`` and the ``last_lr``."""
-    ends = Manifest(grid.folders(budget)[1]).entries()
+    ends = Manifest(layout.records).entries()
     rows = []
     for name in names:
-        path, finished = log_path(name, budget)
+        path, finished = log_path(name, layout)
         end = ends.get(name, {}).get("end", {})
         state = ("converged (stop rule)" if end.get("converged") else "step cap" if end else "finished") if finished \
             else "training (parked)" if path else "not started"
@@ -146,9 +146,9 @@ def training_states(names: Iterable[str], budget: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "state", "steps", "last_lr"])
 
 
-def released_weights(run: grid.Run, config: Config) -> Path | None:
-    """The released checkpoint of ``run`` when its config hash is this config's."""
-    return Manifest().weights(run.release, config.hash()) if run.release else None
+def released_weights(run: grid.Run, config: Config, checkpoints: Path) -> Path | None:
+    """The checkpoint of ``run`` released in ``checkpoints`` when its config hash is this config's."""
+    return Manifest(checkpoints).weights(run.release, config.hash()) if run.release else None
 
 
 def estimate_s(run: grid.Run, config: Config, cache: Path | None = None) -> float:
@@ -175,38 +175,38 @@ def _rate(kd: bool, n: int) -> float:
     return a if low == high else a + (b - a) * (n - low) / (high - low)
 
 
-def status(names: Iterable[str], budget: str, runs: Path, root: Path | None = None) -> dict[str, str]:
-    """Per run: "cached" (result up to date under ``root``), "evaluate" (weights here), "train", or
+def status(names: Iterable[str], layout: Layout) -> dict[str, str]:
+    """Per run: "cached" (result up to date in ``layout.experiments``), "evaluate" (weights here), "train", or
     "as recorded": a result of this config evaluated by other evaluation code (or before the code was
     recorded, :func:`kdlib.evaluate.evaluation_code`) whose weights are not kept, so it cannot be
     made again without training; it stands as recorded."""
-    out, _ = grid.folders(budget, root)
     states, code = {}, evaluation_code()
     for name in names:
-        config = grid.RUNS[name].config(budget)
-        result = out / f"{name}.json"
+        config = grid.RUNS[name].config(layout.scale.name)
+        result = layout.experiments / f"{name}.json"
         model = json.loads(result.read_text())["model"] if result.exists() else {}
         if model.get("config_hash") == config.hash():
             states[name] = ("cached" if model.get("code") == code else
-                            "evaluate" if _weights_here(name, budget, runs) else "as recorded")
-        elif _weights_here(name, budget, runs):
+                            "evaluate" if _weights_here(name, layout) else "as recorded")
+        elif _weights_here(name, layout):
             states[name] = "evaluate"
         else:
             states[name] = "train"
     return states
 
 
-def _weights_here(name: str, budget: str, runs: Path) -> bool:
+def _weights_here(name: str, layout: Layout) -> bool:
     """Whether run ``name`` can be evaluated here: a finished run folder, released or kept weights."""
-    config = grid.RUNS[name].config(budget)
-    return ((run_dir(config, runs) / "done.json").exists() or released_weights(grid.RUNS[name], config) is not None
-            or kept_weights(name, budget) is not None)
+    config = grid.RUNS[name].config(layout.scale.name)
+    return ((run_dir(config, layout.runs) / "done.json").exists()
+            or released_weights(grid.RUNS[name], config, layout.checkpoints) is not None
+            or kept_weights(name, layout) is not None)
 
 
-def kept_weights(name: str, budget: str) -> Path | None:
+def kept_weights(name: str, layout: Layout) -> Path | None:
     """The best weights of a recorded run kept beside its log (the long tier's), when their sha256 is
     the one its manifest entry records."""
-    records = grid.folders(budget)[1]
+    records = layout.records
     path, entry = records / f"{name}.pth.tar", Manifest(records).get(name)
     return path if path.exists() and entry and data.sha256sum(path) == entry.get("sha256") else None
 
@@ -246,7 +246,7 @@ def last_step(folder: Path) -> int:
         return 0
 
 
-def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: bool,
+def train_all(names: list[str], layout: Layout, jobs: int, compile: bool,
               on_done=lambda name: None, teacher_cache: Path | None = None) -> None:
     """Train ``names`` ``jobs`` at a time (one process each, cores split between them: a lone run
     gets them all), with one progress bar over every run's steps; ``on_done(name)`` as each finishes.
@@ -255,6 +255,7 @@ def train_all(names: list[str], budget: str, runs: Path, jobs: int, compile: boo
         return
     jobs = min(jobs, len(names))
     threads = max(1, torch.get_num_threads() // jobs)
+    budget, runs = layout.scale.name, layout.runs
     configs = {n: grid.RUNS[n].config(budget) for n in names}
     dirs = {n: run_dir(c, runs) for n, c in configs.items()}
     total = sum(c.steps for c in configs.values())
@@ -306,46 +307,46 @@ def workers(jobs: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown()
 
 
-def finish(name: str, budget: str, runs: Path, images: list[Path], root: Path | None = None) -> Path:
+def finish(name: str, layout: Layout, images: list[Path]) -> Path:
     """Release or record a trained run, then evaluate it with real bitstreams into its result JSON
-    (under ``root``, see :func:`folders`)."""
+    in ``layout.experiments``."""
+    budget, scale, records = layout.scale.name, layout.scale, layout.records
     run, config = grid.RUNS[name], grid.RUNS[name].config(budget)
-    out, records = grid.folders(budget, root)
-    weights = released_weights(run, config) or kept_weights(name, budget)
-    folder = run_dir(config, runs)
+    weights = released_weights(run, config, layout.checkpoints) or kept_weights(name, layout)
+    folder = run_dir(config, layout.runs)
     if weights is None:
-        if run.release and get_scale(budget).published:
-            release(folder, run.release, recipe=recipe(config))
-            weights = released_weights(run, config)
+        if run.release and scale.published:
+            release(folder, run.release, layout.checkpoints, recipe=recipe(config))
+            weights = released_weights(run, config, layout.checkpoints)
         else:
             record(folder, name, records)
             weights = folder / "best.pth.tar"
             if (folder / "done.json").exists():
                 record_end(name, folder, records)
-            if get_scale(budget).keep_weights:  # hours of training each: the weights are kept beside the log
+            if scale.keep_weights:  # hours of training each: the weights are kept beside the log
                 copy(weights, records / f"{name}.pth.tar")
-            shutil.rmtree(grid.parked_folder(name, budget), ignore_errors=True)
+            shutil.rmtree(layout.parked / name, ignore_errors=True)
     model = load_model(weights)
-    result = evaluate(model, images, name, progress=False, keep={grid.KODIM14: out / "kodim14" / f"{name}.png"})
+    result = evaluate(model, images, name, progress=False, keep={grid.KODIM14: layout.experiments / "kodim14" / f"{name}.png"})
     result["model"].update(config_hash=config.hash(), sha256=data.sha256sum(weights), run=name,
                            arm=run.arm, budget=budget, code=evaluation_code())
-    path = write_json(out / f"{name}.json", result)
-    if run.release and get_scale(budget).published:
-        note_kodak(run.release, path)
-    if get_scale(budget).release_converged and name in grid.LONG_RELEASES:
-        release_converged(name, path, records)
+    path = write_json(layout.experiments / f"{name}.json", result)
+    if run.release and scale.published:
+        note_kodak(run.release, path, layout.checkpoints)
+    if scale.release_converged and name in grid.LONG_RELEASES:
+        release_converged(name, path, layout)
     return path
 
 
-def release_converged(name: str, result: Path, records: Path) -> str | None:
+def release_converged(name: str, result: Path, layout: Layout) -> str | None:
     """Release long-tier run ``name`` as :data:`LONG_RELEASES` names it when it converged (its record's
-    ``end``) and its Kodak RD cost (``result``) is below the paper grid's release of its size
-    (``results/<release>.json``); returns the name released, or None."""
+    ``end`` in ``layout.records``) and its Kodak RD cost (``result``) is below the paper grid's release of
+    its size (``<cpu results>/<release>.json``); returns the name released, or None."""
     from kdlib.metrics import per_image
 
-    run, entry = grid.RUNS[name], Manifest(records).get(name) or {}
+    run, entry = grid.RUNS[name], Manifest(layout.records).get(name) or {}
     end = entry.get("end") or {}
-    paper_grid = RESULTS / f"{run.release}.json"
+    paper_grid = layout.at("cpu").results / f"{run.release}.json"
     if not end.get("converged") or not paper_grid.exists():
         return None
     config = run.config("long")
@@ -353,22 +354,22 @@ def release_converged(name: str, result: Path, records: Path) -> str | None:
     if cost >= grid_cost:
         return None
     as_name = grid.LONG_RELEASES[name]
-    if Manifest().weights(as_name, entry["config_hash"]) is None:  # not yet released (a re-evaluation only notes Kodak)
-        release_recorded(name, records, as_name, recipe=(
+    if Manifest(layout.checkpoints).weights(as_name, entry["config_hash"]) is None:  # not yet released (a re-evaluation only notes Kodak)
+        release_recorded(name, layout.records, as_name, layout.checkpoints, recipe=(
             f"{recipe(config)}; long budget: batches from a bank of {config.bank} crops, trained until the learning "
             f"rate fell to {config.converge_lr:g} of its start and the best validation RD loss moved by under "
             f"{config.converge_flat * 100:g} % over the last 10 % of steps (cap {config.steps} steps): stopped at "
             f"{end['steps']}; Kodak RD cost {cost:.4f} against {grid_cost:.4f} for {run.release} (10k steps)"))
-    note_kodak(as_name, result)
+    note_kodak(as_name, result, layout.checkpoints)
     return as_name
 
 
-def note_kodak(release: str, result: Path) -> None:
+def note_kodak(release: str, result: Path, checkpoints: Path) -> None:
     """Put a released student's Kodak means (real bitstreams) into its manifest entry."""
     evaluation = read_json(result)
     means = {k: round(v[0], 6) for k, v in evaluation["results"].items()
              if k in ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-estimated")}
-    Manifest().update(release, kodak={**means, "images": len(evaluation["per_image"]),
+    Manifest(checkpoints).update(release, kodak={**means, "images": len(evaluation["per_image"]),
                                       "result": repo_relative(result).as_posix()})
 
 
@@ -390,12 +391,12 @@ def teacher_cache() -> Path:
     return data.cache_root() / "teacher-targets"
 
 
-def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", jobs: int = 2,
-                   compile: bool = True, dry_run: bool = False, only: list[str] | None = None,
-                   train: bool = True, root: Path | None = None) -> dict[str, str]:
-    """Make every result of experiment ``number``: evaluate what has weights, train what has not
-    (saying which runs and the estimated time first; ``train=False`` only says it). ``dry_run``
-    does nothing but say. Results go under ``root`` (:func:`folders`). Returns each run's state before the call."""
+def run_experiment(number: int, layout: Layout, jobs: int = 2, compile: bool = True, dry_run: bool = False,
+                   only: list[str] | None = None, train: bool = True) -> dict[str, str]:
+    """Make every result of experiment ``number`` at ``layout``'s scale: evaluate what has weights, train
+    what has not (saying which runs and the estimated time first; ``train=False`` only says it). ``dry_run``
+    does nothing but say. Returns each run's state before the call."""
+    budget, scale, runs = layout.scale.name, layout.scale, layout.runs
     if number not in grid.EXPERIMENTS:
         raise ValueError(f"experiment must be one of {sorted(grid.EXPERIMENTS)}, not {number}")
     unknown = sorted(set(only or ()) - set(grid.members(number, budget)))
@@ -405,14 +406,11 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
         raise SpecError(f"not runs of experiment {number} at scale {budget}: {', '.join(unknown)} "
                         f"(`kdlib experiment {number} --scale {budget} --dry-run` lists them)")
     names = [n for n in grid.TIERS.get(budget, grid.ORDER) if n in grid.members(number, budget) and (not only or n in only)]
-    runs = Path(runs)
-    states = status(names, budget, runs, root)
-    out = grid.folders(budget, root)[0]
-    scale = get_scale(budget)
-    images = scale.images(root)
-    restored = [n for n in names if states[n] == "train" and not dry_run and unpark(n, budget, runs)]
+    states = status(names, layout)
+    images = layout.images()
+    restored = [n for n in names if states[n] == "train" and not dry_run and unpark(n, layout)]
     if restored:
-        print(f"resumed from the parked state in {grid.folders(budget)[1] / 'parked'}: {', '.join(restored)}")
+        print(f"resumed from the parked state in {repo_relative(layout.parked).as_posix()}: {', '.join(restored)}")
     to_train = [n for n in names if states[n] == "train"]
     to_evaluate = [n for n in names if states[n] == "evaluate"]
     recorded = [n for n in names if states[n] == "as recorded"]
@@ -427,15 +425,15 @@ def run_experiment(number: int, budget: str = "cpu", runs: str | Path = "runs", 
             print(f"  {n}: {run_dir(grid.RUNS[n].config(budget), runs)}")
     if dry_run:
         return states
-    save_teacher_reconstructions(names, images, out)
+    save_teacher_reconstructions(names, images, layout.experiments)
     for n in to_evaluate:
-        print(f"{n}: evaluated -> {finish(n, budget, runs, images, root)}")
+        print(f"{n}: evaluated -> {finish(n, layout, images)}")
     if not train:
         if to_train:
             print(f"not trained here: run `kdlib experiment {number} --scale {budget}` to train them")
         return states
-    train_all(to_train, budget, runs, jobs, compile and not scale.quick,
-              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, budget, runs, images, root)}"),
+    train_all(to_train, layout, jobs, compile and not scale.quick,
+              on_done=lambda n: print(f"{n}: trained, evaluated -> {finish(n, layout, images)}"),
               teacher_cache=None if scale.quick else teacher_cache())
     return states
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdlib.losses import KDWeights
-from kdlib.scales import RESULTS, SCALES
+from kdlib.scales import SCALES
 from kdlib.scales import get as get_scale
 
 if TYPE_CHECKING:
@@ -232,16 +231,3 @@ def members(number: int, budget: str) -> list[str]:
     if scale.experiments is not None and number not in scale.experiments:
         return []
     return TIERS.get(budget, EXPERIMENTS[number])
-
-
-def folders(budget: str, root: Path | None = None) -> tuple[Path, Path]:
-    """(results folder, records folder) of a budget, under ``root`` (default: the repository's
-    ``results/``, whose ``cpu`` results are the published ones): :meth:`kdlib.scales.Scale.results`
-    and :meth:`~kdlib.scales.Scale.records`."""
-    scale, root = get_scale(budget), Path(root) if root is not None else RESULTS
-    return scale.results(root) / "experiments", scale.records(root)
-
-
-def parked_folder(name: str, budget: str) -> Path:
-    """Where an unfinished run of ``budget`` is parked between sessions (:func:`park`)."""
-    return folders(budget)[1] / "parked" / name

@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from kdlib import plots
+from kdlib.scales import Layout
 
 
 # Added to every page of the HTML report: once the page has loaded, it writes how many of its images
@@ -30,13 +30,14 @@ def offline(page: str) -> str:
     return _REMOTE_SCRIPT.sub("", page).replace("</head>", _STYLE + "</head>", 1)
 
 
-def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Path, figures: str | Path) -> Path:
-    """A static HTML report in ``out``: ``index.html`` (REPRODUCTION.md, with every figure shown) and
-    one page per executed notebook (nbconvert, figures embedded). Returns the index."""
+def write_html(notebooks: list[Path], out: str | Path, layout: Layout) -> Path:
+    """A static HTML report in ``out``: ``index.html`` (``layout``'s REPRODUCTION.md, with every figure of
+    ``layout.figures`` shown, its tables copied) and one page per executed notebook (nbconvert, figures
+    embedded). Returns the index."""
     from nbconvert import HTMLExporter  # Jupyter's exporter, only when a report is written
     from nbconvert.filters.markdown import markdown2html
 
-    out, figures = Path(out), Path(figures)
+    out, figures = Path(out), layout.figures
     out.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
     pages = []
@@ -48,10 +49,10 @@ def write_html(notebooks: list[Path], out: str | Path, reproduction_md: str | Pa
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + back, body, count=1)
         page.write_text(offline(body.replace("</body>", back + _CHECK + "</body>")))
         pages.append(page.name)
-    for folder, name in ((figures, "figures"), (plots.TABLES, "tables")):
+    for folder, name in ((figures, "figures"), (layout.tables, "tables")):
         if folder.is_dir():
             shutil.copytree(folder, out / name, dirs_exist_ok=True)
-    text = Path(reproduction_md).read_text().replace("](../figures/", "](figures/")
+    text = (layout.report / "REPRODUCTION.md").read_text().replace("](../figures/", "](figures/")
     shown = [f'<figure><img src="figures/{p.name}" width="600"><figcaption>{p.stem}</figcaption></figure>'
              for p in sorted((out / "figures").glob("*.png"))]
     links = "".join(f'<li><a href="{p}">{p.removesuffix(".html")}</a></li>' for p in pages)

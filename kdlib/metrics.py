@@ -10,11 +10,11 @@ import bjontegaard
 import numpy as np
 import pandas as pd
 
-from kdlib.scales import REPO_ROOT
+from kdlib.scales import PAPER
 
 # CompressAI's published Kodak curve of the teachers' model (bmshj2018-hyperprior, MSE, q1-8): the one
 # reference curve every notebook and table reads
-REFERENCE = REPO_ROOT / "paper" / "reference" / "compressai-kodak"
+REFERENCE = PAPER / "reference" / "compressai-kodak"
 COMPRESSAI_CURVE = REFERENCE / "compressai-bmshj2018-hyperprior_mse_cuda.json"
 
 

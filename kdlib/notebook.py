@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdlib import metrics, plots
-from kdlib.scales import get as get_scale
+from kdlib.scales import REPO_ROOT, Layout
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,33 +20,21 @@ SCALE_ENV = "KDLIB_SCALE"  # overrides the parameter: nbval (make test) cannot i
 OUTPUTS_ENV = "KDLIB_OUTPUTS"  # a folder for figures, tables and the report instead of the published ones (make test)
 
 
-def setup(scale: str, results_dir: str | Path | None = None, data_dir: str | Path | None = None) -> tuple[str, Path]:
-    """(scale, results folder) for a notebook's parameters. ``scale`` alone decides what is read and
-    written (:meth:`kdlib.scales.Scale.results`: ``results/`` at ``cpu``, ``results/<scale>`` otherwise);
-    ``results_dir`` only overrides the results folder, relative to the repository when relative (so
-    papermill works from any folder); ``data_dir`` sets ``KDLIB_DATA``. At a quick scale figures and
-    tables go under the results folder, so a smoke run never overwrites the published ones."""
+def setup(scale: str, results_dir: str | Path | None = None, data_dir: str | Path | None = None) -> Layout:
+    """The :class:`~kdlib.scales.Layout` a notebook reads and writes, from its parameters. ``scale`` alone
+    decides it (results from ``results/`` at ``cpu``, ``results/<scale>`` otherwise; a quick scale's figures
+    and tables under its results, so a smoke run never overwrites the published ones); ``results_dir`` only
+    overrides the results folder, relative to the repository when relative (so papermill works from any
+    folder); ``data_dir`` sets ``KDLIB_DATA``. ``KDLIB_SCALE`` overrides ``scale`` and ``KDLIB_OUTPUTS``
+    sends figures, tables and the report elsewhere (strict nbval, which cannot inject parameters)."""
     scale = os.environ.get(SCALE_ENV, scale)
     if data_dir:
         os.environ["KDLIB_DATA"] = str(data_dir)
-    if results_dir is None:
-        results = get_scale(scale).results(plots.REPO_ROOT / "results")
-    else:
-        results = Path(results_dir) if Path(results_dir).is_absolute() else plots.REPO_ROOT / results_dir
-    if get_scale(scale).quick:  # a run of the pipeline never rewrites the published figures and tables
-        plots.FIGURES, plots.TABLES = results / "smoke-figures", results / "smoke-tables"
-    if os.environ.get(OUTPUTS_ENV):  # strict nbval re-executes the published notebooks without rewriting their products
-        outputs = plots.REPO_ROOT / os.environ[OUTPUTS_ENV]
-        plots.FIGURES, plots.TABLES = outputs / "figures", outputs / "tables"
-    shown = results.relative_to(plots.REPO_ROOT) if results.is_relative_to(plots.REPO_ROOT) else results
-    print(f"scale={scale}, results from {shown.as_posix()}/")
-    return scale, results
-
-
-def report_folder() -> Path:
-    """Where the notebook `reproduction` writes REPRODUCTION.md: ``paper/``, unless figures and tables go elsewhere
-    (a smoke run, or ``KDLIB_OUTPUTS``), then beside those tables."""
-    return plots.PAPER if plots.TABLES == plots.PAPER / "tables" else plots.TABLES
+    results = None if results_dir is None else REPO_ROOT / results_dir  # an absolute results_dir stays itself
+    outputs = REPO_ROOT / os.environ[OUTPUTS_ENV] if os.environ.get(OUTPUTS_ENV) else None
+    layout = Layout.of(scale, results=results, outputs=outputs)
+    print(f"scale={scale}, results from {plots.shown(layout.results).as_posix()}/")
+    return layout
 
 
 def runs_line(runs: "pd.DataFrame", number: int, scale: str) -> str:
@@ -89,17 +77,18 @@ def kodim14_panel(results: Path, name: str, title: str, result_path: str | Path,
     return f"{title}\n{image['psnr-rgb']:.2f} dB, {image['bpp']:.3f} bpp", np.asarray(Image.open(path).crop(box))
 
 
-def check_results(done: "pd.DataFrame", scale: str) -> None:
+def check_results(done: "pd.DataFrame", layout: Layout) -> None:
     """Every landed result: 24 Kodak images, made by the run's declared config (at ``cpu``),
     and a real bit rate within 5 % of the estimate (not at ``smoke``: a 4-step model on two 192x192
     crops, whose header and stream overheads are a large share of a few hundred bytes)."""
     from kdlib import grid
 
+    scale = layout.scale
     for r in done.itertuples():
         result = metrics.read_result(r.path)
-        assert len(result["per_image"]) == 24 or get_scale(scale).quick, r.name
-        assert not get_scale(scale).published or result["model"]["config_hash"] == grid.RUNS[r.name].config(scale).hash(), r.name
-        assert get_scale(scale).quick or abs(result["results"]["bpp"][0] / result["results"]["bpp-estimated"][0] - 1) < 0.05, r.name
+        assert len(result["per_image"]) == 24 or scale.quick, r.name
+        assert not scale.published or result["model"]["config_hash"] == grid.RUNS[r.name].config(scale.name).hash(), r.name
+        assert scale.quick or abs(result["results"]["bpp"][0] / result["results"]["bpp-estimated"][0] - 1) < 0.05, r.name
     print(f"checks passed ({len(done)} results)")
 
 
@@ -183,8 +172,6 @@ def normalize(path: str | Path) -> None:
     bars on stderr, and this machine's path to the repository (outputs print paths relative to it). A
     re-execution whose numbers did not move then leaves the committed notebook byte-identical."""
     import nbformat
-
-    from kdlib.models import REPO_ROOT
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)

@@ -13,11 +13,6 @@ import pandas as pd
 import seaborn as sns
 
 from kdlib.metrics import msssim_db, read_result
-from kdlib.scales import REPO_ROOT
-
-PAPER = REPO_ROOT / "paper"
-FIGURES = REPO_ROOT / "figures"  # where save() writes; notebooks at smoke scale point it elsewhere
-TABLES = PAPER / "tables"
 
 
 def read_curve(path: str | Path, label: str | None = None) -> pd.DataFrame:
@@ -312,18 +307,18 @@ def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: l
     return fig
 
 
-def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> Path:
-    """Write ``<folder>/<name>.png`` (and .pdf); default folder: :data:`FIGURES`."""
-    folder = Path(folder or FIGURES)
+def save(fig: plt.Figure, name: str, folder: str | Path) -> Path:
+    """Write ``<folder>/<name>.png`` (and .pdf); ``folder``: a :class:`kdlib.scales.Layout`'s ``figures``."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
     return shown(folder / f"{name}.png")
 
 
-def write_table(frame: pd.DataFrame, name: str, folder: str | Path | None = None) -> Path:
-    """Write a table as ``<name>.csv`` and ``<name>.tex``; default folder: :data:`TABLES`."""
-    folder = Path(folder or TABLES)
+def write_table(frame: pd.DataFrame, name: str, folder: str | Path) -> Path:
+    """Write a table as ``<name>.csv`` and ``<name>.tex``; ``folder``: a :class:`kdlib.scales.Layout`'s ``tables``."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / f"{name}.csv", index=False)
     (folder / f"{name}.tex").write_text(frame.to_latex(index=False, float_format="%.4g"))

@@ -69,9 +69,9 @@ def _machine(meta: dict[str, Any], per_run: str = "") -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores; {meta['threads']} thread(s){per_run}, device {meta.get('device', 'cpu')}"
 
 
-def handed_over(earlier: str | Path) -> tuple[pd.DataFrame, int, float]:
+def handed_over(earlier: str | Path, checkpoints: Path = CHECKPOINTS) -> tuple[pd.DataFrame, int, float]:
     """(log as a DataFrame, steps, wall seconds) up to the state a continued run started from: a run
-    directory's ``last.pth.tar``, or a released checkpoint's best step (by name)."""
+    directory's ``last.pth.tar``, or the best step of a checkpoint released in ``checkpoints`` (by name)."""
     import pandas as pd
 
     from kdlib.train import TrainingError
@@ -80,11 +80,11 @@ def handed_over(earlier: str | Path) -> tuple[pd.DataFrame, int, float]:
         state = read_checkpoint(Path(earlier) / "last.pth.tar")["meta"]
         log, steps = pd.read_csv(Path(earlier) / "log.csv"), state["steps"]
         return log[log.step <= steps], steps, state["wall_s"]
-    entry = Manifest().get(str(earlier))
+    entry = Manifest(checkpoints).get(str(earlier))
     if entry is None:
         raise TrainingError(f"{earlier} is neither a run directory nor a released checkpoint "
-                            f"({sorted(Manifest().entries())})")
-    log, steps = pd.read_csv(CHECKPOINTS / f"{earlier}.log.csv"), entry["steps"]
+                            f"({sorted(Manifest(checkpoints).entries())})")
+    log, steps = pd.read_csv(checkpoints / f"{earlier}.log.csv"), entry["steps"]
     log = log[log.step <= steps]
     return log, steps, float(log.wall_s.iloc[-1])
 
@@ -104,10 +104,10 @@ def record(run: str | Path, name: str, folder: str | Path) -> dict[str, Any]:
         "wall_h": round(last["wall_s"] / 3600, 2), "machine": _machine(last), "commit": best.get("commit")})
 
 
-def release(run: str | Path, name: str, recipe: str = "",
+def release(run: str | Path, name: str, checkpoints: Path, recipe: str = "",
             after: str | Path | list[str | Path] | None = None) -> dict[str, Any]:
-    """Publish a run's best checkpoint as ``checkpoints/<name>.pth.tar`` (CDF tables updated, no
-    optimizer state), its log as ``<name>.log.csv``, and its entry in ``checkpoints/manifest.json``.
+    """Publish a run's best checkpoint as ``<checkpoints>/<name>.pth.tar`` (CDF tables updated, no
+    optimizer state), its log as ``<name>.log.csv``, and its entry in ``<checkpoints>/manifest.json``.
     ``after``: what this run continues, earliest first (``--continue``): run directories, each
     handing over its ``last.pth.tar``, or the name of a released checkpoint (``--continue T5``),
     handing over its best step with its released log. Their logs come first and steps and
@@ -123,16 +123,16 @@ def release(run: str | Path, name: str, recipe: str = "",
     earlier_runs = [] if after is None else [after] if isinstance(after, (str, Path)) else list(after)
     logs, offset, wall = [], 0, 0.0
     for earlier in earlier_runs:
-        part, steps, seconds = handed_over(earlier)
+        part, steps, seconds = handed_over(earlier, checkpoints)
         logs.append(part.assign(step=part.step + offset, wall_s=part.wall_s + wall))
         offset, wall = offset + steps, wall + seconds
     log = pd.read_csv(run / "log.csv")
     log = pd.concat([*logs, log.assign(step=log.step + offset, wall_s=log.wall_s + wall)])
-    target = CHECKPOINTS / f"{name}.pth.tar"
+    target = Path(checkpoints) / f"{name}.pth.tar"
     save_checkpoint(target, model, {**meta, "name": name, "commit": meta.get("commit")})
-    with atomic(CHECKPOINTS / f"{name}.log.csv") as tmp:
+    with atomic(Path(checkpoints) / f"{name}.log.csv") as tmp:
         log.to_csv(tmp, index=False)
-    return Manifest().put(name, {
+    return Manifest(checkpoints).put(name, {
         "file": target.name, "sha256": data.sha256sum(target), "config": meta["config"],
         "config_hash": Config(**meta["config"]).hash(), "lambda": meta["lambda"], "steps": offset + meta["steps"],
         "steps_run": offset + last["steps"], "wall_h": round((wall + last["wall_s"]) / 3600, 2), "data": meta["data"],
@@ -140,10 +140,11 @@ def release(run: str | Path, name: str, recipe: str = "",
         "init": meta["config"].get("init")})
 
 
-def release_recorded(name: str, records: str | Path, as_name: str, recipe: str = "") -> dict[str, Any]:
+def release_recorded(name: str, records: str | Path, as_name: str, checkpoints: Path,
+                     recipe: str = "") -> dict[str, Any]:
     """Publish recorded run ``name`` whose weights were kept (``<records>/<name>.pth.tar``, the long
-    tier's) as ``checkpoints/<as_name>.pth.tar`` (CDF tables updated), its log as ``<as_name>.log.csv``,
-    and an entry in ``checkpoints/manifest.json`` with the record's config, steps, hours, machine and
+    tier's) as ``<checkpoints>/<as_name>.pth.tar`` (CDF tables updated), its log as ``<as_name>.log.csv``,
+    and an entry in ``<checkpoints>/manifest.json`` with the record's config, steps, hours, machine and
     how it ended (``end``)."""
     from kdlib.train import TrainingError
 
@@ -155,11 +156,11 @@ def release_recorded(name: str, records: str | Path, as_name: str, recipe: str =
         raise TrainingError(f"{records / name}.pth.tar is not the weights its manifest entry records")
     model = load_model(records / f"{name}.pth.tar")
     meta = dict(model.meta)
-    target = CHECKPOINTS / f"{as_name}.pth.tar"
+    target = Path(checkpoints) / f"{as_name}.pth.tar"
     save_checkpoint(target, model, {**meta, "name": as_name})
-    write_atomic(CHECKPOINTS / f"{as_name}.log.csv", gzip.decompress((records / f"{name}.log.csv.gz").read_bytes()),
+    write_atomic(Path(checkpoints) / f"{as_name}.log.csv", gzip.decompress((records / f"{name}.log.csv.gz").read_bytes()),
                  overwrite=True)
-    return Manifest().put(as_name, {
+    return Manifest(checkpoints).put(as_name, {
         "file": target.name, "sha256": data.sha256sum(target), "config": entry["config"],
         "config_hash": entry["config_hash"], "lambda": meta["lambda"], "steps": entry["steps"],
         "steps_run": entry["steps_run"], "wall_h": entry["wall_h"], "data": meta["data"], "machine": entry["machine"],

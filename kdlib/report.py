@@ -11,6 +11,7 @@ import pandas as pd
 from kdlib import analysis, gpu, grid, metrics, plots
 
 from kdlib.analysis import PUBLISHED
+from kdlib.scales import PAPER, Layout
 
 
 def _runs_done(number: int, results: Path) -> tuple[int, int]:
@@ -110,7 +111,7 @@ def _quality(claim: str) -> tuple[str, str, str]:
             "(`compressai.models.vbr`, qualities 1-8)", "reproduced" if same else "differs")
 
 
-def _experiment1(results: Path) -> tuple[str, str, str]:
+def _experiment1(results: Path, long: Layout) -> tuple[str, str, str]:
     gains, theirs = analysis.size_table(results), pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
     claim = f"N=64 {theirs.loc[64, 'psnr_db']:.2f} dB at {theirs.loc[64, 'bpp']:.2f} bpp, 0.4 dB under the teacher"
     if gains.empty:
@@ -128,12 +129,12 @@ def _experiment1(results: Path) -> tuple[str, str, str]:
             "differs: 10k CPU steps, not millions on a GPU; KD vs its scratch twin in RD cost: "
             + "; ".join(f"{side} at N = {sizes[side]}" for side in sizes if sizes[side])
             + " (`kdlib.analysis.verdict`: paired bootstrap over images and the seeds' interval; notebook e1_size); "
-            + _converged())
+            + _converged(long))
 
 
-def _converged() -> str:
+def _converged(long: Layout) -> str:
     """The long tier's verdict per N (notebook e1b_converged), or how far it has come."""
-    table = analysis.converged_table(analysis.training_status(1, "long"))
+    table = analysis.converged_table(analysis.training_status(1, long))
     parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
              f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}; bpp {r['d_bpp']:+.3f}, "
              f"{analysis.headline(r['bpp_verdict'])}; PSNR {r['d_psnr-rgb']:+.2f} dB, {analysis.headline(r['psnr_verdict'])}")
@@ -293,16 +294,17 @@ def _codecs(results: Path, claim: str) -> tuple[str, str, str]:
             "the paper's points in our range, PSNR against our curve: " + ("; ".join(gaps) or "none"), verdict)
 
 
-CLAIMS = pd.read_csv(plots.PAPER / "claims.csv", keep_default_na=False).to_dict("records")
+CLAIMS = pd.read_csv(PAPER / "claims.csv", keep_default_na=False).to_dict("records")
 """``paper/claims.csv``, one row per figure and table of the paper, in the report's order: its notebook,
 the paper's claim (empty where the report reads it from ``paper/published/``), and the ``measure``
 that gives ours and the verdict (``stated``: the row's own ``ours`` and ``verdict``)."""
 
 
-def _measured(results: Path) -> list[tuple[str, str, str]]:
+def _measured(layout: Layout) -> list[tuple[str, str, str]]:
     """(the paper, ours, verdict) of every row of :data:`CLAIMS`, each measure computed once."""
+    results = layout.results
     measures = {
-        "experiment1": lambda c: _experiment1(results),
+        "experiment1": lambda c: _experiment1(results, layout.at("long")),
         "bd_lambda_1": lambda c: _bd(results)["kd_lic_rd_lambda_1"],
         "bd_lambda_2": lambda c: _bd(results)["kd_lic_rd_lambda_2"],
         "weights": lambda c: _weights(results, c["claim"]),
@@ -322,11 +324,11 @@ def _measured(results: Path) -> list[tuple[str, str, str]]:
     return [done[(c["measure"], c["claim"])] for c in CLAIMS]
 
 
-def reproduction(results: str | Path, figures: str | Path) -> str:
-    """The markdown of ``paper/REPRODUCTION.md`` from the result files (every number) and the figures
-    drawn (links)."""
-    results, figures = Path(results), Path(figures)
-    rows = {(c["kind"], c["name"]): cells for c, cells in zip(CLAIMS, _measured(results))}
+def reproduction(layout: Layout) -> str:
+    """The markdown of ``paper/REPRODUCTION.md`` from ``layout``'s result files (every number) and the
+    figures drawn there (links)."""
+    figures = layout.figures
+    rows = {(c["kind"], c["name"]): cells for c, cells in zip(CLAIMS, _measured(layout))}
     lines = ["# The paper, figure by figure, beside ours", "",
              "Written by `kdlib.report.reproduction` from `results/` and `figures/` (notebook "
              "`reproduction`); do not edit. Published figures are in the data mirror "
@@ -344,7 +346,7 @@ def reproduction(results: str | Path, figures: str | Path) -> str:
     for (kind, name), (paper, ours, verdict) in rows.items():
         if kind == "table":
             lines.append(f"| [{name}](tables/{name}) | {paper} | {ours} | {verdict} |")
-    deviations = pd.read_csv(plots.PAPER / "deviations.csv")
+    deviations = pd.read_csv(PAPER / "deviations.csv")
     lines += ["", "## Deviations from the authors' protocol", "",
               "From `paper/deviations.csv`; the authors' code and logbook (FABallemand/PRIM) decide where the paper's "
               "text is ambiguous.", "", "| what | the authors | ours | why |", "|---|---|---|---|"]

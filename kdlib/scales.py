@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS = REPO_ROOT / "results"  # the results tree, whatever the working folder
-CHECKPOINTS = REPO_ROOT / "checkpoints"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the repository: its paper/, checkpoints/, results/, figures/
+PAPER = REPO_ROOT / "paper"  # the paper's numbers, claims and deviations (read), and REPRODUCTION.md (Layout.report)
+CHECKPOINTS = REPO_ROOT / "checkpoints"  # the released models, which a model name resolves to (kdlib.models.resolve)
+RUNS = REPO_ROOT / "runs"  # training run folders, a cache by config hash (kdlib.train.run_dir), unless given
 
 
 @dataclass(frozen=True)
@@ -36,25 +37,6 @@ class Scale:
     # grid's runs released under their names (checkpoints/<release>.pth.tar) and checked against their configs
     release_converged: bool = False  # runs named in kdlib.grid.LONG_RELEASES are released once converged
     gpu: bool = False  # needs a CUDA GPU and Vimeo90K
-
-    def results(self, root: str | Path | None = None) -> Path:
-        """Its results folder under ``root`` (default: the repository's ``results/``, whose ``cpu``
-        results are the published ones): ``root`` itself at ``cpu``, else ``root/<scale>``."""
-        root = Path(root) if root is not None else RESULTS
-        return root if self.published else root / self.name
-
-    def records(self, root: str | Path | None = None) -> Path:
-        """Where its finished runs are recorded (log, manifest entry): ``checkpoints/runs[/<scale>]``,
-        or beside a quick run's results, which are never committed."""
-        if self.quick:
-            return self.results(root) / "records"
-        return CHECKPOINTS / "runs" if self.published else CHECKPOINTS / "runs" / self.name
-
-    def images(self, root: str | Path | None = None) -> list[Path]:
-        """The images it evaluates on: Kodak's 24, or two centre crops written under its results."""
-        from kdlib import data  # torch, and only when asked: the Makefile reads this module
-
-        return data.smoke_images(self.results(root) / "images") if self.quick else data.kodak_paths()
 
     @property
     def repeats(self) -> int:
@@ -98,6 +80,70 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
           dict(scale="paper"), gpu=True, about="the published protocol: a CUDA GPU and Vimeo90K"),
 )}
 RECIPES: dict[str, dict[str, Any]] = {name: s.recipe for name, s in SCALES.items() if s.recipe is not None}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one scale reads and writes, every folder resolved once from a root (default: the repository;
+    tests pass a temporary one). The CLI, ``kdlib reproduce`` and the notebooks' prelude build it and pass
+    it down: no module keeps a folder of its own. Build it with :meth:`of`."""
+
+    scale: Scale
+    root: Path  # the repository-like folder the others are under, unless overridden
+    results: Path  # result files; the experiments' under ``experiments/``
+    records: Path  # finished runs of the grid (logs, manifest, kept weights); unfinished ones under ``parked/``
+    runs: Path  # training run folders, a cache by config hash
+    checkpoints: Path  # the released models and their manifest, where the grid's runs are released
+    figures: Path
+    tables: Path
+    report: Path  # the folder of REPRODUCTION.md
+
+    @classmethod
+    def of(cls, scale: str | Scale, root: str | Path | None = None, *, results_root: str | Path | None = None,
+           results: str | Path | None = None, runs: str | Path | None = None,
+           outputs: str | Path | None = None) -> Layout:
+        """The layout of ``scale`` under ``root``. ``results_root``: the results tree (default
+        ``<root>/results``), whose ``cpu`` results are the published ones and every other scale's are in
+        ``<scale>/``; ``results``: the results folder itself; ``runs``: the run folders (default
+        ``<root>/runs``); ``outputs``: figures, tables and the report go there (strict nbval re-executes the
+        published notebooks without rewriting their products). A quick scale's records, figures and
+        tables go under its results, so that a run of the pipeline never rewrites what is committed."""
+        scale = get(scale) if isinstance(scale, str) else scale
+        root = Path(root) if root is not None else REPO_ROOT
+        tree = Path(results_root) if results_root is not None else root / "results"
+        folder = Path(results) if results is not None else tree if scale.published else tree / scale.name
+        checkpoints = root / "checkpoints"
+        records = (folder / "records" if scale.quick else checkpoints / "runs" if scale.published
+                   else checkpoints / "runs" / scale.name)
+        if outputs is not None:
+            figures, tables, report = Path(outputs) / "figures", Path(outputs) / "tables", Path(outputs) / "tables"
+        elif scale.quick:
+            figures, tables, report = folder / "smoke-figures", folder / "smoke-tables", folder / "smoke-tables"
+        else:
+            figures, tables, report = root / "figures", root / "paper" / "tables", root / "paper"
+        runs = Path(runs) if runs is not None else root / RUNS.name
+        return cls(scale, root, folder, records, runs, checkpoints, figures, tables, report)
+
+    def at(self, scale: str) -> Layout:
+        """The layout of another scale under the same root (a notebook reading the long tier beside cpu);
+        this one for its own scale."""
+        return self if scale == self.scale.name else Layout.of(scale, self.root, runs=self.runs)
+
+    @property
+    def experiments(self) -> Path:
+        """The grid's result files."""
+        return self.results / "experiments"
+
+    @property
+    def parked(self) -> Path:
+        """Where unfinished runs are parked between sessions (:func:`kdlib.experiments.park`)."""
+        return self.records / "parked"
+
+    def images(self) -> list[Path]:
+        """The images the scale evaluates on: Kodak's 24, or two centre crops written under its results."""
+        from kdlib import data  # torch, and only when asked: the Makefile reads this module
+
+        return data.smoke_images(self.results / "images") if self.scale.quick else data.kodak_paths()
 
 
 def get(name: str) -> Scale:

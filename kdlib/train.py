@@ -32,7 +32,7 @@ from kdlib.bank import open_bank, order
 from kdlib.io import write_json
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
-from kdlib.scales import RECIPES
+from kdlib.scales import RECIPES, RUNS
 from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
 
 class TrainingError(RuntimeError):
@@ -133,7 +133,7 @@ def portable_path(path: str | None) -> str | None:
     return str(repo_relative(path)) if path else path
 
 
-def run_dir(config: Config, runs: str | Path = "runs") -> Path:
+def run_dir(config: Config, runs: str | Path) -> Path:
     return Path(runs) / f"{config.name}-{config.hash()}"
 
 
@@ -183,7 +183,7 @@ def state_path(folder: Path, step: int) -> Path:
     return folder / f"state-{step}.pth.tar"
 
 
-def branch_from(config: Config, out: Path, longer: Config, runs: str | Path = "runs") -> Path | None:
+def branch_from(config: Config, out: Path, longer: Config, runs: str | Path) -> Path | None:
     """Start ``config`` (a "wsd" run, no state yet) from the state that run ``longer`` kept at this
     run's :func:`stable_end`: ``longer`` is the same config with more steps (any name), so both runs
     are the same up to there and this one continues with its own decay. Returns the state used, or
@@ -294,7 +294,7 @@ def teacher_cache_key(config: Config, rank: int = 0, teacher: str | None = None)
             "dataset": config.dataset, "chunk": CHUNK}
 
 
-def train(config: Config, runs: str | Path = "runs", threads: int | None = None,
+def train(config: Config, runs: str | Path = RUNS, threads: int | None = None,
           progress: bool = True, stop_after: int | None = None, compile: bool = False,
           teacher_cache: str | Path | None = None, keep_states: tuple[int, ...] = (),
           longer: Config | None = None) -> Path:

@@ -10,6 +10,7 @@ from scipy import stats
 from kdlib import analysis
 from kdlib.analysis import bd_two_ways, family_bd
 from kdlib.metrics import bd_metrics, gap_to_curve
+from kdlib.scales import Layout
 
 
 def test_gap_to_curve():
@@ -246,9 +247,7 @@ def test_seed_rule_never_calls_seeds_enough_on_their_sd_alone():
 def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     """kdlib.analysis.budget_curve on the committed equal tier: one row per N and budget (16k, 32k, 64k),
     each over the seeds whose two arms landed, decided by the one rule (one seed: no verdict)."""
-    from kdlib import grid
-
-    curve = analysis.budget_curve(grid.folders("equal")[0])
+    curve = analysis.budget_curve(Layout.of("equal").experiments)
     pilot = curve[curve.N == 16]
     assert list(pilot.steps) == [16_000, 32_000, 64_000] and (pilot.seeds >= 1).all()
     assert all(verdict.startswith("one seed") == (seeds == 1) for verdict, seeds in zip(pilot.verdict, pilot.seeds))

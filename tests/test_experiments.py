@@ -16,6 +16,7 @@ from kdlib import experiments, grid
 from kdlib.experiments import run_experiment, status
 from kdlib.grid import EXPERIMENTS, RUNS, Run
 from kdlib.models import read_checkpoint
+from kdlib.scales import Layout
 from kdlib import train as training
 from kdlib.train import Config, run_dir, train
 
@@ -92,28 +93,27 @@ def tiny_grid(monkeypatch, folder):
 @pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_path, monkeypatch, capsys):
     tiny_grid(monkeypatch, photo_folder)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
-    assert set(run_experiment(1, "smoke", tmp_path / "runs", jobs=1).values()) == {"train"}
-    out, records = grid.folders("smoke")
+    layout = Layout.of("smoke", tmp_path)
+    assert set(run_experiment(1, layout, jobs=1).values()) == {"train"}
+    out, records = layout.experiments, layout.records
     for name in ("k", "s"):
         result = json.loads((out / f"{name}.json").read_text())
         assert len(result["per_image"]) == 2 and result["model"]["config_hash"] == RUNS_hash(name)
         assert json.loads((records / "manifest.json").read_text())[name]["config_hash"] == RUNS_hash(name)
         assert list(pd.read_csv(records / f"{name}.log.csv.gz").step) == [1, 2]
-    assert set(run_experiment(1, "smoke", tmp_path / "runs").values()) == {"cached"}
+    assert set(run_experiment(1, layout).values()) == {"cached"}
     (out / "k.json").unlink()  # results lost, run folder kept: evaluate again, train nothing
-    assert status(["k", "s"], "smoke", tmp_path / "runs") == {"k": "evaluate", "s": "cached"}
+    assert status(["k", "s"], layout) == {"k": "evaluate", "s": "cached"}
     capsys.readouterr()
-    run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
+    run_experiment(1, layout, dry_run=True)
     assert "1 cached, 1 to evaluate, 0 to train" in capsys.readouterr().out
     # evaluated by other evaluation code: made again where its weights are here, else it stands as recorded
     result = json.loads((out / "s.json").read_text())
     (out / "s.json").write_text(json.dumps({**result, "model": {**result["model"], "code": "earlier"}}))
-    assert status(["s"], "smoke", tmp_path / "runs") == {"s": "evaluate"}
-    shutil.rmtree(run_dir(RUNS_config("s"), tmp_path / "runs"))
-    assert status(["s"], "smoke", tmp_path / "runs") == {"s": "as recorded"}
-    run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
+    assert status(["s"], layout) == {"s": "evaluate"}
+    shutil.rmtree(run_dir(RUNS_config("s"), layout.runs))
+    assert status(["s"], layout) == {"s": "as recorded"}
+    run_experiment(1, layout, dry_run=True)
     assert "1 to evaluate, 0 to train, 1 as recorded (evaluated by earlier code" in capsys.readouterr().out
 
 
@@ -121,7 +121,7 @@ def test_runner_trains_evaluates_then_does_nothing(mirror, photo_folder, tmp_pat
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 cores to tell one thread from all")
 def test_a_lone_run_trains_on_every_core(mirror, photo_folder, tmp_path, monkeypatch):
     tiny_grid(monkeypatch, photo_folder)
-    experiments.train_all(["s"], "smoke", tmp_path / "runs", jobs=2, compile=False)
+    experiments.train_all(["s"], Layout.of("smoke", tmp_path), jobs=2, compile=False)
     meta = read_checkpoint(run_dir(RUNS_config("s"), tmp_path / "runs") / "last.pth.tar")["meta"]
     assert meta["threads"] == torch.get_num_threads()
 
@@ -136,9 +136,7 @@ def RUNS_config(name):
 
 def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folder, tmp_path, capsys):
     tiny_grid(monkeypatch, photo_folder)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
-    run_experiment(1, "smoke", tmp_path / "runs", dry_run=True)
+    run_experiment(1, Layout.of("smoke", tmp_path), dry_run=True)
     out = capsys.readouterr().out
     assert "2 to train" in out and "h, 2 at a time" in out and "k: " in out and "s: " in out
     assert not (tmp_path / "runs").exists()
@@ -198,18 +196,17 @@ def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rat
 def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(photo_folder, tmp_path, monkeypatch):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.setitem(grid.BUDGETS, "smoke", dict(scale="smoke", steps=4, val_every=2, data=str(photo_folder)))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
     config = grid.RUNS["s"].config("smoke")
+    session = {f: Layout.of("smoke", tmp_path, runs=tmp_path / f) for f in ("old", "new", "stale")}
     whole = train(config, runs=tmp_path / "whole", progress=False)
     train(config, runs=tmp_path / "old", progress=False, stop_after=2)
-    assert experiments.park("smoke", tmp_path / "old") == ["s"]  # "k" never started: nothing to park
-    assert experiments.unpark("s", "smoke", tmp_path / "new")  # a new session: runs/ is gone
-    assert not experiments.unpark("s", "smoke", tmp_path / "new")  # its own state now wins
+    assert experiments.park(session["old"]) == ["s"]  # "k" never started: nothing to park
+    assert experiments.unpark("s", session["new"])  # a new session: runs/ is gone
+    assert not experiments.unpark("s", session["new"])  # its own state now wins
     assert read_checkpoint(run_dir(config, tmp_path / "new") / "last.pth.tar")["meta"]["steps"] == 2
     train(config, runs=tmp_path / "stale", progress=False, stop_after=1)  # an earlier session's runs/, left behind
-    assert experiments.park("smoke", tmp_path / "stale") == []  # never moves the parked state backwards
-    assert experiments.unpark("s", "smoke", tmp_path / "stale")  # the parked state, further along, wins
+    assert experiments.park(session["stale"]) == []  # never moves the parked state backwards
+    assert experiments.unpark("s", session["stale"])  # the parked state, further along, wins
     assert read_checkpoint(run_dir(config, tmp_path / "stale") / "last.pth.tar")["meta"]["steps"] == 2
     resumed = train(config, runs=tmp_path / "new", progress=False)
     for key, value in read_checkpoint(whole)["state_dict"].items():
@@ -217,19 +214,15 @@ def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(pho
 
 
 def test_a_long_student_is_released_only_once_converged_and_better_than_the_grids(photo_folder, tmp_path, monkeypatch):
-    import kdlib.models
-    import kdlib.registry
     from kdlib.registry import Manifest, record
 
-    for module in (kdlib.models, kdlib.registry):
-        monkeypatch.setattr(module, "CHECKPOINTS", tmp_path / "released")
-    (tmp_path / "released").mkdir()
-    monkeypatch.setattr(grid, "RESULTS", tmp_path / "results")
+    layout, published = Layout.of("long", tmp_path), (REPO / "checkpoints" / "manifest.json").read_bytes()
+    layout.checkpoints.mkdir()
     (tmp_path / "results").mkdir()
     config = Config(name="t", N=8, M=16, scale="smoke", data=str(photo_folder), crop=64, steps=2, val_every=2)
     folder = run_dir(config, tmp_path / "runs")
     train(config, runs=tmp_path / "runs", progress=False)
-    name, records = "e1-kd-N16-s0", tmp_path / "records"
+    name, records = "e1-kd-N16-s0", layout.records
     record(folder, name, records)
     shutil.copyfile(folder / "best.pth.tar", records / f"{name}.pth.tar")
 
@@ -242,19 +235,20 @@ def test_a_long_student_is_released_only_once_converged_and_better_than_the_grid
     result(tmp_path / "results" / "S16.json", 27.0, 0.54)  # the paper grid's S16
     better, worse = result(tmp_path / "better.json", 29.6, 0.50), result(tmp_path / "worse.json", 26.0, 0.60)
     Manifest(records).update(name, end={"converged": False, "steps": 2})
-    assert experiments.release_converged(name, better, records) is None  # not converged: hit the cap
+    assert experiments.release_converged(name, better, layout) is None  # not converged: hit the cap
     Manifest(records).update(name, end={"converged": True, "steps": 2})
-    assert experiments.release_converged(name, worse, records) is None  # converged but not better
-    assert not (tmp_path / "released" / "S16-long.pth.tar").exists()
-    assert experiments.release_converged(name, better, records) == "S16-long"
-    entry = Manifest().get("S16-long")
+    assert experiments.release_converged(name, worse, layout) is None  # converged but not better
+    assert not (layout.checkpoints / "S16-long.pth.tar").exists()
+    assert experiments.release_converged(name, better, layout) == "S16-long"
+    entry = Manifest(layout.checkpoints).get("S16-long")
     assert entry["run"] == name and entry["end"]["converged"] and entry["kodak"]["psnr-rgb"] == 29.6
     assert entry["config_hash"] == Manifest(records).get(name)["config_hash"] and "long budget" in entry["recipe"]
-    assert list(pd.read_csv(tmp_path / "released" / "S16-long.log.csv").step) == list(pd.read_csv(folder / "log.csv").step)
-    assert Manifest().weights("S16-long") == tmp_path / "released" / "S16-long.pth.tar"
-    released = (tmp_path / "released" / "S16-long.pth.tar").stat().st_mtime_ns
-    assert experiments.release_converged(name, better, records) == "S16-long"  # a re-evaluation: Kodak noted again,
-    assert (tmp_path / "released" / "S16-long.pth.tar").stat().st_mtime_ns == released  # the weights not re-released
+    assert list(pd.read_csv(layout.checkpoints / "S16-long.log.csv").step) == list(pd.read_csv(folder / "log.csv").step)
+    assert Manifest(layout.checkpoints).weights("S16-long") == layout.checkpoints / "S16-long.pth.tar"
+    released = (layout.checkpoints / "S16-long.pth.tar").stat().st_mtime_ns
+    assert experiments.release_converged(name, better, layout) == "S16-long"  # a re-evaluation: Kodak noted again,
+    assert (layout.checkpoints / "S16-long.pth.tar").stat().st_mtime_ns == released  # the weights not re-released
+    assert (REPO / "checkpoints" / "manifest.json").read_bytes() == published  # the repository's own: untouched
 
 
 def test_a_branch_not_yet_started_is_parked_from_its_trunks_kept_state_and_resumes(photo_folder, tmp_path, monkeypatch):
@@ -266,11 +260,12 @@ def test_a_branch_not_yet_started_is_parked_from_its_trunks_kept_state_and_resum
     runs = {"t": Run("t", 8, teacher=None, fraction=1.0), "t-b50": Run("t-b50", 8, teacher=None, fraction=0.5, trunk="t")}
     monkeypatch.setattr(grid, "RUNS", runs)
     monkeypatch.setattr(Run, "config", lambda self, budget="cpu": short if self.fraction != 1 else long)
-    monkeypatch.setattr(grid, "parked_folder", lambda name, budget: tmp_path / "parked" / name)
-    train(long, runs=tmp_path / "runs", progress=False, keep_states=(training.stable_end(short),), stop_after=3)
-    assert experiments.park("equal", tmp_path / "runs", ["t-b50"]) == ["t-b50"]
-    shutil.rmtree(tmp_path / "runs")  # a new session
-    assert experiments.unpark("t-b50", "equal", tmp_path / "runs")
+    layout = Layout.of("equal", tmp_path)
+    train(long, runs=layout.runs, progress=False, keep_states=(training.stable_end(short),), stop_after=3)
+    assert experiments.park(layout, ["t-b50"]) == ["t-b50"]
+    assert (tmp_path / "checkpoints" / "runs" / "equal" / "parked" / "t-b50" / "last.pth.tar").exists()
+    shutil.rmtree(layout.runs)  # a new session
+    assert experiments.unpark("t-b50", layout)
     folder = run_dir(short, tmp_path / "runs")
     assert read_checkpoint(folder / "last.pth.tar")["meta"]["steps"] == training.stable_end(short) == 2
 
@@ -363,5 +358,5 @@ def test_reading_a_training_table_hashes_no_checkpoint(monkeypatch, budget):
         raise AssertionError(f"hashed {path}")
 
     monkeypatch.setattr(training, "file_digest", hashed)
-    table = analysis.training_status(1, budget)
+    table = analysis.training_status(1, Layout.of(budget))
     assert len(table) and set(table.state) - {"not started"}

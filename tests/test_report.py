@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdlib import plots, report
+from kdlib import report
 from kdlib.htmlreport import write_html
+from kdlib.scales import Layout
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -30,9 +31,9 @@ def rendered(page: Path) -> tuple[int, int]:
 @pytest.mark.slow  # over 10 s here: left out of `make test-fast`
 def test_report_renders_every_figure_in_a_browser(tmp_path):
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    index = write_html(notebooks, tmp_path / "report", plots.PAPER / "REPRODUCTION.md", plots.FIGURES)
+    index = write_html(notebooks, tmp_path / "report", Layout.of("cpu"))
     shown, total = rendered(index)
-    assert total == len(list(plots.FIGURES.glob("*.png"))) > 20 and shown == total
+    assert total == len(list(Layout.of("cpu").figures.glob("*.png"))) > 20 and shown == total
     for notebook in notebooks:
         outputs = sum("image/png" in o.get("data", {}) for c in json.loads(notebook.read_text())["cells"]
                       for o in c.get("outputs", []))
@@ -166,7 +167,7 @@ def test_every_link_of_the_report_resolves_and_every_page_leads_back(tmp_path):
             self.targets += [v for k, v in attrs if k in ("href", "src") and v]
 
     notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    index = write_html(notebooks, tmp_path / "report", plots.PAPER / "REPRODUCTION.md", plots.FIGURES)
+    index = write_html(notebooks, tmp_path / "report", Layout.of("cpu"))
     broken = []
     for page in sorted(index.parent.glob("*.html")):
         parser = Links()
@@ -189,7 +190,7 @@ def test_the_claims_table_names_real_notebooks_and_known_measures(tmp_path):
     assert len(names) == len(set(names)) and {kind for kind, _ in names} == {"figure", "table"}
     for c in report.CLAIMS:
         assert not c["notebook"] or (NOTEBOOKS / f"{c['notebook']}.ipynb").exists(), c["name"]
-    rows = report._measured(tmp_path / "results")  # nothing measured yet: every row still answers
+    rows = report._measured(Layout.of("cpu", tmp_path))  # nothing measured yet: every row still answers
     assert len(rows) == len(report.CLAIMS) and all(len(cells) == 3 and cells[0] for cells in rows)
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from kdlib import reproduce as rep
+from kdlib.scales import Layout
 
 
 def test_a_product_is_made_once_then_again_when_its_inputs_change(tmp_path, monkeypatch, mirror):
@@ -16,13 +17,14 @@ def test_a_product_is_made_once_then_again_when_its_inputs_change(tmp_path, monk
         (tmp_path / "smoke" / "x" / "table.csv").write_text("a,b\n")
 
     product = lambda: rep.Product(Path("x/table.csv"), "nb", dict(inputs), rep._sidecar, make)  # noqa: E731
-    monkeypatch.setattr(rep, "products", lambda scale, out, images: [product()])
+    monkeypatch.setattr(rep, "products", lambda layout, images: [product()])
     monkeypatch.setattr("kdlib.experiments.run_experiment", lambda *a, **k: None)
-    assert rep.reproduce("smoke", tmp_path, tmp_path / "runs") == [Path("x/table.csv")]
+    layout = Layout.of("smoke", results_root=tmp_path)
+    assert rep.reproduce(layout) == [Path("x/table.csv")]
     assert json.loads((tmp_path / "smoke" / "x" / "table.csv.inputs.json").read_text()) == inputs
-    assert rep.reproduce("smoke", tmp_path, tmp_path / "runs") == [] and len(made) == 1
+    assert rep.reproduce(layout) == [] and len(made) == 1
     inputs["sha256"] = "b"  # e.g. a re-released checkpoint
-    assert rep.reproduce("smoke", tmp_path, tmp_path / "runs") == [Path("x/table.csv")] and len(made) == 2
+    assert rep.reproduce(layout) == [Path("x/table.csv")] and len(made) == 2
 
 
 def test_every_committed_result_records_its_inputs():
@@ -30,15 +32,15 @@ def test_every_committed_result_records_its_inputs():
     the codec's code, or a new release, needs `make reproduce` before it lands)."""
     from kdlib import data
 
-    out = Path(__file__).resolve().parent.parent / "results"
-    stale = [str(p.path) for p in rep.products("cpu", out, data.kodak_paths()) if p.stale(out)]
+    layout = Layout.of("cpu")
+    stale = [str(p.path) for p in rep.products(layout, data.kodak_paths()) if p.stale(layout.results)]
     assert not stale, f"stale or missing: {stale}; run `make reproduce`"
 
 
 def test_paper_scale_says_what_is_missing(monkeypatch):
     monkeypatch.setattr(rep.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="missing here: a CUDA GPU"):
-        rep.reproduce("paper", "results", "runs")
+        rep.reproduce(Layout.of("paper"))
 
 
 def test_out_holds_every_result_the_experiments_included(tmp_path, monkeypatch, mirror):
@@ -46,14 +48,11 @@ def test_out_holds_every_result_the_experiments_included(tmp_path, monkeypatch, 
     repository's results/ whatever --out said)."""
     from kdlib import grid
 
-    roots = []
-    monkeypatch.setattr(rep, "products", lambda scale, out, images: [])
-    monkeypatch.setattr("kdlib.experiments.run_experiment", lambda *a, root=None, **k: roots.append(root))
-    rep.reproduce("cpu", tmp_path / "out", tmp_path / "runs")
-    assert roots == [tmp_path / "out"] * len(grid.EXPERIMENTS)
-    assert grid.folders("cpu", tmp_path)[0] == tmp_path / "experiments"
-    assert grid.folders("smoke", tmp_path) == (tmp_path / "smoke" / "experiments", tmp_path / "smoke" / "records")
-    assert grid.folders("long", tmp_path)[0] == tmp_path / "long" / "experiments"
+    folders = []
+    monkeypatch.setattr(rep, "products", lambda layout, images: [])
+    monkeypatch.setattr("kdlib.experiments.run_experiment", lambda number, layout, **k: folders.append(layout.experiments))
+    rep.reproduce(Layout.of("cpu", results_root=tmp_path / "out"))
+    assert folders == [tmp_path / "out" / "experiments"] * len(grid.EXPERIMENTS)
 
 
 def test_a_result_made_by_other_evaluation_code_is_stale(tmp_path):

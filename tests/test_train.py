@@ -131,37 +131,33 @@ def test_teacher_counts_by_content(photo_folder, tmp_path):
 
 
 def test_release_of_continued_runs_counts_every_run(photo_folder, tmp_path, monkeypatch):
-    import kdlib.models
-    import kdlib.registry
-
-    for module in (kdlib.models, kdlib.registry):
-        monkeypatch.setattr(module, "CHECKPOINTS", tmp_path / "released")
-    (tmp_path / "released").mkdir()
+    released = tmp_path / "released"
+    released.mkdir()
     first = config(photo_folder)
     train(first, runs=tmp_path, progress=False)
     earlier = run_dir(first, tmp_path)
     second = Config.continuing(earlier / "last.pth.tar", lr=1e-5)
     train(second, runs=tmp_path, progress=False)
-    entry = registry.release(run_dir(second, tmp_path), "X", "test", after=earlier)
+    entry = registry.release(run_dir(second, tmp_path), "X", released, "test", after=earlier)
     assert entry["steps_run"] == 8 and entry["init"].startswith("sha256:")
     log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 9))
     third = Config.continuing(run_dir(second, tmp_path) / "last.pth.tar", lr=2e-5)
     train(third, runs=tmp_path, progress=False)
-    entry = registry.release(run_dir(third, tmp_path), "X", "test", after=[earlier, run_dir(second, tmp_path)])
+    entry = registry.release(run_dir(third, tmp_path), "X", released, "test", after=[earlier, run_dir(second, tmp_path)])
     assert entry["steps_run"] == 12 and entry["steps"] in (10, 12)
     log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, 13))
     assert json.loads((tmp_path / "released" / "manifest.json").read_text())["X"]["sha256"] == entry["sha256"]
     best_step = entry["steps"]
-    fourth = Config.continuing("X", lr=1e-5)  # a later session: the released weights go on
+    fourth = Config.continuing(released / "X.pth.tar", lr=1e-5)  # a later session: the released weights go on
     train(fourth, runs=tmp_path, progress=False)
-    entry = registry.release(run_dir(fourth, tmp_path), "X", "test", after="X")
+    entry = registry.release(run_dir(fourth, tmp_path), "X", released, "test", after="X")
     assert entry["steps_run"] == best_step + 4
     log = (tmp_path / "released" / "X.log.csv").read_text().splitlines()
     assert [int(line.split(",")[0]) for line in log[1:]] == list(range(1, best_step + 5))
     with pytest.raises(TrainingError, match="neither a run directory"):
-        registry.release(run_dir(fourth, tmp_path), "X", "test", after="no-such-run")
+        registry.release(run_dir(fourth, tmp_path), "X", released, "test", after="no-such-run")
 
 
 def test_tensorboard_scalars_when_installed(photo_folder, tmp_path, monkeypatch):
