@@ -74,8 +74,50 @@ def kd_gain(kd: list[str | Path], scratch: list[str | Path], lmbda: float) -> di
     return out
 
 
+RULE = ("paired bootstrap over the images and, with several seeds, the seeds' t-interval, both excluding zero "
+        "on the same side; one seed is never enough")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One comparison decided by the one rule (:data:`RULE`, :func:`verdict`), as a record: ``side`` ("better",
+    "worse", "not established", "one seed" or "not measured"), the difference ``d`` (test minus anchor) of
+    ``metric`` with the images' 95 % interval, the seeds' interval and sd (None with one seed), and the words
+    for each side. ``str()`` is its one rendering, the sentence the notebooks and the report print."""
+
+    side: str
+    metric: str = "rd_cost"
+    d: float = float("nan")
+    images: tuple[float, float] = (float("nan"), float("nan"))
+    seeds: int = 1
+    seeds_interval: tuple[float, float] | None = None
+    seed_sd: float | None = None
+    words: tuple[str, str] = ("KD better", "scratch better")  # what "better" and "worse" are called here
+    rule: str = RULE
+
+    @property
+    def decided(self) -> bool:
+        """Whether the rule picked a side."""
+        return self.side in ("better", "worse")
+
+    @property
+    def headline(self) -> str:
+        """Its words without its numbers: "KD lower", "not established", "one seed: not established"."""
+        return {"better": self.words[0], "worse": self.words[1], "one seed": "one seed: not established"}.get(
+            self.side, self.side)
+
+    def __str__(self) -> str:
+        if self.decided or self.side == "not measured":
+            return self.headline
+        images = f"{self.d:+.4f} [{self.images[0]:+.4f}, {self.images[1]:+.4f}] over the images"
+        if self.side == "one seed":
+            return f"one seed: not established ({images})"
+        low, high = self.seeds_interval
+        return f"not established ({images}; seeds' interval [{low:+.4f}, {high:+.4f}], sd {self.seed_sd:.4f})"
+
+
 def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scratch better",
-            metric: str = "rd_cost") -> str:
+            metric: str = "rd_cost") -> Verdict:
     """The one rule behind every "better / worse / not established" of the notebooks and the report,
     read off a :func:`kd_gain` (or :func:`compare`) RD-cost difference, test minus anchor: ``better``
     (negative) or ``worse`` only where the images' paired-bootstrap interval excludes zero and, with
@@ -84,26 +126,24 @@ def verdict(gain: dict[str, float], better: str = "KD better", worse: str = "scr
     "one seed: not established", with the images' interval. ``metric`` reads another difference of
     :func:`kd_gain` by the same rule ("bpp", "psnr-rgb"; ``better`` then names its negative side)."""
     d, low, high = gain[f"d_{metric}"], gain[f"d_{metric}_low"], gain[f"d_{metric}_high"]
+    said = dict(metric=metric, d=d, images=(low, high), words=(better, worse))
     if not np.isfinite(d):
-        return "not measured"
-    images = f"{d:+.4f} [{low:+.4f}, {high:+.4f}] over the images"
+        return Verdict("not measured", **said)
     if gain.get("seeds", 1) < 2:
-        return f"one seed: not established ({images})"
-    seeds_low, seeds_high = gain[f"d_{metric}_seeds_low"], gain[f"d_{metric}_seeds_high"]
-    seeds = f"seeds' interval [{seeds_low:+.4f}, {seeds_high:+.4f}], sd {gain[f'd_{metric}_seed_sd']:.4f}"
-    if high < 0 and seeds_high < 0:
-        return better
-    if low > 0 and seeds_low > 0:
-        return worse
-    return f"not established ({images}; {seeds})"
+        return Verdict("one seed", **said)
+    seeds = dict(seeds=int(gain["seeds"]), seed_sd=gain[f"d_{metric}_seed_sd"],
+                 seeds_interval=(gain[f"d_{metric}_seeds_low"], gain[f"d_{metric}_seeds_high"]))
+    side = ("better" if high < 0 and seeds["seeds_interval"][1] < 0 else
+            "worse" if low > 0 and seeds["seeds_interval"][0] > 0 else "not established")
+    return Verdict(side, **said, **seeds)
 
 
-def headline(said: str) -> str:
-    """A :func:`verdict`'s words without its numbers: "KD lower", "not established", "one seed: not established"."""
-    return said.split(" (")[0]
+def headline(said: Verdict | str) -> str:
+    """A :func:`verdict`'s words without its numbers (:attr:`Verdict.headline`); a plain sentence as it is."""
+    return said.headline if isinstance(said, Verdict) else str(said)
 
 
-def verdict_of(row, column: str, better: str = "KD better", worse: str = "scratch better") -> str:
+def verdict_of(row, column: str, better: str = "KD better", worse: str = "scratch better") -> Verdict:
     """:func:`verdict` of one comparison column of an experiment table's row (``column`` and its
     ``_low`` / ``_high`` interval, as :func:`compare` writes them; a one-seed comparison)."""
     return verdict({"d_rd_cost": getattr(row, column), "d_rd_cost_low": getattr(row, f"{column}_low"),

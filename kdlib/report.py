@@ -119,8 +119,8 @@ def _experiment1(results: Path, long: Layout) -> tuple[str, str, str]:
     g = gains.set_index("N")
     N = 64 if 64 in g.index else g.index[0]
     done, total = _runs_done(1, results)
-    side_of = lambda v: v if v in ("KD better", "scratch better") else "not established"  # noqa: E731
-    sizes = {side: ", ".join(str(n) for n in g.index if side_of(str(g.loc[n, "verdict"])) == side)
+    side_of = lambda v: v.headline if v.decided else "not established"  # noqa: E731
+    sizes = {side: ", ".join(str(n) for n in g.index if side_of(g.loc[n, "verdict"]) == side)
              for side in ("KD better", "scratch better", "not established")}
     return (claim,
             f"N={N} KD {g.loc[N, 'kd_psnr']:.2f} dB at {g.loc[N, 'kd_bpp']:.3f} bpp, scratch "
@@ -137,7 +137,7 @@ def _converged(long: Layout) -> str:
     table = analysis.converged_table(analysis.training_status(1, long))
     parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
              f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}; bpp {r['d_bpp']:+.3f}, "
-             f"{analysis.headline(r['bpp_verdict'])}; PSNR {r['d_psnr-rgb']:+.2f} dB, {analysis.headline(r['psnr_verdict'])}")
+             f"{r['bpp_verdict'].headline}; PSNR {r['d_psnr-rgb']:+.2f} dB, {r['psnr_verdict'].headline}")
              for r in table.to_dict("records")]
     return "converged tier (long budget, notebook e1b_converged): " + "; ".join(parts)
 
@@ -250,7 +250,7 @@ def _hyper(results: Path, claim: str, family: str) -> tuple[str, str, str]:
     if mine.empty:
         return claim, f"{ours} ({done} of {total} runs)", (
             f"not measured yet: no `{family}` run has landed beside its run without the term (`kdlib experiment 4`)")
-    said = {analysis.headline(analysis.verdict_of(r, "vs_without", "better", "worse")) for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
+    said = {analysis.verdict_of(r, "vs_without", "better", "worse").headline for r in mine.itertuples()}  # the one rule (the grid has one seed per variant: "one seed: not established")
     tests = [f"{r.name} against {r.without} {r.vs_without:+.3f} [{r.vs_without_low:+.3f}, {r.vs_without_high:+.3f}] "
              f"({r.d_psnr_vs_without:+.2f} dB, {r.d_bpp_vs_without:+.3f} bpp)" for r in mine.itertuples()]
     if family == "e4-l2":

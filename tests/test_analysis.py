@@ -86,13 +86,20 @@ def test_seeds_that_disagree_are_no_gain_however_tight_the_images_interval(tmp_p
     disagree = [_result(tmp_path / f"kx{s}.json", shift, 0.5) for s, shift in enumerate((0.6, -0.4, 0.2))]
     a, d = analysis.kd_gain(agree, scratch, 0.025), analysis.kd_gain(disagree, scratch, 0.025)
     assert a["d_rd_cost_seeds_low"] < a["d_rd_cost"] < a["d_rd_cost_seeds_high"] < 0
-    assert analysis.verdict(a) == "KD better"
-    assert analysis.verdict(a, better="T5 better", worse="T1 better") == "T5 better"
+    assert analysis.verdict(a).side == "better" and str(analysis.verdict(a)) == "KD better"
+    assert analysis.verdict(a, better="T5 better", worse="T1 better").headline == "T5 better"
     # every image moves alike, so the images' interval excludes zero; the seeds' interval does not
     assert d["d_rd_cost_high"] < 0 and d["d_rd_cost_seeds_low"] < 0 < d["d_rd_cost_seeds_high"]
-    assert analysis.verdict(d).startswith("not established (") and "seeds' interval" in analysis.verdict(d)
+    said = analysis.verdict(d)
+    assert (said.side, said.seeds, said.d, said.images) == ("not established", 3, d["d_rd_cost"],
+                                                            (d["d_rd_cost_low"], d["d_rd_cost_high"]))
+    assert said.seeds_interval == (d["d_rd_cost_seeds_low"], d["d_rd_cost_seeds_high"]) and not said.decided
+    # its one rendering: the difference, the images' interval, the seeds' interval and sd
+    assert str(said) == (f"not established ({d['d_rd_cost']:+.4f} [{d['d_rd_cost_low']:+.4f}, {d['d_rd_cost_high']:+.4f}] "
+                         f"over the images; seeds' interval [{d['d_rd_cost_seeds_low']:+.4f}, "
+                         f"{d['d_rd_cost_seeds_high']:+.4f}], sd {d['d_rd_cost_seed_sd']:.4f})")
     worse = analysis.kd_gain(scratch, agree, 0.025)  # the arms swapped: the anchor is better
-    assert analysis.verdict(worse) == "scratch better"
+    assert analysis.verdict(worse).side == "worse" and analysis.verdict(worse).headline == "scratch better"
 
 
 def test_the_rule_reads_bpp_and_psnr_apart_from_the_rd_cost(tmp_path):
@@ -100,21 +107,25 @@ def test_the_rule_reads_bpp_and_psnr_apart_from_the_rd_cost(tmp_path):
     # KD spends fewer bits and loses a little quality in every seed: the rate moves, the RD cost barely does
     kd = [_result(tmp_path / f"kd{s}.json", shift, 0.45 + 0.01 * s) for s, shift in enumerate((-0.3, -0.2, -0.4))]
     gain = analysis.kd_gain(kd, scratch, 0.025)
-    assert analysis.verdict(gain, "KD lower", "KD higher", "bpp") == "KD lower"
-    assert analysis.verdict(gain, "KD lower", "KD higher", "psnr-rgb") == "KD lower"
-    assert analysis.verdict(gain).startswith("not established (")  # the RD cost: read as before
+    rate = analysis.verdict(gain, "KD lower", "KD higher", "bpp")
+    assert (rate.side, rate.metric, rate.headline) == ("better", "bpp", "KD lower") and rate.d == gain["d_bpp"]
+    assert analysis.verdict(gain, "KD lower", "KD higher", "psnr-rgb").headline == "KD lower"
+    assert analysis.verdict(gain).side == "not established"  # the RD cost: read as before
     assert analysis.headline(analysis.verdict(gain)) == "not established"  # its words, without the numbers
-    assert analysis.verdict(analysis.kd_gain(scratch, kd, 0.025), "KD lower", "KD higher", "bpp") == "KD higher"
+    assert analysis.verdict(analysis.kd_gain(scratch, kd, 0.025), "KD lower", "KD higher", "bpp").headline == "KD higher"
 
 
 def test_one_seed_is_never_enough_whatever_its_images_interval(tmp_path):
     one = analysis.kd_gain([_result(tmp_path / "kd.json", -0.3, 0.5)], [_result(tmp_path / "sc.json", 0.0, 0.5)], 0.025)
     assert np.isnan(one["d_rd_cost_seeds_low"]) and one["d_rd_cost"] > 0 and one["d_rd_cost_low"] > 0
     said = analysis.verdict(one)
-    assert said.startswith("one seed: not established (+") and "over the images" in said
+    assert (said.side, said.seeds, said.seeds_interval, said.headline) == ("one seed", 1, None, "one seed: not established")
+    assert str(said) == f"one seed: not established ({one['d_rd_cost']:+.4f} [{one['d_rd_cost_low']:+.4f}, " \
+                        f"{one['d_rd_cost_high']:+.4f}] over the images)"
     single = {k: v for k, v in one.items() if k != "seeds"}  # kdlib.analysis.compare's columns: one seed
     assert analysis.verdict(single) == said
-    assert analysis.verdict({"d_rd_cost": float("nan"), "d_rd_cost_low": 0, "d_rd_cost_high": 0}) == "not measured"
+    unmeasured = analysis.verdict({"d_rd_cost": float("nan"), "d_rd_cost_low": 0, "d_rd_cost_high": 0})
+    assert unmeasured.side == "not measured" and str(unmeasured) == "not measured"
 
 
 def test_run_spread_is_the_sd_of_the_seeds_mean_rd_cost(tmp_path):
@@ -173,9 +184,10 @@ def test_converged_table_pairs_only_seeds_whose_two_arms_finished(tmp_path):
                            row("e1-scratch-N16-s1", "scratch", 1, "training (parked)", 0.0)])
     table = analysis.converged_table(status, sizes=(16, 32)).set_index("N")
     assert table.loc[16, "seeds"] == 1 and table.loc[16, "d_rd_cost"] < 0  # seed 1's scratch arm is still training
-    assert table.loc[16, "verdict"].startswith("one seed: not established")
+    assert table.loc[16, "verdict"].side == "one seed"
     assert table.loc[16, "d_psnr-rgb"] > 0 and table.loc[16, "d_psnr-rgb_low"] > 0  # KD's quality shift, with its interval
-    assert table.loc[16, "psnr_verdict"].startswith("one seed") and table.loc[16, "bpp_verdict"].startswith("one seed")
+    assert table.loc[16, "psnr_verdict"].side == table.loc[16, "bpp_verdict"].side == "one seed"
+    assert (table.loc[16, "psnr_verdict"].metric, table.loc[16, "bpp_verdict"].words) == ("psnr-rgb", ("KD lower", "KD higher"))
     assert table.loc[32, "seeds"] == 0 and table.loc[32, "verdict"] == "no pair has finished yet"
 
 
@@ -222,9 +234,11 @@ def test_verdict_of_reads_a_comparison_column_of_a_table_row():
     row = pd.DataFrame([{"vs_x": -0.2, "vs_x_low": -0.3, "vs_x_high": -0.1}]).iloc[0]
     assert analysis.verdict_of(row, "vs_x") == analysis.verdict({"d_rd_cost": -0.2, "d_rd_cost_low": -0.3,
                                                                  "d_rd_cost_high": -0.1})
-    assert analysis.verdict_of(row, "vs_x").startswith("one seed: not established (-0.2000 [-0.3000, -0.1000]")
+    said = analysis.verdict_of(row, "vs_x")
+    assert (said.side, said.d, said.images) == ("one seed", -0.2, (-0.3, -0.1))
+    assert str(said) == "one seed: not established (-0.2000 [-0.3000, -0.1000] over the images)"
     named = next(pd.DataFrame([{"vs_x": 0.2, "vs_x_low": 0.1, "vs_x_high": 0.3}]).itertuples())
-    assert analysis.verdict_of(named, "vs_x", "better", "worse").startswith("one seed")
+    assert analysis.verdict_of(named, "vs_x", "better", "worse").words == ("better", "worse")
 
 
 def test_seed_rule_never_calls_seeds_enough_on_their_sd_alone():
@@ -250,5 +264,5 @@ def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     curve = analysis.budget_curve(Layout.of("equal").experiments)
     pilot = curve[curve.N == 16]
     assert list(pilot.steps) == [16_000, 32_000, 64_000] and (pilot.seeds >= 1).all()
-    assert all(verdict.startswith("one seed") == (seeds == 1) for verdict, seeds in zip(pilot.verdict, pilot.seeds))
+    assert all((verdict.side == "one seed") == (seeds == 1) for verdict, seeds in zip(pilot.verdict, pilot.seeds))
     assert (pilot.d_rd_cost_low <= pilot.d_rd_cost).all() and (pilot.d_rd_cost <= pilot.d_rd_cost_high).all()
