@@ -134,16 +134,35 @@ def peak_memory(model: Hyperprior, image: Path) -> dict[str, float]:
     ``*_peak_MiB`` is the process's peak resident size during the call (torch runtime
     included); ``*_extra_MiB`` how far it rose above the resident size just before it
     (the kernel's high-water mark is reset then, through /proc/self/clear_refs).
+
+    The two processes run side by side: the stream the decoding one reads is made here first, from the
+    same weights and image, so neither waits for the other.
     """
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "model.pth"
         torch.save(model.state_dict(), weights)
+        coder = _coder(str(weights))
+        with torch.no_grad():
+            enc = encode(coder, pad(load_image(image).unsqueeze(0))[0])
+        (Path(tmp) / "stream.bin").write_bytes(pack(enc["strings"][0][0], enc["strings"][1][0], enc["shape"]))
+        children = {phase: subprocess.Popen([sys.executable, "-m", "kdlib.resources", str(weights), str(image), phase, tmp],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for phase in ("encode", "decode")}
         out = {}
-        for phase in ("encode", "decode"):
-            cmd = [sys.executable, "-m", "kdlib.resources", str(weights), str(image), phase, tmp]
-            report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        for phase, child in children.items():
+            stdout, stderr = child.communicate()
+            if child.returncode:
+                raise subprocess.CalledProcessError(child.returncode, child.args, stdout, stderr)
+            report = json.loads(stdout)
             out[f"{phase}_peak_MiB"], out[f"{phase}_extra_MiB"] = report["peak"], report["extra"]
     return out
+
+
+def _coder(weights: str) -> Hyperprior:
+    """The model of a state dict saved by :func:`peak_memory`, ready to code (CDF tables updated)."""
+    model = Hyperprior.from_state_dict(torch.load(weights, weights_only=True))
+    model.update()
+    return model
 
 
 def _status_mib(field: str) -> float:
@@ -157,19 +176,17 @@ def _status_mib(field: str) -> float:
 def _measure_peak(weights: str, image: str, phase: str, tmp: str) -> None:
     """Child process of :func:`peak_memory`: run one phase, print its peak memory as JSON."""
     torch.set_num_threads(1)
-    model = Hyperprior.from_state_dict(torch.load(weights, weights_only=True))
-    model.update()
+    model = _coder(weights)
     x = pad(load_image(image).unsqueeze(0))[0]
-    stream = Path(tmp) / "stream.bin"
     if phase == "decode":
-        y, z, shape = unpack(stream.read_bytes())
+        y, z, shape = unpack((Path(tmp) / "stream.bin").read_bytes())
         del x
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current size
     before = _status_mib("VmRSS")
     with torch.no_grad():
         if phase == "encode":
             enc = encode(model, x)
-            stream.write_bytes(pack(enc["strings"][0][0], enc["strings"][1][0], enc["shape"]))
+            pack(enc["strings"][0][0], enc["strings"][1][0], enc["shape"])  # the container too, as kdlib compress
         else:
             decode(model, [[y], [z]], shape)
     peak = _status_mib("VmHWM")

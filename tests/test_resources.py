@@ -32,3 +32,18 @@ def test_parameter_counts_and_memory_are_the_papers():
     assert round(teacher["params_M"], 2) == 5.08 and round(student["params_M"], 2) == 0.27
     assert teacher["params_MiB"] == pytest.approx(teacher["params_M"] * 1e6 * 4 / 2**20)
     assert teacher["params_buffers_MiB"] > before  # the CDF tables count as buffers, not parameters
+
+
+def test_peak_memory_measures_each_phase_in_its_own_fresh_process(tmp_path):
+    """Encoding and decoding run side by side, each in a fresh process (the decoder reads a stream made
+    beforehand): both report a peak, and the rise above the resident size before the call within it."""
+    import numpy as np
+    from PIL import Image
+
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(image)
+    out = resources.peak_memory(Hyperprior(16, 24), image)
+    assert set(out) == {"encode_peak_MiB", "encode_extra_MiB", "decode_peak_MiB", "decode_extra_MiB"}
+    for phase in ("encode", "decode"):
+        assert out[f"{phase}_peak_MiB"] > 50 and 0 <= out[f"{phase}_extra_MiB"] < out[f"{phase}_peak_MiB"]
