@@ -424,6 +424,8 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
         h_cache = TargetCache(teacher_cache, teacher_cache_key(config, rank, config.hyper_teacher), h_forward, None,
                               ("z_hat",))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    if config.precision == "bf16" and device.type == "cpu" and not native_bf16() and rank == 0:
+        print(f"{config.name}: {SLOW_BF16}", flush=True)
     aux_params = aux_optimizer.param_groups[0]["params"]
 
     def checkpoint(path: Path, with_state: bool) -> None:
@@ -581,14 +583,30 @@ def with_segment(segments: list[dict[str, Any]], step: int, bank: str | None, sa
     return [*segments, here]
 
 
+def _cpuinfo(field: str) -> str | None:
+    """A field of the first CPU in /proc/cpuinfo (None where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == field:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     import platform
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): without it, oneDNN emulates bf16
+    and a bf16-autocast training step is several times slower than fp32 (docs/training.md, "Precision")."""
+    flags = (_cpuinfo("flags") or "").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+SLOW_BF16 = ("bf16 autocast on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): a step is several "
+             "times slower than fp32 here (6.9x for N = 16 on an AVX2 EPYC; docs/training.md, \"Precision\")")

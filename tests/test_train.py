@@ -292,3 +292,16 @@ def test_a_branch_decayed_from_a_longer_runs_constant_phase_is_that_run_trained_
     assert read_checkpoint(branched)["meta"]["steps"] == 4
     with pytest.raises(TrainingError, match="more steps"):
         train(dataclasses.replace(short, name="other", lr=1e-3), runs=tmp_path / "c", progress=False, longer=long)
+
+
+def test_a_bf16_run_on_a_cpu_without_native_bf16_says_it_will_be_slow(photo_folder, tmp_path, monkeypatch, capsys):
+    from kdlib import train as training
+
+    monkeypatch.setattr(training, "_cpuinfo", lambda field: "fpu avx2 avx512f" if field == "flags" else None)
+    assert not training.native_bf16()
+    train(config(photo_folder, precision="bf16", steps=2), runs=tmp_path, progress=False)
+    assert "without native bfloat16" in capsys.readouterr().out
+    monkeypatch.setattr(training, "_cpuinfo", lambda field: "fpu avx512f avx512_bf16" if field == "flags" else None)
+    assert training.native_bf16()
+    train(config(photo_folder, precision="bf16", steps=3), runs=tmp_path, progress=False)
+    assert "without native bfloat16" not in capsys.readouterr().out
