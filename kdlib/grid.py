@@ -1,4 +1,4 @@
-"""The paper's experiment grid, declared once: every run, its relations, and where its files live.
+"""The paper's experiment grid, declared once: every run and its relations (where its files live: kdlib.scales.Layout).
 
 Every run of experiments 1 to 5 is a :class:`Run` in :data:`RUNS`; :data:`EXPERIMENTS` says which
 runs each experiment reads (a run shared by two experiments, e.g. the N = 64 KD student at
