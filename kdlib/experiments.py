@@ -57,8 +57,8 @@ def _steps(folder: Path) -> int:
 
 
 def park(layout: Layout, names: Iterable[str] | None = None) -> list[str]:
-    """Copy the resume state of every unfinished run of ``budget`` (its ``last.pth.tar``, ``best.pth.tar``
-    and ``log.csv``) into the repository, so that a later session, whose ``runs/`` may be gone, resumes
+    """Copy the resume state of every unfinished run of ``layout``'s scale (its ``last.pth.tar``, ``best.pth.tar``
+    and ``log.csv``) into ``layout.parked`` (in the repository), so that a later session, whose ``runs/`` may be gone, resumes
     it where it stopped (:func:`unpark`). A parked state further along than the run folder's is kept:
     parking never moves a run backwards. Returns the runs parked."""
     budget, runs, parked = layout.scale.name, layout.runs, []
@@ -105,8 +105,8 @@ def unpark(name: str, layout: Layout) -> bool:
 
 
 def log_path(name: str, layout: Layout) -> tuple[Path | None, bool]:
-    """(the committed training log of run ``name`` at ``budget``, whether the run finished): a released
-    run's ``checkpoints/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
+    """(the committed training log of run ``name`` at ``layout``'s scale, whether the run finished): a released
+    run's ``<checkpoints>/<release>.log.csv``, a recorded run's ``<records>/<name>.log.csv.gz``, else the
     log parked with an unfinished run; (None, False) where there is none."""
     run, records = grid.RUNS[name], layout.records
     if layout.scale.published and run.release and _released_as(run.release, run.config(layout.scale.name), layout):
@@ -132,7 +132,7 @@ def _given(fields: dict) -> dict:
 
 
 def training_states(names: Iterable[str], layout: Layout) -> pd.DataFrame:
-    """How far each run of ``budget`` is, from what is committed: ``state`` (converged by the stop
+    """How far each run at ``layout``'s scale is, from what is committed: ``state`` (converged by the stop
     rule, step cap, finished, training (parked) or not started), ``steps`` and the ``last_lr``."""
     ends = Manifest(layout.records).entries()
     rows = []
