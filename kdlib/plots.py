@@ -307,6 +307,54 @@ def learning_curves_figure(curves: pd.DataFrame, paired: pd.DataFrame, panels: l
     return fig
 
 
+def resources_cpu_figure(arch: pd.DataFrame, speed: pd.DataFrame, memory: pd.DataFrame) -> plt.Figure:
+    """Experiment 6 on this CPU, four panels: parameters and multiply-adds per N beside the paper's
+    (``arch``: :func:`kdlib.analysis.architecture_table`), frames/s per pass and thread count (``speed``: N,
+    threads, device, forward, encode, decode), and the peak memory rise of one frame (``memory``: N, encode,
+    decode)."""
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    axes[0].bar(arch.N.astype(str), arch.params_M, label="ours")
+    axes[0].plot(arch.N.astype(str), arch.paper_params_M, "k_", markersize=20, label="paper")
+    axes[0].set(title="parameters (M)", xlabel="N")
+    axes[0].legend()
+    arch.set_index(arch.N.astype(str))[["GMACs_encoder", "GMACs_hyperprior", "GMACs_decoder"]].plot.bar(stacked=True, ax=axes[1], rot=0)
+    axes[1].plot(arch.N.astype(str), arch.paper_GMACs, "k_", markersize=20, label="paper")
+    axes[1].set(title="GMACs per 768x512 frame", xlabel="N")
+    axes[1].legend(["paper", "encoder", "hyperprior", "decoder"], fontsize="small")
+    long = speed.melt(id_vars=["N", "threads", "device"], var_name="pass", value_name="fps")
+    long["setting"] = long["pass"] + ", " + long.threads.astype(str) + " thr"
+    sns.lineplot(data=long[long.device == "cpu"], x="N", y="fps", hue="setting", marker="o", ax=axes[2])
+    axes[2].set(title="CPU frames/s (Kodak)", yscale="log")
+    axes[2].legend(fontsize="x-small")
+    memory.sort_values("N").set_index("N").plot.bar(ax=axes[3], rot=0)
+    axes[3].set(title="peak memory rise (MiB), one frame")
+    fig.tight_layout()
+    return fig
+
+
+def gpu_runs_figure(runs: pd.DataFrame, gpu_table: pd.DataFrame) -> plt.Figure:
+    """Each committed GPU run's students against the same run's teacher, frames/s and NVML energy per
+    forward pass, in % (``runs``: :func:`kdlib.gpu.forward_runs`), with the paper's RTX 3090 changes
+    (``gpu_table``: :func:`kdlib.gpu.table`) as crosses."""
+    paper = gpu_table.set_index("channels_N")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, quantity, label in [(axes[0], "fps", "frames/s"), (axes[1], "mj", "energy (NVML mJ/frame)")]:
+        students = runs[runs.model != "T5"]
+        sns.stripplot(students, x="channels_N", y=f"{quantity}_vs_teacher_pct", hue="run", ax=ax, size=7,
+                      dodge=True, jitter=False)  # runs side by side: no random jitter, the same image every run
+        changes = paper[f"paper_{'fps' if quantity == 'fps' else 'mj_per_frame'}_rtx3090"]
+        changes = 100 * (changes / changes[128] - 1)
+        ax.scatter([str(n) for n in sorted(students.channels_N.unique())],
+                   [changes.get(n) for n in sorted(students.channels_N.unique())],
+                   marker="x", color="black", s=60, zorder=3, label="paper (RTX 3090)")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xlabel="student N", ylabel=f"{label}\nvs the same run's teacher (%)")
+        ax.legend(fontsize=7, title="GPU run (date, card)", title_fontsize=7)
+    plt.tight_layout()
+    return fig
+
+
 def save(fig: plt.Figure, name: str, folder: str | Path) -> Path:
     """Write ``<folder>/<name>.png`` (and .pdf); ``folder``: a :class:`kdlib.scales.Layout`'s ``figures``."""
     folder = Path(folder)
