@@ -573,7 +573,7 @@ class RunLog:
 def with_segment(segments: list[dict[str, Any]], step: int, bank: str | None, say: bool = True) -> list[dict[str, Any]]:
     """The run's segments (the machine and crop bank each part trained on, from the step it began) with
     this one added where the machine or the bank differs from the last's; says so when it does."""
-    here = {"from_step": step, "machine": cpu_model(), "bank": bank}
+    here = {"from_step": step, "machine": machine_kind(), "bank": bank}
     if segments and (segments[-1]["machine"], segments[-1]["bank"]) == (here["machine"], here["bank"]):
         return segments
     if segments and say:
@@ -601,6 +601,12 @@ def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+def machine_kind() -> str:
+    """The CPU's model name with its ATen capability and whether it has native bfloat16, e.g. "AMD EPYC (AVX2)"
+    or "AMD EPYC (AVX512, native bf16)": the same model name covers kinds that train at very different rates."""
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}{', native bf16' if native_bf16() else ''})"
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): without it, oneDNN emulates bf16
     and a bf16-autocast training step is several times slower than fp32 (docs/training.md, "Precision")."""
@@ -608,5 +614,6 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-SLOW_BF16 = ("bf16 autocast on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): a step is several "
-             "times slower than fp32 here (6.9x for N = 16 on an AVX2 EPYC; docs/training.md, \"Precision\")")
+SLOW_BF16 = ("bf16 autocast on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): expect a step to be "
+             "several times slower than fp32 (measured 6.9x for N = 16 on an AVX2 EPYC, one thread, no compile; "
+             "docs/training.md, \"Precision\")")

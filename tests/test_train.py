@@ -32,12 +32,12 @@ def test_resume_continues_the_same_run(photo_folder, tmp_path):
 def test_a_run_resumed_on_another_machine_records_each_part(photo_folder, tmp_path, monkeypatch, capsys):
     """Where a run trained (machine, crop bank) is in its checkpoint; a resume elsewhere adds a segment,
     says so, and done.json keeps every segment."""
-    monkeypatch.setattr(training, "cpu_model", lambda: "CPU A")
+    monkeypatch.setattr(training, "machine_kind", lambda: "CPU A")
     train(config(photo_folder), runs=tmp_path, progress=False, stop_after=2)
     folder = run_dir(config(photo_folder), tmp_path)
     assert read_checkpoint(folder / "last.pth.tar")["meta"]["segments"] == [
         {"from_step": 0, "machine": "CPU A", "bank": None}]
-    monkeypatch.setattr(training, "cpu_model", lambda: "CPU B")
+    monkeypatch.setattr(training, "machine_kind", lambda: "CPU B")
     train(config(photo_folder), runs=tmp_path, progress=False)
     assert "resuming at step 2 on CPU B" in capsys.readouterr().out
     assert json.loads((folder / "done.json").read_text())["segments"] == [
@@ -46,6 +46,14 @@ def test_a_run_resumed_on_another_machine_records_each_part(photo_folder, tmp_pa
     assert same == [{"from_step": 0, "machine": "CPU B", "bank": "b1"}]  # same machine and bank: one part
     older = training.with_segment([{"from_step": 0, "machine": None, "bank": None}], 7, "b2", say=False)
     assert older[-1] == {"from_step": 7, "machine": "CPU B", "bank": "b2"}  # a state saved before segments
+    monkeypatch.undo()  # a kind names the CPU, its capability and bf16: two kinds of one model name are told apart
+    monkeypatch.setattr(training, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(training, "native_bf16", lambda: False)
+    monkeypatch.setattr(training.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert training.machine_kind() == "AMD EPYC (AVX2)"
+    monkeypatch.setattr(training, "native_bf16", lambda: True)
+    monkeypatch.setattr(training.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert training.machine_kind() == "AMD EPYC (AVX512, native bf16)"
 
 
 def test_finished_run_is_cached(photo_folder, tmp_path, monkeypatch):
