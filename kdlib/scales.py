@@ -121,7 +121,7 @@ class Layout:
             figures, tables, report = folder / "smoke-figures", folder / "smoke-tables", folder / "smoke-tables"
         else:
             figures, tables, report = root / "figures", root / "paper" / "tables", root / "paper"
-        runs = Path(runs) if runs is not None else root / RUNS.name
+        runs = Path(runs) if runs is not None else root / "runs"
         return cls(scale, root, folder, records, runs, checkpoints, figures, tables, report)
 
     def at(self, scale: str) -> Layout:

@@ -608,8 +608,8 @@ def machine_kind() -> str:
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): without it, oneDNN emulates bf16
-    and a bf16-autocast training step is several times slower than fp32 (docs/training.md, "Precision")."""
+    """Whether this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag): without it a bf16-autocast
+    training step was measured several times slower than fp32 (docs/training.md, "Precision")."""
     flags = (_cpuinfo("flags") or "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 

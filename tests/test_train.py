@@ -46,7 +46,9 @@ def test_a_run_resumed_on_another_machine_records_each_part(photo_folder, tmp_pa
     assert same == [{"from_step": 0, "machine": "CPU B", "bank": "b1"}]  # same machine and bank: one part
     older = training.with_segment([{"from_step": 0, "machine": None, "bank": None}], 7, "b2", say=False)
     assert older[-1] == {"from_step": 7, "machine": "CPU B", "bank": "b2"}  # a state saved before segments
-    monkeypatch.undo()  # a kind names the CPU, its capability and bf16: two kinds of one model name are told apart
+
+
+def test_machine_kind_tells_two_kinds_of_one_cpu_name_apart(monkeypatch):
     monkeypatch.setattr(training, "cpu_model", lambda: "AMD EPYC")
     monkeypatch.setattr(training, "native_bf16", lambda: False)
     monkeypatch.setattr(training.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
