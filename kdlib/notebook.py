@@ -77,6 +77,24 @@ def kodim14_panel(results: Path, name: str, title: str, result_path: str | Path,
     return f"{title}\n{image['psnr-rgb']:.2f} dB, {image['bpp']:.3f} bpp", np.asarray(Image.open(path).crop(box))
 
 
+def kodim14_figure(layout: Layout, models: list[tuple[str, str, str | Path]], name: str) -> int:
+    """The paper's kodim14 figure ``name``: the original crop (where Kodak is at hand) and the decoded crop of
+    each model ``(name, title, result JSON)`` whose decoding landed, four to a row; saved where at least one
+    landed. Returns how many panels it holds."""
+    import numpy as np
+    from PIL import Image
+
+    from kdlib import data
+
+    box = (416, 176, 736, 496)  # left, top, right, bottom
+    original = not layout.scale.quick or (layout.experiments / "kodim14").exists()
+    panels = [("original", np.asarray(Image.open(data.kodak_paths()[13]).crop(box)))] if original else []
+    panels += [p for p in (kodim14_panel(layout.results, *model, box) for model in models) if p is not None]
+    if len(panels) > 1:
+        plots.save(plots.reconstructions_figure(panels, columns=4), name, layout.figures)
+    return len(panels)
+
+
 def check_results(done: "pd.DataFrame", layout: Layout) -> None:
     """Every landed result: 24 Kodak images, made by the run's declared config (at ``cpu``),
     and a real bit rate within 5 % of the estimate (not at ``smoke``: a 4-step model on two 192x192

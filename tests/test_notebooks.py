@@ -113,3 +113,11 @@ def test_the_pytest_plugin_compares_images_and_gives_nbval_ipc_kernels():
     item = types.SimpleNamespace(parent=types.SimpleNamespace(skip_compare=("metadata", "image/png", "image/jpeg")))
     notebook.pytest_collection_modifyitems([item])
     assert item.parent.skip_compare == ("metadata",)
+
+
+def test_the_notebooks_hold_under_500_lines_of_code():
+    """Data in, plot out, one call for the verdict (issue 43): the logic lives in kdlib, so the notebooks' code
+    cells stay short. Markdown cells are not counted."""
+    lines = sum(len(c.source.splitlines()) for path in NOTEBOOKS for c in nbformat.read(path, as_version=4).cells
+                if c.cell_type == "code")
+    assert lines < 500, lines
