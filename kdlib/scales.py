@@ -51,8 +51,9 @@ class Scale:
 
 # "cpu"'s recipe was chosen from measurements on a 2-core machine (docs/training.md); its runs' budget, 10k steps
 # of 128x128 x 8 crops in bf16, so that experiment 1 (18 runs) takes about 8 hours two at a time.
-# "long": experiment 1's N = 16 and 32 pairs trained to convergence (kdlib.train.converged: the learning
-# rate cut to 1/8 and the best validation RD loss flat within 0.5 % over the last 10 % of steps), capped
+# "long": experiment 1's N = 16 and 32 pairs trained until a plateau rule stopped them (kdlib.train.converged:
+# the learning rate cut to 1/8 and the best validation RD loss flat within 0.5 % over the last 10 % of steps;
+# not convergence: the validation loss was still falling, issue 40), capped
 # at 150k steps, batches from a fixed bank of 32,768 crops whose teacher targets are computed once
 # (kdlib.bank), so a KD step costs what a scratch step does (docs/training.md, "Long runs").
 # "equal": experiment 1's pairs on one fixed schedule, the same for both arms (issue 40): 64k steps of
