@@ -46,6 +46,7 @@ class Claim:
 
     def __init__(self, layout: Layout):
         self.layout, self.results, self.scale = layout, layout.results, layout.scale.name
+        self._noise: dict[int, dict] = {}
 
     @cached_property
     def runs(self) -> pd.DataFrame:
@@ -59,6 +60,13 @@ class Claim:
     def e1(self) -> pd.DataFrame:
         """Experiment 1's runs, whose seeded pairs say how far a one-seed difference moves by chance."""
         return analysis.results(1, self.layout.experiments)
+
+    def noise(self, N: int = 64) -> dict:
+        """How far a one-seed difference at size ``N`` moves by chance (:func:`kdlib.analysis.seed_noise` over
+        experiment 1's seeded pairs), computed once per claim and size."""
+        if N not in self._noise:
+            self._noise[N] = analysis.seed_noise(self.e1, N)
+        return self._noise[N]
 
     @cached_property
     def compressai(self) -> pd.DataFrame:
@@ -367,12 +375,8 @@ class Lambdas(Claim):
         return (seeds[seeds.test == "KD from T5"].drop(columns="test").reset_index(drop=True)
                 .rename(columns={"seed": "seed of the lambda = 0.025 pair"}))
 
-    @cached_property
-    def noise(self) -> dict:
-        return analysis.seed_noise(self.e1, 64)
-
     def noise_line(self) -> str:
-        noise = self.noise
+        noise = self.noise()
         return (f"experiment 1, N = 64, seeds {noise['seeds']}: paired RD-cost sd {noise['paired_sd']:.4f}, "
                 f"{100 * noise['paired_rel']:.1f} % of the scratch RD cost")
 
@@ -380,7 +384,7 @@ class Lambdas(Claim):
     def pairs(self) -> pd.DataFrame:
         """KD against scratch lambda by lambda (seed 0), with the seeds' spread scaled to each lambda (the
         yardstick); and at 0.025 over experiment 1's seeds."""
-        runs, done, noise, rows = self.runs, self.done, self.noise, []
+        runs, done, noise, rows = self.runs, self.done, self.noise(), []
         for lmbda in grid.LAMBDAS:
             at = runs[runs.lmbda == lmbda]
             scratch = at.loc[at.arm == "scratch"].iloc[0]
@@ -537,12 +541,8 @@ class Weights(Claim):
     def main(self) -> str:
         return grid.main_run(self.variants.name[0])
 
-    @cached_property
-    def noise(self) -> dict:
-        return analysis.seed_noise(self.e1, 64)
-
     def noise_lines(self) -> str:
-        seeded = self.noise
+        seeded = self.noise()
         unpaired = np.sqrt(2) * seeded["run_sd"]
         return (f"N = 64, seeds {seeded['seeds']}: paired_sd {seeded['paired_sd']:.4f} (KD - scratch), run_sd "
                 f"{seeded['run_sd']:.4f} (KD alone): how far a one-seed difference moves from seed to seed\n"
@@ -577,7 +577,7 @@ class Weights(Claim):
         widest = kd_rows.loc[kd_rows.vs_main.abs().idxmax()]
         by_seed = pairs.pivot(index="seed", columns="arm", values="rd_cost")
         d_seed = by_seed.kd - by_seed.scratch
-        sd, lead = self.noise["paired_sd"], -variants.vs_scratch
+        sd, lead = self.noise()["paired_sd"], -variants.vs_scratch
         main_costs = pairs[pairs.arm == "kd"].rd_cost
         spans = main_costs.min() <= variants.rd_cost.min() and main_costs.max() >= variants.rd_cost.max()
         high, low = kd_rows.loc[kd_rows.bpp.idxmax()], kd_rows.loc[kd_rows.bpp.idxmin()]
@@ -673,7 +673,7 @@ class Hyper(Claim):
 
     def verdict(self) -> str:
         v, e1, bd, names = self.variants.set_index("name"), self.e1, self.bd, list(self.families)
-        sd = [analysis.seed_noise(e1, n)["paired_sd"] for n in (16, 64)]
+        sd = [self.noise(n)["paired_sd"] for n in (16, 64)]
         seed0 = e1[e1.done & (e1.seed == 0)].set_index(["N", "arm"]).path
         e1_gap112 = analysis.kd_gain([seed0[(112, "kd")]], [seed0[(112, "scratch")]], 0.025)["d_rd_cost"]
         l2_vs_l1 = bd[(bd.test == names[3]) & (bd.anchor == names[2])].iloc[0]
@@ -766,7 +766,7 @@ class Kld(Claim):
         """Each KLD student against how far two seed-0 variants land apart by chance (experiment 1's seeded pairs)."""
         out = []
         for n in (16, 64):
-            seeded = analysis.seed_noise(self.e1, n)
+            seeded = self.noise(n)
             out.append(f"N = {n}, seeds {seeded['seeds']}: a paired RD-cost difference moves by sd "
                        f"{seeded['paired_sd']:.4f} over seeds")
         for r in self.variants.itertuples():
@@ -790,7 +790,7 @@ class Kld(Claim):
         share = 100 * mean.d_bpp_vs_mse[[16, 64]] / mse_bpp[[16, 64]]
         path = lambda name: runs[runs.name == name].path.iloc[0]  # noqa: E731
         per_vs_mean = analysis.kd_gain([path(per_position["name"])], [path(mean.name[64])], 0.025)["d_rd_cost"]
-        sd = [analysis.seed_noise(e1, n)["paired_sd"] for n in (16, 64)]
+        sd = [self.noise(n)["paired_sd"] for n in (16, 64)]
         apart = lambda r, col: r[col + "_low"] > 0 or r[col + "_high"] < 0  # noqa: E731
         r16, r64, r112 = (mean.loc[n] for n in (16, 64, 112))
         return f"""## Verdict
@@ -992,7 +992,7 @@ class Resources(Claim):
         and N = 64's change against it, beside the paper's change and the range of that change over every
         committed GPU run (:func:`kdlib.gpu.forward_runs`); with whether the paper's change lies in that
         range (None with one run). None without a GPU run."""
-        check = gpu.read_check(self.results)
+        check = self.check
         ours = gpu.table(check, PUBLISHED) if check else None
         if ours is None or not {128, 64} <= set(ours.channels_N):
             return None
