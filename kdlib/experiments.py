@@ -32,7 +32,7 @@ from kdlib.registry import Manifest, record, release, release_recorded
 from kdlib.scales import Layout
 from kdlib.scales import get as get_scale
 from kdlib.teachers import stored
-from kdlib.train import (SLOW_BF16, Config, branch_from, native_bf16, run_dir, stable_end, state_path,
+from kdlib.train import (EMULATED_BF16, Config, branch_from, native_bf16, run_dir, stable_end, state_path,
                          teacher_cache_key, train)
 
 # Steps/s at one thread per run, two runs at a time, bf16 + compile, for time estimates (docs/training.md):
@@ -423,7 +423,7 @@ def run_experiment(number: int, layout: Layout, jobs: int = 2, compile: bool = T
         hours = sum(estimate_s(grid.RUNS[n], grid.RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / at_once
         print(f"to train (about {hours:.1f} h, {at_once} at a time, on this machine's estimate):")
         if any(grid.RUNS[n].config(budget).precision == "bf16" for n in to_train) and not native_bf16():
-            print(f"  (the estimate is for a CPU with native bfloat16; here, {SLOW_BF16})")
+            print(f"  (the estimate is for a CPU with native bfloat16; here, {EMULATED_BF16})")
         for n in to_train:
             print(f"  {n}: {run_dir(grid.RUNS[n].config(budget), runs)}")
     if dry_run:

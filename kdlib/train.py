@@ -32,6 +32,7 @@ from kdlib.bank import open_bank, order
 from kdlib.io import write_json
 from kdlib.losses import KDLoss
 from kdlib.models import Hyperprior, ModelError, load_model, read_checkpoint, resolve, save_checkpoint
+from kdlib.precision import student_precision
 from kdlib.scales import RECIPES, RUNS
 from kdlib.teachers import CHUNK, PARTS, TargetCache, TeacherTargets
 
@@ -423,9 +424,9 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
     if teacher_cache and hyper_teacher is not None:
         h_cache = TargetCache(teacher_cache, teacher_cache_key(config, rank, config.hyper_teacher), h_forward, None,
                               ("z_hat",))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    if config.precision == "bf16" and device.type == "cpu" and not native_bf16() and rank == 0:
-        print(f"{config.name}: {SLOW_BF16}", flush=True)
+    native = native_bf16()
+    if config.precision == "bf16" and device.type == "cpu" and not native and rank == 0:
+        print(f"{config.name}: {EMULATED_BF16}", flush=True)
     aux_params = aux_optimizer.param_groups[0]["params"]
 
     def checkpoint(path: Path, with_state: bool) -> None:
@@ -460,7 +461,7 @@ def _train(config: Config, out: Path, rank: int, world: int, threads: int | None
             if bank is None:
                 t_out = (t_cache(step, x) if t_cache else t_forward(x)) if teacher is not None else None
                 h_out = (h_cache(step, x) if h_cache else h_forward(x)) if hyper_teacher is not None else None
-        with autocast:
+        with student_precision(device, config.precision, native):
             out_s = forward(x)
         terms = criterion(out_s, x, t_out, h_out)
         if not torch.isfinite(terms["loss"]):
@@ -602,18 +603,21 @@ def cpu_model() -> str:
 
 
 def machine_kind() -> str:
-    """The CPU's model name with its ATen capability and whether it has native bfloat16, e.g. "AMD EPYC (AVX2)"
-    or "AMD EPYC (AVX512, native bf16)": the same model name covers kinds that train at very different rates."""
-    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}{', native bf16' if native_bf16() else ''})"
+    """The CPU's model name with its ATen capability and how it computes bfloat16, e.g. "AMD EPYC (AVX2, emulated
+    bf16)" or "AMD EPYC (AVX512, native bf16)": the same model name covers kinds that train at different rates.
+    Segments recorded before the emulation (2026-12-07) name a CPU without native bfloat16 with no suffix, e.g.
+    "AMD EPYC (AVX2)": their bf16 steps ran PyTorch's fallback kernels."""
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, {'native' if native_bf16() else 'emulated'} bf16)"
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag): without it a bf16-autocast
-    training step was measured several times slower than fp32 (docs/training.md, "Precision")."""
+    """Whether this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag): without it bf16 training is
+    emulated (:class:`kdlib.precision.EmulatedBf16`; docs/training.md, "Precision")."""
     flags = (_cpuinfo("flags") or "").split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-SLOW_BF16 = ("bf16 autocast on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): expect a step to be "
-             "several times slower than fp32 (measured 6.9x for N = 16 on an AVX2 EPYC, one thread, no compile; "
-             "docs/training.md, \"Precision\")")
+EMULATED_BF16 = ("bf16 autocast on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): its convolutions "
+                 "run in float32 on bfloat16 operands and round their outputs to bfloat16, as oneDNN's bf16 kernels do "
+                 "(kdlib.precision.EmulatedBf16; PyTorch's own fallback is several times slower: docs/training.md, "
+                 "\"Precision\")")

@@ -52,7 +52,7 @@ def test_machine_kind_tells_two_kinds_of_one_cpu_name_apart(monkeypatch):
     monkeypatch.setattr(training, "cpu_model", lambda: "AMD EPYC")
     monkeypatch.setattr(training, "native_bf16", lambda: False)
     monkeypatch.setattr(training.torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert training.machine_kind() == "AMD EPYC (AVX2)"
+    assert training.machine_kind() == "AMD EPYC (AVX2, emulated bf16)"
     monkeypatch.setattr(training, "native_bf16", lambda: True)
     monkeypatch.setattr(training.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert training.machine_kind() == "AMD EPYC (AVX512, native bf16)"
@@ -304,14 +304,29 @@ def test_a_branch_decayed_from_a_longer_runs_constant_phase_is_that_run_trained_
         train(dataclasses.replace(short, name="other", lr=1e-3), runs=tmp_path / "c", progress=False, longer=long)
 
 
-def test_a_bf16_run_on_a_cpu_without_native_bf16_says_it_will_be_slow(photo_folder, tmp_path, monkeypatch, capsys):
+def test_a_bf16_run_on_a_cpu_without_native_bf16_emulates_its_convolutions_and_says_so(photo_folder, tmp_path,
+                                                                                        monkeypatch, capsys):
+    from kdlib import precision
     from kdlib import train as training
 
+    seen = []
+    real = precision.EmulatedBf16.__torch_function__
+
+    def spy(self, func, types, args=(), kwargs=None):
+        out = real(self, func, types, args, kwargs)
+        if func in precision.CONVOLUTIONS:
+            seen.append((args[0].dtype, out.dtype))
+        return out
+
+    monkeypatch.setattr(precision.EmulatedBf16, "__torch_function__", spy)
     monkeypatch.setattr(training, "_cpuinfo", lambda field: "fpu avx2 avx512f" if field == "flags" else None)
     assert not training.native_bf16()
     train(config(photo_folder, precision="bf16", steps=2), runs=tmp_path, progress=False)
     assert "without native bfloat16" in capsys.readouterr().out
+    # every convolution of the student's transforms: g_a's first takes the float32 crops, all give bfloat16
+    assert len(seen) > 20 and seen[0] == (torch.float32, torch.bfloat16) and {o for _, o in seen} == {torch.bfloat16}
     monkeypatch.setattr(training, "_cpuinfo", lambda field: "fpu avx512f avx512_bf16" if field == "flags" else None)
     assert training.native_bf16()
+    seen.clear()
     train(config(photo_folder, precision="bf16", steps=3), runs=tmp_path, progress=False)
-    assert "without native bfloat16" not in capsys.readouterr().out
+    assert "without native bfloat16" not in capsys.readouterr().out and not seen
