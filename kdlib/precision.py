@@ -14,9 +14,11 @@ CONVOLUTIONS = {F.conv2d, F.conv_transpose2d, torch.conv2d, torch.conv_transpose
 
 class EmulatedBf16(TorchFunctionMode):
     """bfloat16 autocast's convolutions computed in float32: operands rounded to bfloat16, products summed in
-    float32, the output rounded to bfloat16, as oneDNN's native bf16 kernels do. PyTorch's own fallback on a CPU
-    without native bfloat16 (``_slow_conv2d``, ``slow_conv_transpose2d``) is several times slower and rounds
-    more often. Gradients follow through the casts, so they are rounded to bfloat16 where autocast's are."""
+    float32, the output rounded to bfloat16 (meant to match oneDNN's native bf16 kernels, which accumulate in
+    float32). On an AVX2 CPU, PyTorch's own bf16 path (``_slow_conv2d``, ``slow_conv_transpose2d``) made a training
+    step about 8x slower than fp32 and was further from bfloat16's definition on ``conv_transpose2d``'s output
+    and weight gradient (docs/training.md, "Precision"). Gradients follow through the casts, so the input, weight
+    and bias gradients come out rounded to bfloat16."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = dict(kwargs or {})

@@ -1,5 +1,5 @@
 """The bf16 emulation of kdlib.precision against bfloat16's definition: operands rounded to bfloat16, products
-summed exactly (float64 here), the result rounded to bfloat16."""
+summed in float64 (a near-exact reference), the result rounded to bfloat16."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,9 +35,9 @@ def test_emulated_convolutions_round_like_bf16_and_pass_bf16_gradients(op, x_sha
     ideal.backward(grad.double())
     for got, want in zip((y, gx, gw, gb), (ideal, *(t.grad for t in exact))):
         steps = (_bits(got) - _bits(want.detach())).abs()
-        # float32 sums round differently from exact ones rarely, mostly by one step of bfloat16 (more only where
-        # a sum cancels to almost nothing); PyTorch's own fallback on an AVX2 CPU, which sums in bfloat16 in
-        # places, gave 56 % of g_s's output exact (benchmarks/bf16_step.py)
+        # float32 sums round differently from float64 ones rarely, mostly by one bfloat16 step (the few seen
+        # further off, up to 4, were near-zero outputs); PyTorch's own bf16 path on an AVX2 CPU gave 54 % of
+        # this conv_transpose2d's outputs exact (56 % in benchmarks/bf16_step.py's shape)
         assert (steps == 0).float().mean() > 0.99 and (steps <= 1).float().mean() > 0.999
 
 
