@@ -462,7 +462,8 @@ def _other_commands(sub) -> None:
     t.add_argument("--latent", choices=list(LATENT_LOSSES),
                    help="latent KD distance: MSE, KL per position, or KL at the authors' scale (default: mse)")
     t.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="bf16: the student's transforms under bfloat16 autocast (default: fp32)")
+                   help="bf16: the student's transforms under bfloat16 autocast, emulated with float32 "
+                   "convolutions on a CPU without native bfloat16 (default: fp32)")
     t.add_argument("--teacher-cache", metavar="DIR", help="keep the teachers' targets per batch there, for later runs "
                    "drawing the same crops: about 2 GB per seed, 16 GB more for x_hat while 16 GB of disk stay free "
                    "(kdlib experiment: ~/.cache/kdlib/teacher-targets) (default: none)")
