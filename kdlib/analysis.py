@@ -11,6 +11,7 @@ import dataclasses
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from compressai.models.vbr import ScaleHyperpriorVbr
 from scipy import stats
 
 from kdlib import experiments, grid
-from kdlib.metrics import COMPRESSAI_CURVE, bd_metrics, msssim_db, per_image, read_result
+from kdlib.metrics import COMPRESSAI_CURVE, bd_metrics, curve_gaps, msssim_db, per_image, read_result
 from kdlib.scales import PAPER, SCALES, Layout
 
 PUBLISHED = PAPER / "published"  # the paper's own numbers (kdlib.report and the notebooks read them here too)
@@ -612,4 +613,72 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
             gain = kd_gain([k for k, _ in pairs], [s for _, s in pairs], kd[0].lmbda)
             rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain)})
+    return pd.DataFrame(rows)
+
+
+EQUAL_RATE = ("psnr_at_rate", "rate_at_psnr")  # equal_rate's two readings: dB at KD's rate, % at KD's PSNR
+
+
+def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """KD's full-length points of the equal tier read against scratch's own RD curve (issue 40, item 4).
+
+    Each seed's curve joins scratch at lambda 0.013 and 0.0483 (:data:`kdlib.grid.EQUAL_LAMBDAS`, seed 0: one
+    seed, as declared) and the seed's own scratch twin at 0.025, piecewise linear in log bpp over Kodak means.
+    Per seed: ``psnr_at_rate``, KD's PSNR minus the curve's at KD's rate (dB), and ``rate_at_psnr``, KD's rate
+    against the rate the curve needs for KD's PSNR (%). Returned as :func:`kd_gain` returns its metrics
+    (``d_<metric>``, the images' 95 % interval from resampling the same images for every point, the seeds' sd
+    and t-interval), for :func:`verdict`. The seeds' interval holds the 0.025 twins' spread, not the one-seed
+    points' own. ``seeds`` is 0, with ``missing`` naming the results not landed, until the curve can be drawn."""
+    ends, pairs, missing = equal_rate_files(results_folder, N)
+    if missing:
+        return {"seeds": 0, "missing": missing}
+    lmbda = grid.RUNS[pairs[0][0].stem].lmbda
+    low, high = (per_image(p, lm) for p, lm in zip(ends, grid.EQUAL_LAMBDAS))
+    images = low.index
+    table = lambda path: per_image(path, lmbda).loc[images, ["bpp", "psnr-rgb"]].to_numpy()  # noqa: E731
+    kd_points = np.stack([table(k) for k, _ in pairs])  # seeds x images x (bpp, psnr)
+    curves = np.stack([np.stack([low.loc[images, ["bpp", "psnr-rgb"]].to_numpy(), table(s),
+                                 high.loc[images, ["bpp", "psnr-rgb"]].to_numpy()]) for _, s in pairs])
+
+    def gaps(rows: np.ndarray) -> np.ndarray:  # seeds x 2: each seed's two readings over these images' means
+        k, c = kd_points[:, rows].mean(axis=1), curves[:, :, rows].mean(axis=2)
+        return np.array([curve_gaps(c[i, :, 0], c[i, :, 1], *k[i]) for i in range(len(k))])
+
+    by_seed = gaps(np.arange(len(images)))
+    rng = np.random.default_rng(seed)
+    boot = np.array([gaps(rng.integers(0, len(images), len(images))).mean(axis=0) for _ in range(samples)])
+    out: dict[str, Any] = {"seeds": len(pairs)}
+    for j, metric in enumerate(EQUAL_RATE):
+        values = by_seed[:, j]
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        half = stats.t.ppf(0.975, len(values) - 1) * sd / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+        b_low, b_high = np.nanpercentile(boot[:, j], [2.5, 97.5])
+        out.update({f"d_{metric}": float(values.mean()), f"d_{metric}_low": float(b_low),
+                    f"d_{metric}_high": float(b_high), f"d_{metric}_seed_sd": sd,
+                    f"d_{metric}_seeds_low": float(values.mean() - half), f"d_{metric}_seeds_high": float(values.mean() + half)})
+    return out
+
+
+def equal_rate_files(results_folder: str | Path, N: int = 16) -> tuple[list[Path], list[tuple[Path, Path]], list[str]]:
+    """The results behind :func:`equal_rate`: scratch's one-seed ends of the curve (lambda 0.013 and 0.0483), the
+    landed full-length (KD, scratch twin) pairs of the equal tier at size ``N``, and the names still missing."""
+    folder = Path(results_folder)
+    ends = [folder / f"e1-scratch-N{N}-l{lmbda}-s0.json" for lmbda in grid.EQUAL_LAMBDAS]
+    kd = [r for r in (grid.RUNS[n] for n in grid.EQUAL) if r.arm == "kd" and r.N == N and r.fraction == 1.0]
+    pairs = [(folder / f"{r.name}.json", folder / f"{grid.twin(r.name)}.json") for r in kd]
+    pairs = [(k, s) for k, s in pairs if k.exists() and s.exists()]
+    return ends, pairs, [p.stem for p in ends if not p.exists()] + ([] if pairs else [f"every e1-kd-N{N} pair"])
+
+
+def equal_rate_points(results_folder: str | Path, N: int = 16) -> pd.DataFrame:
+    """The Kodak means of :func:`equal_rate`'s points, one row each: name, arm, seed, lambda, bpp, psnr-rgb
+    (empty until the curve can be drawn)."""
+    ends, pairs, missing = equal_rate_files(results_folder, N)
+    if missing:
+        return pd.DataFrame(columns=["name", "arm", "seed", "lambda", "bpp", "psnr-rgb"])
+    rows = []
+    for path in ends + [p for pair in pairs for p in pair]:
+        run = grid.RUNS[path.stem]
+        means = per_image(path, run.lmbda)[["bpp", "psnr-rgb"]].mean()
+        rows.append({"name": run.name, "arm": run.arm, "seed": run.seed, "lambda": run.lmbda, **means.to_dict()})
     return pd.DataFrame(rows)

@@ -283,6 +283,29 @@ class Converged(Claim):
         table = self.trend.groupby(["budget", "N", "phase"], observed=True).rel.agg(["mean", "min", "max", "count"])
         return (100 * table[["mean", "min", "max"]]).round(2).assign(validations=table["count"])
 
+    @cached_property
+    def equal_rate(self) -> dict:
+        """The equal tier's KD points against scratch's own RD curve at N = 16 (issue 40, item 4)."""
+        return analysis.equal_rate(self.layout.at("equal").experiments)
+
+    def equal_rate_summary(self) -> str:
+        """:attr:`equal_rate` read by the one rule, or what it waits for."""
+        r = self.equal_rate
+        if not r["seeds"]:
+            return (f"equal rate, N = 16: not yet; waiting for {', '.join(r['missing'])} (scratch's curve around "
+                    "lambda 0.025, trained after the tier's pairs)")
+        out = [f"equal rate, N = 16, {r['seeds']} seed(s): KD's 64k-step points against scratch's own curve (lambda "
+               "0.013 and 0.0483 at seed 0, each seed's twin at 0.025; piecewise linear in log bpp)"]
+        for metric, label, unit, words in (
+                ("psnr_at_rate", "PSNR at KD's rate, KD - scratch's curve", "dB",
+                 ("KD under scratch's curve", "KD above scratch's curve")),
+                ("rate_at_psnr", "rate at KD's PSNR, KD against scratch's curve", "%", ("KD fewer bits", "KD more bits"))):
+            seeds = (f", seeds' interval [{r[f'd_{metric}_seeds_low']:+.3f}, {r[f'd_{metric}_seeds_high']:+.3f}]"
+                     if r["seeds"] > 1 else "")
+            out.append(f"  {label}: {r[f'd_{metric}']:+.3f} {unit} [{r[f'd_{metric}_low']:+.3f}, "
+                       f"{r[f'd_{metric}_high']:+.3f}] over images{seeds} -> {analysis.verdict(r, *words, metric)}")
+        return "\n".join(out)
+
     def headline(self) -> str:
         """The long tier's verdict per N, or how far it has come (the report's sentence)."""
         parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else

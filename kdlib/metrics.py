@@ -35,10 +35,17 @@ def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, floa
     """Where one RD point sits against a curve (``bpp``, ``psnr`` columns; piecewise linear in
     log bpp): PSNR minus the curve's PSNR at that rate, and the extra rate against the rate
     the curve needs for that PSNR (%). NaN where the point is outside the curve's range."""
-    log_bpp, psnrs = np.log(curve.bpp.to_numpy()), curve.psnr.to_numpy()
+    gap_db, excess_pct = curve_gaps(curve.bpp.to_numpy(), curve.psnr.to_numpy(), bpp, psnr)
+    return {"psnr_gap_db": gap_db, "rate_excess_pct": excess_pct}
+
+
+def curve_gaps(bpps: np.ndarray, psnrs: np.ndarray, bpp: float, psnr: float) -> tuple[float, float]:
+    """:func:`gap_to_curve` on a curve's points as arrays (sorted by rate, PSNR rising with it): the PSNR gap
+    (dB) at the point's rate and the rate excess (%) at its PSNR; NaN outside the curve's range."""
+    log_bpp = np.log(bpps)
     at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
     rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))
-    return {"psnr_gap_db": psnr - at_rate, "rate_excess_pct": 100 * (bpp / rate_for_psnr - 1)}
+    return psnr - at_rate, 100 * (bpp / rate_for_psnr - 1)
 
 
 def bd_metrics(anchor: dict[str, list[float]], test: dict[str, list[float]], method: str = "akima",

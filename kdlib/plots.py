@@ -407,3 +407,24 @@ def budget_figure(curve: pd.DataFrame) -> plt.Figure:
                  "or the images' where one seed)", fontsize="medium")
     fig.tight_layout()
     return fig
+
+
+def equal_rate_figure(points: pd.DataFrame) -> plt.Figure:
+    """KD's full-length points against scratch's own RD curve (:func:`kdlib.analysis.equal_rate_points`): each
+    seed's curve joins scratch's one-seed ends (lambda 0.013, 0.0483) through that seed's scratch twin at 0.025."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ends = points[points.name.str.contains("-l0")]
+    kd, twins = points[points.arm == "kd"], points[(points.arm == "scratch") & ~points.name.str.contains("-l0")]
+    for i, twin in enumerate(twins.itertuples()):
+        curve = pd.concat([ends, points.loc[[twin.Index]]]).sort_values("bpp")
+        ax.plot(curve.bpp, curve["psnr-rgb"], "-", color="0.6", lw=1, marker=".",
+                label="scratch: lambda 0.013 and 0.0483 (seed 0) through each seed's 0.025" if i == 0 else None)
+    ax.plot(kd.bpp, kd["psnr-rgb"], "o", color="C3", ms=7, label="KD (T5 teacher), lambda 0.025, one per seed")
+    ax.set(xscale="log", xlabel="bpp (Kodak mean, real bitstreams)", ylabel="PSNR (dB)",
+           title=f"KD against scratch's own RD curve (N = 16, 64k steps, {len(kd)} seed(s))")
+    plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.4, not 4x10^-1
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -266,3 +266,50 @@ def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     assert list(pilot.steps) == [16_000, 32_000, 64_000] and (pilot.seeds >= 1).all()
     assert all((verdict.side == "one seed") == (seeds == 1) for verdict, seeds in zip(pilot.verdict, pilot.seeds))
     assert (pilot.d_rd_cost_low <= pilot.d_rd_cost).all() and (pilot.d_rd_cost <= pilot.d_rd_cost_high).all()
+
+
+def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
+    """Issue 40 item 4: scratch's curve through its three lambdas (+3 dB per doubling of the rate here), each KD
+    point 0.2 dB above it at its own rate, so 2**(-0.2 / 3) of the rate at its PSNR; one rule decides both."""
+    assert analysis.equal_rate(tmp_path)["missing"] == ["e1-scratch-N16-l0.013-s0", "e1-scratch-N16-l0.0483-s0",
+                                                        "every e1-kd-N16 pair"]
+    rng = np.random.default_rng(0)
+
+    def write(name, bpp, above=0.0):  # every image on the curve psnr = 30 + 3 log2(bpp / 0.1) (+ above)
+        bpps = bpp * np.exp(rng.normal(0, 0.1, 24))
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": 30 + 3 * math.log2(b / 0.1) + above,
+                      "ms-ssim-rgb": 0.98, "bpp": b, "bpp-estimated": b} for i, b in enumerate(bpps)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
+
+    write("e1-scratch-N16-l0.013-s0", 0.3)
+    write("e1-scratch-N16-l0.0483-s0", 0.9)
+    for s, (kd, scratch) in enumerate([(0.45, 0.55), (0.5, 0.6), (0.48, 0.58)]):
+        write(f"e1-kd-N16-s{s}", kd, above=0.2 + 0.01 * s)
+        write(f"e1-scratch-N16-s{s}", scratch)
+    gain = analysis.equal_rate(tmp_path, samples=500)
+    assert gain["seeds"] == 3
+    # the means of the images are not on the curve exactly (log2 of a mean is not the mean of log2s): close
+    assert gain["d_psnr_at_rate"] == pytest.approx(0.21, abs=0.02)
+    assert gain["d_rate_at_psnr"] == pytest.approx(100 * (2 ** (-0.21 / 3) - 1), abs=0.5)
+    for metric in analysis.EQUAL_RATE:
+        assert gain[f"d_{metric}_low"] <= gain[f"d_{metric}"] <= gain[f"d_{metric}_high"]
+        assert gain[f"d_{metric}_seeds_low"] < gain[f"d_{metric}"] < gain[f"d_{metric}_seeds_high"]
+    assert analysis.verdict(gain, "KD under scratch's curve", "KD above scratch's curve", "psnr_at_rate").side == "worse"
+    assert analysis.verdict(gain, "KD fewer bits", "KD more bits", "rate_at_psnr").side == "better"
+    (tmp_path / "e1-kd-N16-s2.json").unlink()  # a pair not landed is left out, never half-read
+    assert analysis.equal_rate(tmp_path, samples=50)["seeds"] == 2
+
+
+def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path, monkeypatch):
+    from kdlib import claims
+
+    claim = claims.Converged(Layout.of("cpu", tmp_path))
+    assert claim.equal_rate_summary().startswith("equal rate, N = 16: not yet; waiting for e1-scratch-N16-l0.013-s0")
+    gain = {"seeds": 3, **{f"d_{m}{end}": v for m in analysis.EQUAL_RATE
+                           for end, v in (("", 0.2), ("_low", 0.1), ("_high", 0.3), ("_seeds_low", 0.05),
+                                          ("_seeds_high", 0.35), ("_seed_sd", 0.05))}}
+    monkeypatch.setattr(claims.analysis, "equal_rate", lambda *a, **k: gain)
+    lines = claims.Converged(Layout.of("cpu", tmp_path)).equal_rate_summary().splitlines()
+    assert lines[1] == ("  PSNR at KD's rate, KD - scratch's curve: +0.200 dB [+0.100, +0.300] over images, seeds' interval [+0.050, "
+                        "+0.350] -> KD above scratch's curve")
+    assert lines[2].endswith("-> KD more bits")
