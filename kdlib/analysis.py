@@ -627,8 +627,12 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     Per seed: ``psnr_at_rate``, KD's PSNR minus the curve's at KD's rate (dB), and ``rate_at_psnr``, KD's rate
     against the rate the curve needs for KD's PSNR (%). Returned as :func:`kd_gain` returns its metrics
     (``d_<metric>``, the images' 95 % interval from resampling the same images for every point, the seeds' sd
-    and t-interval), for :func:`verdict`. The seeds' interval holds the 0.025 twins' spread, not the one-seed
-    points' own. ``seeds`` is 0, with ``missing`` naming the results not landed, until the curve can be drawn."""
+    and t-interval), for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin
+    with the one-seed ends held fixed: the ends' own training noise, which weighs on every seed alike, and the
+    straight lines between the points (under a concave RD curve, in KD's favour) are in neither interval.
+    ``outside``: the seeds whose KD point lies outside its curve (no reading; the means are then NaN), and
+    ``outside_pct``: the share of the images' resamples where any does (the images' interval is then NaN).
+    ``seeds`` is 0, with ``missing`` naming the results not landed, until the curve can be drawn."""
     ends, pairs, missing = equal_rate_files(results_folder, N)
     if missing:
         return {"seeds": 0, "missing": missing}
@@ -647,12 +651,13 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     by_seed = gaps(np.arange(len(images)))
     rng = np.random.default_rng(seed)
     boot = np.array([gaps(rng.integers(0, len(images), len(images))).mean(axis=0) for _ in range(samples)])
-    out: dict[str, Any] = {"seeds": len(pairs)}
+    out: dict[str, Any] = {"seeds": len(pairs), "outside_pct": float(100 * np.isnan(boot).any(axis=1).mean()),
+                           "outside": [grid.RUNS[k.stem].seed for (k, _), g in zip(pairs, by_seed) if np.isnan(g).any()]}
     for j, metric in enumerate(EQUAL_RATE):
         values = by_seed[:, j]
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         half = stats.t.ppf(0.975, len(values) - 1) * sd / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-        b_low, b_high = np.nanpercentile(boot[:, j], [2.5, 97.5])
+        b_low, b_high = np.percentile(boot[:, j], [2.5, 97.5])  # NaN where any resample leaves the curve
         out.update({f"d_{metric}": float(values.mean()), f"d_{metric}_low": float(b_low),
                     f"d_{metric}_high": float(b_high), f"d_{metric}_seed_sd": sd,
                     f"d_{metric}_seeds_low": float(values.mean() - half), f"d_{metric}_seeds_high": float(values.mean() + half)})

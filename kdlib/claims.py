@@ -295,7 +295,11 @@ class Converged(Claim):
             return (f"equal rate, N = 16: not yet; waiting for {', '.join(r['missing'])} (scratch's curve around "
                     "lambda 0.025, trained after the tier's pairs)")
         out = [f"equal rate, N = 16, {r['seeds']} seed(s): KD's 64k-step points against scratch's own curve (lambda "
-               "0.013 and 0.0483 at seed 0, each seed's twin at 0.025; piecewise linear in log bpp)"]
+               "0.013 and 0.0483 at seed 0, each seed's twin at 0.025; piecewise linear in log bpp; the one-seed ends' "
+               "noise and the straight lines between the points are in neither interval)"]
+        if r["outside"] or r["outside_pct"]:
+            return "\n".join(out + [f"  no reading: KD's point lies outside its curve at seed(s) {r['outside'] or 'none'}"
+                                     f" and in {r['outside_pct']:.1f} % of the images' resamples"])
         for metric, label, unit, words in (
                 ("psnr_at_rate", "PSNR at KD's rate, KD - scratch's curve", "dB",
                  ("KD under scratch's curve", "KD above scratch's curve")),

@@ -9,7 +9,7 @@ from scipy import stats
 
 from kdlib import analysis
 from kdlib.analysis import bd_two_ways, family_bd
-from kdlib.metrics import bd_metrics, gap_to_curve
+from kdlib.metrics import bd_metrics, curve_gaps, gap_to_curve
 from kdlib.scales import Layout
 
 
@@ -269,35 +269,46 @@ def test_the_budget_curve_pairs_each_budgets_decayed_runs():
 
 
 def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
-    """Issue 40 item 4: scratch's curve through its three lambdas (+3 dB per doubling of the rate here), each KD
-    point 0.2 dB above it at its own rate, so 2**(-0.2 / 3) of the rate at its PSNR; one rule decides both."""
+    """Issue 40 item 4: scratch's ends on a line (+3 dB per doubling of the rate), each seed's twin bent above it
+    and each KD point above the bent curve by a known amount; the same images (their own rate factor and PSNR
+    offset) in every file, so the images' interval is paired and narrow."""
     assert analysis.equal_rate(tmp_path)["missing"] == ["e1-scratch-N16-l0.013-s0", "e1-scratch-N16-l0.0483-s0",
                                                         "every e1-kd-N16 pair"]
     rng = np.random.default_rng(0)
+    factor, offset = np.exp(rng.normal(0, 0.3, 24)), rng.normal(0, 1, 24)
 
-    def write(name, bpp, above=0.0):  # every image on the curve psnr = 30 + 3 log2(bpp / 0.1) (+ above)
-        bpps = bpp * np.exp(rng.normal(0, 0.1, 24))
-        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": 30 + 3 * math.log2(b / 0.1) + above,
-                      "ms-ssim-rgb": 0.98, "bpp": b, "bpp-estimated": b} for i, b in enumerate(bpps)]
+    def write(name, bpp, above=0.0):  # image i: rate bpp * factor[i], PSNR on the line + offset[i] + above
+        per_image = [{"image": f"kodim{i:02d}.png", "psnr-rgb": 30 + 3 * math.log2(bpp / 0.1) + o + above,
+                      "ms-ssim-rgb": 0.98, "bpp": bpp * f, "bpp-estimated": bpp * f}
+                     for i, (f, o) in enumerate(zip(factor, offset))]
         (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": per_image}))
+        return bpp
 
-    write("e1-scratch-N16-l0.013-s0", 0.3)
+    low = write("e1-scratch-N16-l0.013-s0", 0.3)
     write("e1-scratch-N16-l0.0483-s0", 0.9)
-    for s, (kd, scratch) in enumerate([(0.45, 0.55), (0.5, 0.6), (0.48, 0.58)]):
-        write(f"e1-kd-N16-s{s}", kd, above=0.2 + 0.01 * s)
-        write(f"e1-scratch-N16-s{s}", scratch)
+    seeds = [(0.45, 0.55, 0.30, 0.20), (0.50, 0.60, 0.50, 0.25), (0.48, 0.58, 0.40, 0.22)]  # KD, twin, bend, above
+    want = []
+    for s, (kd, twin, bend, above) in enumerate(seeds):
+        write(f"e1-scratch-N16-s{s}", twin, above=bend)
+        t = math.log(kd / low) / math.log(twin / low)  # KD between the low end and the twin: the bend counts t
+        write(f"e1-kd-N16-s{s}", kd, above=bend * t + above)
+        slope = (3 * math.log2(twin / low) + bend) / math.log(twin / low)  # dB per unit of log rate there
+        want.append((above, 100 * (math.exp(-above / slope) - 1)))
     gain = analysis.equal_rate(tmp_path, samples=500)
-    assert gain["seeds"] == 3
-    # the means of the images are not on the curve exactly (log2 of a mean is not the mean of log2s): close
-    assert gain["d_psnr_at_rate"] == pytest.approx(0.21, abs=0.02)
-    assert gain["d_rate_at_psnr"] == pytest.approx(100 * (2 ** (-0.21 / 3) - 1), abs=0.5)
-    for metric in analysis.EQUAL_RATE:
-        assert gain[f"d_{metric}_low"] <= gain[f"d_{metric}"] <= gain[f"d_{metric}_high"]
-        assert gain[f"d_{metric}_seeds_low"] < gain[f"d_{metric}"] < gain[f"d_{metric}_seeds_high"]
+    assert gain["seeds"] == 3 and gain["outside"] == [] and gain["outside_pct"] == 0
+    for j, metric in enumerate(analysis.EQUAL_RATE):
+        values = [w[j] for w in want]
+        assert gain[f"d_{metric}"] == pytest.approx(np.mean(values), abs=1e-6)
+        assert gain[f"d_{metric}_seed_sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+        assert 0 < gain[f"d_{metric}_high"] - gain[f"d_{metric}_low"] < 0.05 * abs(gain[f"d_{metric}"])
     assert analysis.verdict(gain, "KD under scratch's curve", "KD above scratch's curve", "psnr_at_rate").side == "worse"
     assert analysis.verdict(gain, "KD fewer bits", "KD more bits", "rate_at_psnr").side == "better"
+    write("e1-kd-N16-s2", 0.25)  # under the low end's rate: outside its curve, no reading
+    outside = analysis.equal_rate(tmp_path, samples=50)
+    assert outside["outside"] == [2] and outside["outside_pct"] == 100 and np.isnan(outside["d_psnr_at_rate"])
     (tmp_path / "e1-kd-N16-s2.json").unlink()  # a pair not landed is left out, never half-read
     assert analysis.equal_rate(tmp_path, samples=50)["seeds"] == 2
+    assert all(np.isnan(curve_gaps(np.array([0.3, 0.6, 0.5]), np.array([30, 32, 33]), 0.4, 31)))  # no curve
 
 
 def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path, monkeypatch):
@@ -305,7 +316,7 @@ def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path
 
     claim = claims.Converged(Layout.of("cpu", tmp_path))
     assert claim.equal_rate_summary().startswith("equal rate, N = 16: not yet; waiting for e1-scratch-N16-l0.013-s0")
-    gain = {"seeds": 3, **{f"d_{m}{end}": v for m in analysis.EQUAL_RATE
+    gain = {"seeds": 3, "outside": [], "outside_pct": 0.0, **{f"d_{m}{end}": v for m in analysis.EQUAL_RATE
                            for end, v in (("", 0.2), ("_low", 0.1), ("_high", 0.3), ("_seeds_low", 0.05),
                                           ("_seeds_high", 0.35), ("_seed_sd", 0.05))}}
     monkeypatch.setattr(claims.analysis, "equal_rate", lambda *a, **k: gain)
@@ -313,3 +324,7 @@ def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path
     assert lines[1] == ("  PSNR at KD's rate, KD - scratch's curve: +0.200 dB [+0.100, +0.300] over images, seeds' interval [+0.050, "
                         "+0.350] -> KD above scratch's curve")
     assert lines[2].endswith("-> KD more bits")
+    gain.update(outside=[2], outside_pct=100.0)  # a KD point off its curve: said, with no verdict
+    said = claims.Converged(Layout.of("cpu", tmp_path)).equal_rate_summary()
+    assert said.endswith("no reading: KD's point lies outside its curve at seed(s) [2] and in 100.0 % of the images' "
+                         "resamples") and "->" not in said
