@@ -630,7 +630,8 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     and t-interval), for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin
     with the one-seed ends held fixed: the ends' own training noise, which weighs on every seed alike, and the
     straight lines between the points (under a concave RD curve, in KD's favour) are in neither interval.
-    ``outside``: the seeds whose KD point lies outside its curve (no reading; the means are then NaN), and
+    ``outside``: the seeds whose KD point lies outside its curve, or whose curve does not rise in both rate and
+    PSNR (no reading; the means are then NaN), and
     ``outside_pct``: the share of the images' resamples where any does (the images' interval is then NaN).
     ``seeds`` is 0, with ``missing`` naming the results not landed, until the curve can be drawn."""
     ends, pairs, missing = equal_rate_files(results_folder, N)
@@ -646,7 +647,8 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
 
     def gaps(rows: np.ndarray) -> np.ndarray:  # seeds x 2: each seed's two readings over these images' means
         k, c = kd_points[:, rows].mean(axis=1), curves[:, :, rows].mean(axis=2)
-        return np.array([curve_gaps(c[i, :, 0], c[i, :, 1], *k[i]) for i in range(len(k))])
+        return np.array([curve_gaps(c[i, :, 0], c[i, :, 1], *k[i]) if _rising(c[i]) else (np.nan, np.nan)
+                         for i in range(len(k))])
 
     by_seed = gaps(np.arange(len(images)))
     rng = np.random.default_rng(seed)
@@ -662,6 +664,11 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
                     f"d_{metric}_high": float(b_high), f"d_{metric}_seed_sd": sd,
                     f"d_{metric}_seeds_low": float(values.mean() - half), f"d_{metric}_seeds_high": float(values.mean() + half)})
     return out
+
+
+def _rising(points: np.ndarray) -> bool:
+    """Whether RD points (rows of bpp, PSNR, in lambda order) rise in both: a curve to read a point against."""
+    return bool(np.all(np.diff(points[:, 0]) > 0) and np.all(np.diff(points[:, 1]) > 0))
 
 
 def equal_rate_files(results_folder: str | Path, N: int = 16) -> tuple[list[Path], list[tuple[Path, Path]], list[str]]:

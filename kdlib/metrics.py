@@ -41,10 +41,7 @@ def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, floa
 
 def curve_gaps(bpps: np.ndarray, psnrs: np.ndarray, bpp: float, psnr: float) -> tuple[float, float]:
     """:func:`gap_to_curve` on a curve's points as arrays (sorted by rate, PSNR rising with it): the PSNR gap
-    (dB) at the point's rate and the rate excess (%) at its PSNR; NaN outside the curve's range, and NaN where
-    the points do not rise in both (no curve to read a point against)."""
-    if not (np.all(np.diff(bpps) > 0) and np.all(np.diff(psnrs) > 0)):
-        return math.nan, math.nan
+    (dB) at the point's rate and the rate excess (%) at its PSNR; NaN outside the curve's range."""
     log_bpp = np.log(bpps)
     at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
     rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))

@@ -9,7 +9,7 @@ from scipy import stats
 
 from kdlib import analysis
 from kdlib.analysis import bd_two_ways, family_bd
-from kdlib.metrics import bd_metrics, curve_gaps, gap_to_curve
+from kdlib.metrics import bd_metrics, gap_to_curve
 from kdlib.scales import Layout
 
 
@@ -308,7 +308,8 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
     assert outside["outside"] == [2] and outside["outside_pct"] == 100 and np.isnan(outside["d_psnr_at_rate"])
     (tmp_path / "e1-kd-N16-s2.json").unlink()  # a pair not landed is left out, never half-read
     assert analysis.equal_rate(tmp_path, samples=50)["seeds"] == 2
-    assert all(np.isnan(curve_gaps(np.array([0.3, 0.6, 0.5]), np.array([30, 32, 33]), 0.4, 31)))  # no curve
+    write("e1-scratch-N16-s1", 0.95)  # a twin above the high end's rate: the curve does not rise, no reading
+    assert analysis.equal_rate(tmp_path, samples=50)["outside"] == [1]
 
 
 def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path, monkeypatch):
