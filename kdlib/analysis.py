@@ -674,12 +674,16 @@ def _rising(points: np.ndarray) -> bool:
 def equal_rate_files(results_folder: str | Path, N: int = 16) -> tuple[list[Path], list[tuple[Path, Path]], list[str]]:
     """The results behind :func:`equal_rate`: scratch's one-seed ends of the curve (lambda 0.013 and 0.0483), the
     landed full-length (KD, scratch twin) pairs of the equal tier at size ``N``, and the names still missing."""
-    folder = Path(results_folder)
-    ends = [folder / f"e1-scratch-N{N}-l{lmbda}-s0.json" for lmbda in grid.EQUAL_LAMBDAS]
-    kd = [r for r in (grid.RUNS[n] for n in grid.EQUAL) if r.arm == "kd" and r.N == N and r.fraction == 1.0]
+    folder, tier = Path(results_folder), [grid.RUNS[n] for n in grid.EQUAL]
+    ends = [folder / f"{r.name}.json" for lmbda in grid.EQUAL_LAMBDAS for r in tier
+            if r.teacher is None and r.N == N and r.lmbda == lmbda]
+    kd = [r for r in tier if r.arm == "kd" and r.N == N and r.fraction == 1.0]
     pairs = [(folder / f"{r.name}.json", folder / f"{grid.twin(r.name)}.json") for r in kd]
     pairs = [(k, s) for k, s in pairs if k.exists() and s.exists()]
-    return ends, pairs, [p.stem for p in ends if not p.exists()] + ([] if pairs else [f"every e1-kd-N{N} pair"])
+    missing = [p.stem for p in ends if not p.exists()]
+    if len(ends) < len(grid.EQUAL_LAMBDAS):
+        missing.append(f"scratch at lambda {', '.join(map(str, grid.EQUAL_LAMBDAS))} (declared at N = 16 only)")
+    return ends, pairs, missing + ([] if pairs else [f"a full-length KD pair of the equal tier at N = {N}"])
 
 
 def equal_rate_points(results_folder: str | Path, N: int = 16) -> pd.DataFrame:

@@ -273,7 +273,7 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
     and each KD point above the bent curve by a known amount; the same images (their own rate factor and PSNR
     offset) in every file, so the images' interval is paired and narrow."""
     assert analysis.equal_rate(tmp_path)["missing"] == ["e1-scratch-N16-l0.013-s0", "e1-scratch-N16-l0.0483-s0",
-                                                        "every e1-kd-N16 pair"]
+                                                        "a full-length KD pair of the equal tier at N = 16"]
     rng = np.random.default_rng(0)
     factor, offset = np.exp(rng.normal(0, 0.3, 24)), rng.normal(0, 1, 24)
 
