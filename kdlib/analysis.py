@@ -687,14 +687,14 @@ def equal_rate_files(results_folder: str | Path, N: int = 16) -> tuple[list[Path
 
 
 def equal_rate_points(results_folder: str | Path, N: int = 16) -> pd.DataFrame:
-    """The Kodak means of :func:`equal_rate`'s points, one row each: name, arm, seed, lambda, bpp, psnr-rgb
-    (empty until the curve can be drawn)."""
+    """The Kodak means of :func:`equal_rate`'s points, one row each: name, role ("end": scratch's one-seed ends,
+    "twin", "kd"), seed, lambda, bpp, psnr-rgb (empty until the curve can be drawn)."""
     ends, pairs, missing = equal_rate_files(results_folder, N)
     if missing:
-        return pd.DataFrame(columns=["name", "arm", "seed", "lambda", "bpp", "psnr-rgb"])
+        return pd.DataFrame(columns=["name", "role", "seed", "lambda", "bpp", "psnr-rgb"])
     rows = []
-    for path in ends + [p for pair in pairs for p in pair]:
+    for role, path in [("end", p) for p in ends] + [r for k, s in pairs for r in (("kd", k), ("twin", s))]:
         run = grid.RUNS[path.stem]
         means = per_image(path, run.lmbda)[["bpp", "psnr-rgb"]].mean()
-        rows.append({"name": run.name, "arm": run.arm, "seed": run.seed, "lambda": run.lmbda, **means.to_dict()})
+        rows.append({"name": run.name, "role": role, "seed": run.seed, "lambda": run.lmbda, **means.to_dict()})
     return pd.DataFrame(rows)

@@ -413,8 +413,7 @@ def equal_rate_figure(points: pd.DataFrame) -> plt.Figure:
     """KD's full-length points against scratch's own RD curve (:func:`kdlib.analysis.equal_rate_points`): each
     seed's curve joins scratch's one-seed ends (lambda 0.013, 0.0483) through that seed's scratch twin at 0.025."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ends = points[points.name.str.contains("-l0")]
-    kd, twins = points[points.arm == "kd"], points[(points.arm == "scratch") & ~points.name.str.contains("-l0")]
+    ends, kd, twins = (points[points.role == role] for role in ("end", "kd", "twin"))
     for i, twin in enumerate(twins.itertuples()):
         curve = pd.concat([ends, points.loc[[twin.Index]]]).sort_values("bpp")
         ax.plot(curve.bpp, curve["psnr-rgb"], "-", color="0.6", lw=1, marker=".",

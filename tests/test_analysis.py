@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kdlib import analysis
+from kdlib import analysis, plots
 from kdlib.analysis import bd_two_ways, family_bd
 from kdlib.metrics import bd_metrics, gap_to_curve
 from kdlib.scales import Layout
@@ -306,6 +306,10 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
     write("e1-kd-N16-s2", 0.25)  # under the low end's rate: outside its curve, no reading
     outside = analysis.equal_rate(tmp_path, samples=50)
     assert outside["outside"] == [2] and outside["outside_pct"] == 100 and np.isnan(outside["d_psnr_at_rate"])
+    points = analysis.equal_rate_points(tmp_path)
+    assert list(points.role) == ["end", "end", "kd", "twin", "kd", "twin", "kd", "twin"]
+    assert list(points.seed) == [0, 0, 0, 0, 1, 1, 2, 2]
+    plots.plt.close(plots.equal_rate_figure(points))  # draws each seed's curve and the KD points
     (tmp_path / "e1-kd-N16-s2.json").unlink()  # a pair not landed is left out, never half-read
     assert analysis.equal_rate(tmp_path, samples=50)["seeds"] == 2
     write("e1-scratch-N16-s1", 0.95)  # a twin above the high end's rate: the curve does not rise, no reading
