@@ -1,13 +1,13 @@
 """A training step of a student (N = 16 by default) on 8 crops of 128x128, one thread, in three precisions on
 this CPU: fp32, bf16 autocast through PyTorch's kernels, and bf16 autocast through kdlib's emulation
-(kdlib.precision.EmulatedBf16, what training uses on a CPU without native bfloat16). Forward, backward and Adam;
+(kdlib.precision.EmulatedBf16, what training uses on a CPU without native bfloat16), each through the
+trainer's own context (kdlib.precision.student_precision). Forward, backward and Adam;
 each timed twice in turn after 3 steps of warm-up, with and without torch.compile; prints steps/s and the ratios,
 then how far each bf16 path's convolutions are from bfloat16's definition (operands and result rounded to bf16,
 exact sums). Run it with the trainers stopped.
 
     python benchmarks/bf16_step.py [N]
 """
-import contextlib
 import sys
 import time
 
@@ -15,18 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from kdlib.models import Hyperprior
-from kdlib.precision import EmulatedBf16
+from kdlib.precision import student_precision
 from kdlib.train import native_bf16
 
 PATHS = ("fp32", "bf16 PyTorch", "bf16 emulated")
 
 
-@contextlib.contextmanager
 def _precision(path: str):
-    """The context of the student's forward pass for one of PATHS."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path != "fp32"):
-        with EmulatedBf16() if path == "bf16 emulated" else contextlib.nullcontext():
-            yield
+    """The trainer's context for the student's forward pass (kdlib.precision.student_precision) on one of PATHS:
+    "bf16 PyTorch" is what it does on a CPU with native bfloat16, "bf16 emulated" on one without."""
+    return student_precision(torch.device("cpu"), "fp32" if path == "fp32" else "bf16", path == "bf16 PyTorch")
 
 
 def steps_per_s(n: int, path: str, x: torch.Tensor, compile: bool, steps: int = 10) -> float:

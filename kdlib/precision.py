@@ -21,10 +21,10 @@ class EmulatedBf16(TorchFunctionMode):
     and bias gradients come out rounded to bfloat16."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = dict(kwargs or {})
         if func not in CONVOLUTIONS or not torch.is_autocast_enabled("cpu") \
                 or torch.get_autocast_dtype("cpu") != torch.bfloat16:
-            return func(*args, **kwargs)
+            return func(*args, **(kwargs or {}))
+        kwargs = dict(kwargs or {})  # copied only here, where bias may be taken out of it
         x, weight, *rest = args
         bias = rest.pop(0) if rest else kwargs.pop("bias", None)
 
