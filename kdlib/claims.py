@@ -293,7 +293,7 @@ class Converged(Claim):
         r = self.equal_rate
         if not r["seeds"]:
             return (f"equal rate, N = 16: not yet; waiting for {', '.join(r['missing'])} (scratch's curve around "
-                    "lambda 0.025, trained after the tier's pairs)")
+                    "lambda 0.025, trained after N = 16's pairs)")
         out = [f"equal rate, N = 16, {r['seeds']} seed(s): KD's 64k-step points against scratch's own curve (lambda "
                "0.013 and 0.0483 at seed 0, each seed's twin at 0.025; piecewise linear in log bpp; the one-seed ends' "
                "noise and the straight lines between the points are in neither interval)"]

@@ -165,13 +165,15 @@ def branch_name(name: str, fraction: float) -> str:
 
 def _equal() -> list[str]:
     """The equal-step tier in training order: each pair, then its branches (which start from the
-    pair's constant phase), the pilot first; the scratch lambdas last."""
-    pairs = _equal_pairs()
-    out = []
+    pair's constant phase), the pilot first; after N = 16's pairs the scratch lambdas (they complete
+    N = 16's reading at equal rate), then N = 64's pairs (the part a lent GPU takes first)."""
+    pairs, out = _equal_pairs(), []
     for kd, scratch in zip(pairs[::2], pairs[1::2]):
+        if kd == "e1-kd-N64-s0":
+            out += [f"e1-scratch-N16-l{lmbda}-s0" for lmbda in EQUAL_LAMBDAS]
         out += [kd, scratch, *(branch_name(n, f) for f in sorted(SCALES["equal"].branches, reverse=True)
                                for n in (kd, scratch))]
-    return out + [f"e1-scratch-N16-l{lmbda}-s0" for lmbda in EQUAL_LAMBDAS]
+    return out
 
 
 RUNS: dict[str, Run] = _grid()
