@@ -285,7 +285,9 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
         c0, c1 = max(column, left), min(column + part.shape[-1], left + width)
         if r0 < r1 and c0 < c1:
             piece = part[0, :, r0 - row:r1 - row, c0 - column:c1 - column].cpu().permute(1, 2, 0)
-            torch.from_numpy(pixels[r0 - top:r1 - top, c0 - left:c1 - left]).copy_(piece.mul(255).round_())  # to uint8 in the copy
+            piece.mul_(255).round_()  # in place: the tile is not read again; whole numbers, then numpy's cast
+            with np.errstate(invalid="ignore"):  # (2.4x faster than torch's to uint8: benchmarks/decode_parts.py)
+                np.copyto(pixels[r0 - top:r1 - top, c0 - left:c1 - left], piece.numpy(), casting="unsafe")
 
     try:
         entropy.decode(decoder, strings, header.z_shape, [header.index_crc], sink=keep)
