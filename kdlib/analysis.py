@@ -611,16 +611,23 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
             if not pairs:
                 continue
             gain = kd_gain([k for k, _ in pairs], [s for _, s in pairs], kd[0].lmbda)
+            rate = equal_rate(folder, n, fraction=fraction)
             rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
-                         **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain)})
+                         **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain),
+                         "rate_seeds": rate["seeds"], **{k: v for k, v in rate.items() if k.startswith("d_psnr_at_rate")},
+                         "verdict_at_rate": verdict(rate, *EQUAL_RATE_WORDS["psnr_at_rate"], "psnr_at_rate") if rate["seeds"] else ""})
     return pd.DataFrame(rows)
 
 
 EQUAL_RATE = ("psnr_at_rate", "rate_at_psnr")  # equal_rate's two readings: dB at KD's rate, % at KD's PSNR
+EQUAL_RATE_WORDS = {"psnr_at_rate": ("KD under scratch's curve", "KD above scratch's curve"),  # negative, positive
+                    "rate_at_psnr": ("KD fewer bits", "KD more bits")}
 
 
-def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """KD's full-length points of the equal tier read against scratch's own RD curve (issue 40, item 4).
+def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, seed: int = 0,
+               fraction: float = 1.0) -> dict[str, Any]:
+    """KD's points of the equal tier read against scratch's own RD curve (issue 40, item 4): the full-length
+    ones, or with ``fraction`` those of a branch (every point of the curve then at that budget).
 
     Each seed's curve joins scratch at lambda 0.013 and 0.0483 (:data:`kdlib.grid.EQUAL_LAMBDAS`, seed 0: one
     seed, as declared) and the seed's own scratch twin at 0.025, piecewise linear in log bpp over Kodak means.
@@ -634,7 +641,7 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     PSNR (no reading; the means are then NaN), and
     ``outside_pct``: the share of the images' resamples where any does (the images' interval is then NaN).
     ``seeds`` is 0, with ``missing`` naming the results not landed, until the curve can be drawn."""
-    ends, pairs, missing = equal_rate_files(results_folder, N)
+    ends, pairs, missing = equal_rate_files(results_folder, N, fraction)
     if missing:
         return {"seeds": 0, "missing": missing}
     lmbda = grid.RUNS[pairs[0][0].stem].lmbda
@@ -671,19 +678,22 @@ def _rising(points: np.ndarray) -> bool:
     return bool(np.all(np.diff(points[:, 0]) > 0) and np.all(np.diff(points[:, 1]) > 0))
 
 
-def equal_rate_files(results_folder: str | Path, N: int = 16) -> tuple[list[Path], list[tuple[Path, Path]], list[str]]:
+def equal_rate_files(results_folder: str | Path, N: int = 16, fraction: float = 1.0
+                     ) -> tuple[list[Path], list[tuple[Path, Path]], list[str]]:
     """The results behind :func:`equal_rate`: scratch's one-seed ends of the curve (lambda 0.013 and 0.0483), the
-    landed full-length (KD, scratch twin) pairs of the equal tier at size ``N``, and the names still missing."""
-    folder, tier = Path(results_folder), [grid.RUNS[n] for n in grid.EQUAL]
+    landed (KD, scratch twin) pairs of the equal tier at size ``N``, all at ``fraction`` of the tier's length
+    (1: full length; else a branch), and the names still missing."""
+    folder, tier = Path(results_folder), [grid.RUNS[n] for n in grid.EQUAL if grid.RUNS[n].fraction == fraction]
     ends = [folder / f"{r.name}.json" for lmbda in grid.EQUAL_LAMBDAS for r in tier
             if r.teacher is None and r.N == N and r.lmbda == lmbda]
-    kd = [r for r in tier if r.arm == "kd" and r.N == N and r.fraction == 1.0]
+    kd = [r for r in tier if r.arm == "kd" and r.N == N]
     pairs = [(folder / f"{r.name}.json", folder / f"{grid.twin(r.name)}.json") for r in kd]
     pairs = [(k, s) for k, s in pairs if k.exists() and s.exists()]
     missing = [p.stem for p in ends if not p.exists()]
     if len(ends) < len(grid.EQUAL_LAMBDAS):
         missing.append(f"scratch at lambda {', '.join(map(str, grid.EQUAL_LAMBDAS))} (declared at N = 16 only)")
-    return ends, pairs, missing + ([] if pairs else [f"a full-length KD pair of the equal tier at N = {N}"])
+    length = "full-length" if fraction == 1 else f"{fraction:g}-length"
+    return ends, pairs, missing + ([] if pairs else [f"a {length} KD pair of the equal tier at N = {N}"])
 
 
 def equal_rate_points(results_folder: str | Path, N: int = 16) -> pd.DataFrame:

@@ -300,14 +300,12 @@ class Converged(Claim):
         if r["outside"] or r["outside_pct"]:
             return "\n".join(out + [f"  no reading: KD's point lies outside its curve at seed(s) {r['outside'] or 'none'}"
                                      f" and in {r['outside_pct']:.1f} % of the images' resamples"])
-        for metric, label, unit, words in (
-                ("psnr_at_rate", "PSNR at KD's rate, KD - scratch's curve", "dB",
-                 ("KD under scratch's curve", "KD above scratch's curve")),
-                ("rate_at_psnr", "rate at KD's PSNR, KD against scratch's curve", "%", ("KD fewer bits", "KD more bits"))):
+        for metric, label, unit in (("psnr_at_rate", "PSNR at KD's rate, KD - scratch's curve", "dB"),
+                                    ("rate_at_psnr", "rate at KD's PSNR, KD against scratch's curve", "%")):
             seeds = (f", seeds' interval [{r[f'd_{metric}_seeds_low']:+.3f}, {r[f'd_{metric}_seeds_high']:+.3f}]"
                      if r["seeds"] > 1 else "")
             out.append(f"  {label}: {r[f'd_{metric}']:+.3f} {unit} [{r[f'd_{metric}_low']:+.3f}, "
-                       f"{r[f'd_{metric}_high']:+.3f}] over images{seeds} -> {analysis.verdict(r, *words, metric)}")
+                       f"{r[f'd_{metric}_high']:+.3f}] over images{seeds} -> {analysis.verdict(r, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
         return "\n".join(out)
 
     def headline(self) -> str:

@@ -143,9 +143,9 @@ def _grid() -> dict[str, Run]:
     for N in (16, 64, 112):  # experiment 5: KLD latent term at the authors' scale; per-position KL as ablation
         runs.append(Run(f"e5-kld-N{N}", N, family="e5-kld", latent="kld-mean", experiments=e5))
     runs.append(Run("e5-kldsum-N64", 64, family="e5-kldsum", latent="kld", experiments=e5))
-    runs += [Run(f"e1-scratch-N16-l{lmbda}-s0", 16, lmbda, family="e1-scratch", teacher=None) for lmbda in EQUAL_LAMBDAS]
+    runs += [Run(name, 16, lmbda, family="e1-scratch", teacher=None) for name, lmbda in zip(_equal_ends(), EQUAL_LAMBDAS)]
     by_name = {r.name: r for r in runs}
-    for name in _equal_pairs():  # the equal-step tier's branches, decayed from the constant phase
+    for name in _equal_pairs() + _equal_ends():  # the equal-step tier's branches, decayed from the constant phase
         for fraction in SCALES["equal"].branches:
             by_name[branch_name(name, fraction)] = dataclasses.replace(
                 by_name[name], name=branch_name(name, fraction), release=None, experiments=(), fraction=fraction,
@@ -158,6 +158,12 @@ def _equal_pairs() -> list[str]:
     return [f"e1-{arm}-N{N}-s{seed}" for N in (16, 64) for seed in EQUAL_SEEDS[N] for arm in ("kd", "scratch")]
 
 
+def _equal_ends() -> list[str]:
+    """Scratch N = 16 at the lambdas around 0.025 (one seed): the ends of scratch's RD curve that KD's
+    points are read against, at every budget of the curve (their branches too)."""
+    return [f"e1-scratch-N16-l{lmbda}-s0" for lmbda in EQUAL_LAMBDAS]
+
+
 def branch_name(name: str, fraction: float) -> str:
     """The branch of run ``name`` at ``fraction`` of its budget: ``e1-kd-N16-s0-b25``."""
     return f"{name}-b{round(fraction * 100)}"
@@ -165,12 +171,13 @@ def branch_name(name: str, fraction: float) -> str:
 
 def _equal() -> list[str]:
     """The equal-step tier in training order: each pair, then its branches (which start from the
-    pair's constant phase), the pilot first; after N = 16's pairs the scratch lambdas (they complete
-    N = 16's reading at equal rate), then N = 64's pairs (the part a lent GPU takes first)."""
+    pair's constant phase), the pilot first; after N = 16's pairs the scratch lambdas and their branches
+    (they complete N = 16's reading at equal rate), then N = 64's pairs (the part a lent GPU takes first)."""
     pairs, out = _equal_pairs(), []
     for kd, scratch in zip(pairs[::2], pairs[1::2]):
         if kd == "e1-kd-N64-s0":
-            out += [f"e1-scratch-N16-l{lmbda}-s0" for lmbda in EQUAL_LAMBDAS]
+            ends = _equal_ends()
+            out += ends + [branch_name(n, f) for f in sorted(SCALES["equal"].branches, reverse=True) for n in ends]
         out += [kd, scratch, *(branch_name(n, f) for f in sorted(SCALES["equal"].branches, reverse=True)
                                for n in (kd, scratch))]
     return out

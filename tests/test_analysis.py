@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kdlib import analysis, plots
+from kdlib import analysis, grid, plots
 from kdlib.analysis import bd_two_ways, family_bd
 from kdlib.metrics import bd_metrics, gap_to_curve
 from kdlib.scales import Layout
@@ -266,6 +266,8 @@ def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     assert list(pilot.steps) == [16_000, 32_000, 64_000] and (pilot.seeds >= 1).all()
     assert all((verdict.side == "one seed") == (seeds == 1) for verdict, seeds in zip(pilot.verdict, pilot.seeds))
     assert (pilot.d_rd_cost_low <= pilot.d_rd_cost).all() and (pilot.d_rd_cost <= pilot.d_rd_cost_high).all()
+    rated = pilot.rate_seeds > 0  # PSNR at equal rate: only where scratch's ends of that budget have landed
+    assert all(bool(v) == r for v, r in zip(pilot.verdict_at_rate, rated)) and (~rated | (pilot.rate_seeds == pilot.seeds)).all()
 
 
 def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
@@ -303,6 +305,17 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
         assert 0 < gain[f"d_{metric}_high"] - gain[f"d_{metric}_low"] < 0.05 * abs(gain[f"d_{metric}"])
     assert analysis.verdict(gain, "KD under scratch's curve", "KD above scratch's curve", "psnr_at_rate").side == "worse"
     assert analysis.verdict(gain, "KD fewer bits", "KD more bits", "rate_at_psnr").side == "better"
+    for path in list(tmp_path.glob("e1-*.json")):  # a budget of the curve reads its own branches, ends included
+        (tmp_path / f"{grid.branch_name(path.stem, 0.5)}.json").write_bytes(path.read_bytes())
+    assert analysis.equal_rate(tmp_path, samples=500, fraction=0.5) == gain
+    curve = analysis.budget_curve(tmp_path, sizes=(16,))  # both budgets read at equal rate, by the one rule
+    assert list(curve.steps) == [32_000, 64_000] and list(curve.rate_seeds) == [3, 3]
+    assert curve.d_psnr_at_rate.to_numpy() == pytest.approx([gain["d_psnr_at_rate"]] * 2, abs=1e-9)
+    assert [v.headline for v in curve.verdict_at_rate] == ["KD above scratch's curve"] * 2  # the positive side
+    plots.plt.close(plots.budget_figure(curve))
+    (tmp_path / "e1-scratch-N16-l0.013-s0-b50.json").unlink()
+    assert analysis.equal_rate(tmp_path, fraction=0.5)["missing"] == ["e1-scratch-N16-l0.013-s0-b50"]
+    assert analysis.equal_rate(tmp_path, fraction=0.25)["missing"][-1] == "a 0.25-length KD pair of the equal tier at N = 16"
     write("e1-kd-N16-s2", 0.25)  # under the low end's rate: outside its curve, no reading
     outside = analysis.equal_rate(tmp_path, samples=50)
     assert outside["outside"] == [2] and outside["outside_pct"] == 100 and np.isnan(outside["d_psnr_at_rate"])

@@ -77,9 +77,11 @@ def test_the_equal_tier_is_declared_in_advance():
         assert dataclasses.replace(trunk, name=branch.name, steps=branch.steps) == branch  # a branch, nothing else
         assert training.stable_end(branch) in experiments.branches(RUNS[name].trunk, "equal")[0]
     lambdas = [n for n in tier if RUNS[n].lmbda != 0.025]
-    assert [RUNS[n].lmbda for n in lambdas] == [0.013, 0.0483] and all(RUNS[n].teacher is None for n in lambdas)
+    assert [(RUNS[n].lmbda, RUNS[n].fraction) for n in lambdas] == [(0.013, 1), (0.0483, 1), (0.013, 0.5), (0.0483, 0.5),
+                                                                     (0.013, 0.25), (0.0483, 0.25)]
+    assert all(RUNS[n].teacher is None and RUNS[n].N == 16 and RUNS[n].seed == 0 for n in lambdas)
     N = [RUNS[n].N for n in tier]  # the lambdas right after N = 16's pairs, before N = 64's
-    assert tier.index(lambdas[0]) == len(N) - N[::-1].index(16) - 2 and N.index(64) == tier.index(lambdas[1]) + 1
+    assert tier.index(lambdas[0]) == N.index(64) - len(lambdas) and N[:N.index(64)].count(16) == N.index(64)
     assert not set(tier) & set(grid.members(1, "cpu")) - {n for n in tier if RUNS[n].fraction == 1}
 
 
