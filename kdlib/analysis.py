@@ -494,25 +494,27 @@ def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> 
     return pd.DataFrame(rows)
 
 
-def long_releases(layout: Layout) -> pd.DataFrame:
-    """The long tier's releases (:data:`kdlib.grid.LONG_RELEASES`) beside the paper grid's release
-    of the same size: steps, how the run ended, Kodak PSNR, bpp and RD cost (real bitstreams), and
-    whether it is released (:func:`kdlib.experiments.release_converged`'s rule), under ``layout``'s root."""
+def tier_releases(layout: Layout) -> pd.DataFrame:
+    """The long and equal tiers' releases (:data:`kdlib.grid.TIER_RELEASES`, declared in advance) beside the
+    paper grid's release of the same size: steps, how the run ended, Kodak PSNR, bpp and RD cost (real
+    bitstreams), and whether it is released (:func:`kdlib.experiments.release_student`'s rule), under
+    ``layout``'s root."""
     from kdlib.registry import Manifest
 
     manifest, rows = Manifest(layout.checkpoints), []
-    for name, as_name in grid.LONG_RELEASES.items():
-        run = grid.RUNS[name]
-        end = (manifest.get(as_name) or {}).get("end") or {}
-        for release, budget, path, ended in (
-                (run.release, "cpu", layout.at("cpu").results / f"{run.release}.json", "budget spent"),
-                (as_name, "long", layout.at("long").experiments / f"{name}.json",
-                 "stop rule" if end.get("converged") else "step cap" if end else None)):
-            entry = manifest.get(release) or {}
-            means = per_image(path, run.lmbda).mean() if path.exists() else {}
-            rows.append({"N": run.N, "name": release, "budget": budget, "released": bool(entry),
-                         "steps": entry.get("steps"), "ended": ended if entry else None,
-                         **{k: means.get(k) for k in ("psnr-rgb", "bpp", "rd_cost")}})
+    for tier, releases in grid.TIER_RELEASES.items():
+        for name, as_name in releases.items():
+            run = grid.RUNS[name]
+            config, end = run.config(tier), (manifest.get(as_name) or {}).get("end") or {}
+            ended = ("stop rule" if config.converge_lr else "every step") if experiments.ended_by_rule(config, end) else "step cap"
+            for release, budget, path, how in (
+                    (run.release, "cpu", layout.at("cpu").results / f"{run.release}.json", "budget spent"),
+                    (as_name, tier, layout.at(tier).experiments / f"{name}.json", ended)):
+                entry = manifest.get(release) or {}
+                means = per_image(path, run.lmbda).mean() if path.exists() else {}
+                rows.append({"N": run.N, "name": release, "budget": budget, "released": bool(entry),
+                             "steps": entry.get("steps"), "ended": how if entry else None,
+                             **{k: means.get(k) for k in ("psnr-rgb", "bpp", "rd_cost")}})
     return pd.DataFrame(rows)
 
 

@@ -334,33 +334,42 @@ def finish(name: str, layout: Layout, images: list[Path]) -> Path:
     path = write_json(layout.experiments / f"{name}.json", result)
     if run.release and scale.published:
         note_kodak(run.release, path, layout.checkpoints)
-    if scale.release_converged and name in grid.LONG_RELEASES:
-        release_converged(name, path, layout)
+    if scale.release_students and name in grid.TIER_RELEASES.get(budget, {}):
+        release_student(name, path, layout)
     return path
 
 
-def release_converged(name: str, result: Path, layout: Layout) -> str | None:
-    """Release long-tier run ``name`` as :data:`LONG_RELEASES` names it when it converged (its record's
-    ``end`` in ``layout.records``) and its Kodak RD cost (``result``) is below the paper grid's release of
-    its size (``<cpu results>/<release>.json``); returns the name released, or None."""
+def ended_by_rule(config: Config, end: dict) -> bool:
+    """Whether a run ended by its tier's own rule (its record's ``end``): the stop rule met (not the step cap)
+    under the plateau schedule's stop rule, every step under a fixed schedule."""
+    return bool(end.get("converged")) if config.converge_lr else end.get("steps") == config.steps
+
+
+def release_student(name: str, result: Path, layout: Layout) -> str | None:
+    """Release tier run ``name`` under the name :data:`kdlib.grid.TIER_RELEASES` declares for ``layout``'s tier,
+    when it ended by the tier's rule (:func:`ended_by_rule`, its record's ``end`` in ``layout.records``) and its
+    Kodak RD cost (``result``) is below the paper grid's release of its size (``<cpu results>/<release>.json``);
+    returns the name released, or None."""
     from kdlib.metrics import per_image
 
+    budget = layout.scale.name
     run, entry = grid.RUNS[name], Manifest(layout.records).get(name) or {}
-    end = entry.get("end") or {}
+    end, config = entry.get("end") or {}, run.config(budget)
     paper_grid = layout.at("cpu").results / f"{run.release}.json"
-    if not end.get("converged") or not paper_grid.exists():
+    if not ended_by_rule(config, end) or not paper_grid.exists():
         return None
-    config = run.config("long")
     cost, grid_cost = (per_image(path, config.lmbda).rd_cost.mean() for path in (result, paper_grid))
     if cost >= grid_cost:
         return None
-    as_name = grid.LONG_RELEASES[name]
+    as_name = grid.TIER_RELEASES[budget][name]
+    how = (f"trained until the learning rate fell to {config.converge_lr:g} of its start and the best validation RD "
+           f"loss moved by under {config.converge_flat * 100:g} % over the last 10 % of steps (cap {config.steps} "
+           f"steps): stopped at {end['steps']}" if config.converge_lr else
+           f"{config.steps} steps on a fixed schedule, no stop rule")
     if Manifest(layout.checkpoints).weights(as_name, entry["config_hash"]) is None:  # not yet released (a re-evaluation only notes Kodak)
         release_recorded(name, layout.records, as_name, layout.checkpoints, recipe=(
-            f"{recipe(config)}; long budget: batches from a bank of {config.bank} crops, trained until the learning "
-            f"rate fell to {config.converge_lr:g} of its start and the best validation RD loss moved by under "
-            f"{config.converge_flat * 100:g} % over the last 10 % of steps (cap {config.steps} steps): stopped at "
-            f"{end['steps']}; Kodak RD cost {cost:.4f} against {grid_cost:.4f} for {run.release} (10k steps)"))
+            f"{recipe(config)}; {budget} budget: batches from a bank of {config.bank} crops, {how}; Kodak RD cost "
+            f"{cost:.4f} against {grid_cost:.4f} for {run.release} (10k steps)"))
     note_kodak(as_name, result, layout.checkpoints)
     return as_name
 
@@ -381,8 +390,10 @@ def record_end(name: str, folder: Path, records: Path) -> None:
 
 
 def recipe(config: Config) -> str:
+    schedule = (f"constant, then linear to 0 over the last {config.decay:.0%} of the steps" if config.schedule == "wsd"
+                else f"halved after {config.patience} validations without improvement")
     return (f"experiment budget: {config.steps} steps of {config.crop}x{config.crop} x {config.batch} crops of "
-            f"train/, Adam lr {config.lr} halved after {config.patience} validations without improvement, "
+            f"train/, Adam lr {config.lr} {schedule}, "
             f"aux Adam {config.aux_lr}, clip {config.clip}, {config.precision} autocast for the student "
             f"(teacher fp32), seed {config.seed}")
 

@@ -50,6 +50,8 @@ LONG = [f"e1-{arm}-N{N}-s{seed}" for seed in range(5) for N in (16, 32) if seed 
 EQUAL_SEEDS = {16: tuple(range(8)), 64: (0, 1)}
 EQUAL_LAMBDAS = (0.013, 0.0483)  # CompressAI's qualities 4 and 6 around the grid's 0.025 (quality 5)
 LONG_RELEASES = {"e1-kd-N16-s0": "S16-long", "e1-kd-N32-s0": "S32-long"}
+EQUAL_RELEASES = {"e1-kd-N64-s0": "S64-long"}  # issue 40 item 6, declared before any N = 64 run of the tier trained
+TIER_RELEASES = {"long": LONG_RELEASES, "equal": EQUAL_RELEASES}  # per tier: run -> the name it is released under
 
 @dataclass(frozen=True)
 class Run:

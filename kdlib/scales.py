@@ -35,7 +35,8 @@ class Scale:
     keep_weights: bool = False  # hours per run: each recorded run's weights are kept beside its log
     published: bool = False  # the repository's own results: results/ and checkpoints/runs/ themselves, the
     # grid's runs released under their names (checkpoints/<release>.pth.tar) and checked against their configs
-    release_converged: bool = False  # runs named in kdlib.grid.LONG_RELEASES are released once converged
+    release_students: bool = False  # runs named in kdlib.grid.TIER_RELEASES[name] are released once they end by
+    # their tier's rule (the stop rule; a fixed schedule's every step) and beat the grid's release of their size
     gpu: bool = False  # needs a CUDA GPU and Vimeo90K
 
     @property
@@ -72,10 +73,10 @@ SCALES: dict[str, Scale] = {s.name: s for s in (
     Scale("cpu", CPU_RECIPE, dict(scale="cpu", steps=10_000, precision="bf16"), published=True,
           about="the published results of this machine: the teachers (their steps: checkpoints/manifest.json) and the grid's runs, 10k steps each"),
     Scale("long", None, dict(scale="cpu", steps=150_000, precision="bf16", bank=32_768, converge_lr=0.125,
-                             converge_flat=0.005), experiments=(1,), keep_weights=True, release_converged=True,
+                             converge_flat=0.005), experiments=(1,), keep_weights=True, release_students=True,
           about="experiment 1's N = 16 and 32 pairs trained until a stop rule held (hours per run)"),
     Scale("equal", None, dict(scale="cpu", steps=64_000, precision="bf16", bank=32_768, schedule="wsd", decay=0.2),
-          experiments=(1,), branches=(0.25, 0.5), keep_weights=True,
+          experiments=(1,), branches=(0.25, 0.5), keep_weights=True, release_students=True,
           about="experiment 1's pairs, N = 16 and 64, on one fixed 64k-step schedule with decayed branches at 1/4 and 1/2"),
     Scale("paper", dict(crop=256, batch=16, steps=5_000_000, lr=1e-4, val_every=5_000, val_images=0, patience=10),
           dict(scale="paper"), gpu=True, about="the published protocol: a CUDA GPU and Vimeo90K"),

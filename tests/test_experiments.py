@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from kdlib import experiments, grid
+from kdlib import analysis, experiments, grid
 from kdlib.experiments import run_experiment, status
 from kdlib.grid import EXPERIMENTS, RUNS, Run
 from kdlib.models import read_checkpoint
@@ -239,20 +239,33 @@ def test_a_long_student_is_released_only_once_converged_and_better_than_the_grid
     result(tmp_path / "results" / "S16.json", 27.0, 0.54)  # the paper grid's S16
     better, worse = result(tmp_path / "better.json", 29.6, 0.50), result(tmp_path / "worse.json", 26.0, 0.60)
     Manifest(records).update(name, end={"converged": False, "steps": 2})
-    assert experiments.release_converged(name, better, layout) is None  # not converged: hit the cap
+    assert experiments.release_student(name, better, layout) is None  # not converged: hit the cap
     Manifest(records).update(name, end={"converged": True, "steps": 2})
-    assert experiments.release_converged(name, worse, layout) is None  # converged but not better
+    assert experiments.release_student(name, worse, layout) is None  # converged but not better
     assert not (layout.checkpoints / "S16-long.pth.tar").exists()
-    assert experiments.release_converged(name, better, layout) == "S16-long"
+    assert experiments.release_student(name, better, layout) == "S16-long"
     entry = Manifest(layout.checkpoints).get("S16-long")
     assert entry["run"] == name and entry["end"]["converged"] and entry["kodak"]["psnr-rgb"] == 29.6
     assert entry["config_hash"] == Manifest(records).get(name)["config_hash"] and "long budget" in entry["recipe"]
     assert list(pd.read_csv(layout.checkpoints / "S16-long.log.csv").step) == list(pd.read_csv(folder / "log.csv").step)
     assert Manifest(layout.checkpoints).weights("S16-long") == layout.checkpoints / "S16-long.pth.tar"
     released = (layout.checkpoints / "S16-long.pth.tar").stat().st_mtime_ns
-    assert experiments.release_converged(name, better, layout) == "S16-long"  # a re-evaluation: Kodak noted again,
+    assert experiments.release_student(name, better, layout) == "S16-long"  # a re-evaluation: Kodak noted again,
     assert (layout.checkpoints / "S16-long.pth.tar").stat().st_mtime_ns == released  # the weights not re-released
     assert (REPO / "checkpoints" / "manifest.json").read_bytes() == published  # the repository's own: untouched
+
+
+def test_an_equal_tier_student_is_released_only_after_every_step_and_better_than_the_grids():
+    """Issue 40 item 6: S64-long, declared before N = 64 trained, is the equal tier's N = 64 seed-0 KD run, released
+    once it ran its whole fixed schedule (no stop rule) and beat S64; the tiers' releases table lists it."""
+    assert grid.TIER_RELEASES["equal"] == {"e1-kd-N64-s0": "S64-long"} and Layout.of("equal").scale.release_students
+    config = RUNS["e1-kd-N64-s0"].config("equal")
+    assert experiments.ended_by_rule(config, {"steps": 64_000}) and not experiments.ended_by_rule(config, {"steps": 63_500})
+    assert not experiments.ended_by_rule(RUNS["e1-kd-N16-s0"].config("long"), {"steps": 150_000, "converged": False})
+    assert "linear to 0 over the last 20% of the steps" in experiments.recipe(config)
+    table = analysis.tier_releases(Layout.of("cpu"))
+    assert list(table.name) == ["S16", "S16-long", "S32", "S32-long", "S64", "S64-long"]
+    assert list(table.budget) == ["cpu", "long", "cpu", "long", "cpu", "equal"]
 
 
 def test_a_branch_not_yet_started_is_parked_from_its_trunks_kept_state_and_resumes(photo_folder, tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def test_recipes_and_budgets_come_from_the_scales():
 
 def test_what_differs_between_scales_is_a_field_not_a_name():
     """No module compares a scale's name to a literal: folders, releases and requirements follow the
-    Scale's fields (published, release_converged, gpu, quick, ...), so a new scale needs no edit elsewhere."""
+    Scale's fields (published, release_students, gpu, quick, ...), so a new scale needs no edit elsewhere."""
     import re
 
     names = "|".join(scales.SCALES)
