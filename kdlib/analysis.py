@@ -515,7 +515,7 @@ def tier_releases(layout: Layout) -> pd.DataFrame:
                 rows.append({"N": run.N, "name": release, "budget": budget, "released": bool(entry),
                              "steps": entry.get("steps"), "ended": how if entry else None,
                              **{k: means.get(k) for k in ("psnr-rgb", "bpp", "rd_cost")}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"steps": "Int64"})  # whole steps, <NA> where not released
 
 
 def training_status(number: int, layout: Layout) -> pd.DataFrame:
