@@ -123,6 +123,10 @@ def exact_headroom(model, kept: list, seconds: dict, n: int) -> None:
     equal = all(np.array_equal(a, b) for images in zip(*pixels.values()) for a, b in zip(images, images[1:]))
     ms = {name: best_ms(lambda item, form=form: last_layer(item[1], *form), kept) for name, form in forms.items()}
     indexes = best_ms(lambda item: scale_indexes_after_h_s(model, item[0]), kept)
+    rounded = [torch.from_numpy(p.astype(np.float32) / 255) for p in pixels["today (numpy's cast)"]]  # the casts alone
+    inputs = best_ms(lambda piece: (piece.clone(), np.empty(piece.shape, np.uint8)), rounded)
+    casts = {name: best_ms(lambda piece, cast=cast: cast(piece.clone(), np.empty(piece.shape, np.uint8)), rounded) - inputs
+             for name, cast in (("torch", cast_torch), ("numpy", cast_numpy))}
     total = 1000 * sum(seconds.values()) / n
     saved = max(0.0, ms["today (numpy's cast)"] - ms["open: 16 outputs, numpy's cast"]) + indexes
     peak = peak_gflops()
@@ -132,6 +136,8 @@ def exact_headroom(model, kept: list, seconds: dict, n: int) -> None:
           f"(pixels equal in all three on this CPU: {equal}):")
     for name, spent in ms.items():
         print(f"{spent:6.2f} ms  {name}")
+    print(f"        x255, rounding and cast alone (the same clamped images): torch's {casts['torch']:.2f} ms, numpy's "
+          f"{casts['numpy']:.2f} ms ({casts['torch'] / casts['numpy']:.1f}x)")
     print(f"{indexes:6.2f} ms  scale indexes after h_s (NaN check, lower bound, index): the most a one-pass loop could save")
     print(f"bound: {bound:.2f} ms an image (synthesis {synthesis:.2f} ms at {peak:.0f} GFLOP/s, coder "
           f"{bound - synthesis:.2f}); today {total:.2f} ms: {100 * bound / total:.1f} % of it; "

@@ -286,7 +286,7 @@ def _decode_one(header: Header, payload: bytes, decoder: Hyperprior) -> Image.Im
         if r0 < r1 and c0 < c1:
             piece = part[0, :, r0 - row:r1 - row, c0 - column:c1 - column].cpu().permute(1, 2, 0)
             piece.mul_(255).round_()  # in place: the tile is not read again; whole numbers, then numpy's cast
-            with np.errstate(invalid="ignore"):  # (2.4x faster than torch's to uint8: benchmarks/decode_parts.py)
+            with np.errstate(invalid="ignore"):  # faster than torch's to uint8 (benchmarks/decode_parts.py)
                 np.copyto(pixels[r0 - top:r1 - top, c0 - left:c1 - left], piece.numpy(), casting="unsafe")
 
     try:
