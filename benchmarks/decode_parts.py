@@ -26,8 +26,8 @@ from kdlib.resources import flops
 
 def decode_in_parts(model, blob: bytes, seconds: dict, kept: list | None = None) -> None:
     """kdlib's decode of one file (:func:`kdlib.entropy.decode` and the pixel conversion of
-    :mod:`kdlib.bitstream`), each part's time added to ``seconds``; with ``kept``, the hyper-synthesis'
-    scales and the last layer's input are appended to it."""
+    :mod:`kdlib.bitstream`), each part's time added to ``seconds``; with ``kept``, the hyper-latent and
+    the last layer's input are appended to it."""
     header, payload = bitstream.read_header(blob)
     y_string, z_string = payload[header.z_length:], payload[:header.z_length]
     start = time.perf_counter()
@@ -54,7 +54,7 @@ def decode_in_parts(model, blob: bytes, seconds: dict, kept: list | None = None)
     part("layout")
     for k, layer in enumerate(model.g_s):
         if kept is not None and k == len(model.g_s) - 1:
-            kept.append((E._run(model.h_s, z_hat), x.clone()))
+            kept.append((z_hat, x.clone()))
             start = time.perf_counter()  # not counted
         x = E._layer(layer, x)
         part("last layer (sub-pixel)" if k == len(model.g_s) - 1 else "GDN" if k % 2 else "other convolutions")
@@ -63,19 +63,6 @@ def decode_in_parts(model, blob: bytes, seconds: dict, kept: list | None = None)
     cast_numpy(piece, pixels)
     Image.fromarray(pixels, "RGB")
     part("clamp, 8-bit, PIL")
-
-
-def scale_indexes_after_h_s(model, scales: torch.Tensor) -> torch.Tensor:
-    """What :func:`kdlib.entropy.scale_indexes` does after ``h_s``: the NaN check, the lower bound and
-    the index of each scale."""
-    if scales.isnan().any():
-        raise ValueError("NaN scales")
-    scales = model.gaussian_conditional.lower_bound_scale(scales)
-    table = E._tables(model)[3]
-    nearest = scales.log().sub_(table["log_first"]).div_(table["log_step"]).round_()
-    nearest = nearest.clamp_(0, len(table["bounds"]) - 1).to(torch.int32)
-    bounds = table["bounds"].index_select(0, nearest.reshape(-1)).reshape(nearest.shape)
-    return (bounds < scales).to(torch.int32).add_(nearest)
 
 
 def cast_torch(piece: torch.Tensor, pixels: np.ndarray) -> None:
@@ -122,7 +109,8 @@ def exact_headroom(model, kept: list, seconds: dict, n: int) -> None:
     pixels = {name: [last_layer(x, *form) for _, x in kept] for name, form in forms.items()}
     equal = all(np.array_equal(a, b) for images in zip(*pixels.values()) for a, b in zip(images, images[1:]))
     ms = {name: best_ms(lambda item, form=form: last_layer(item[1], *form), kept) for name, form in forms.items()}
-    indexes = best_ms(lambda item: scale_indexes_after_h_s(model, item[0]), kept)
+    # what E.scale_indexes does after h_s (the NaN check, the lower bound, the index): its time less h_s's
+    indexes = best_ms(lambda item: E.scale_indexes(model, item[0]), kept) - best_ms(lambda item: E._run(model.h_s, item[0]), kept)
     rounded = [torch.from_numpy(p.astype(np.float32) / 255) for p in pixels["today (numpy's cast)"]]  # the casts alone
     inputs = best_ms(lambda piece: (piece.clone(), np.empty(piece.shape, np.uint8)), rounded)
     casts = {name: best_ms(lambda piece, cast=cast: cast(piece.clone(), np.empty(piece.shape, np.uint8)), rounded) - inputs

@@ -175,14 +175,11 @@ def _equal() -> list[str]:
     """The equal-step tier in training order: each pair, then its branches (which start from the
     pair's constant phase), the pilot first; after N = 16's pairs the scratch lambdas and their branches
     (they complete N = 16's reading at equal rate), then N = 64's pairs (the part a lent GPU takes first)."""
-    pairs, out = _equal_pairs(), []
-    for kd, scratch in zip(pairs[::2], pairs[1::2]):
-        if kd == "e1-kd-N64-s0":
-            ends = _equal_ends()
-            out += ends + [branch_name(n, f) for f in sorted(SCALES["equal"].branches, reverse=True) for n in ends]
-        out += [kd, scratch, *(branch_name(n, f) for f in sorted(SCALES["equal"].branches, reverse=True)
-                               for n in (kd, scratch))]
-    return out
+    pairs = _equal_pairs()
+    groups = [pairs[i:i + 2] for i in range(0, len(pairs), 2)]
+    groups.insert(next(i for i, (kd, _) in enumerate(groups) if RUNS[kd].N == 64), _equal_ends())
+    fractions = sorted(SCALES["equal"].branches, reverse=True)
+    return [n for group in groups for n in group + [branch_name(m, f) for f in fractions for m in group]]
 
 
 RUNS: dict[str, Run] = _grid()

@@ -387,11 +387,11 @@ def budget_figure(curve: pd.DataFrame) -> plt.Figure:
     landed), one line per N, each point a decayed model; bars: the seeds' 95 % interval where there are two
     seeds or more, else the images' (hollow markers: one seed, no verdict)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    rated = curve[curve.rate_seeds > 0] if "rate_seeds" in curve else curve.iloc[:0]
+    rated = curve[curve.rate_seeds > 0].assign(seeds=lambda rows: rows.rate_seeds)
     for ax, metric, label, rows_of in (
             (axes[0], "rd_cost", "RD cost, KD - scratch", curve),
             (axes[1], "psnr-rgb", "PSNR (dB), KD - scratch\n(same lambda, not the same rate)", curve),
-            (axes[2], "psnr_at_rate", "PSNR at KD's rate (dB),\nKD - scratch's own RD curve", rated.assign(seeds=rated.get("rate_seeds")))):
+            (axes[2], "psnr_at_rate", "PSNR at KD's rate (dB),\nKD - scratch's own RD curve", rated)):
         for n, rows in rows_of.groupby("N"):
             several = rows.seeds > 1
             low = rows[f"d_{metric}_seeds_low"].where(several, rows[f"d_{metric}_low"])
@@ -402,15 +402,14 @@ def budget_figure(curve: pd.DataFrame) -> plt.Figure:
             for s, y, k in zip(rows.steps, rows[f"d_{metric}"], rows.seeds):
                 ax.plot(s, y, "o", ms=8, color=color, mfc=color if k > 1 else "none", mew=1.5)
             ax.plot([], [], "o--", color=color, label=f"N = {n} ({int(rows.seeds.max())} seed(s))")
-        if rows_of.empty:
-            ax.text(0.5, 0.75, "waits for scratch N = 16 at lambda\n0.013 and 0.0483 (the curve's ends)",
-                    ha="center", va="center", transform=ax.transAxes, color="0.4")
         ax.axhline(0, color="black", lw=0.8)
         ax.set(xlabel="training steps (each point decayed to lr 0)", ylabel=label, xscale="log")
         ax.set_xticks(sorted(curve.steps.unique()), [f"{s // 1000}k" for s in sorted(curve.steps.unique())])
         ax.minorticks_off()
         if rows_of.empty:
             ax.set(xlim=axes[0].get_xlim(), ylim=(-1, 1), yticks=[])
+            ax.text(0.5, 0.75, "waits for scratch N = 16 at lambda\n0.013 and 0.0483 (the curve's ends)",
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")
         else:
             ax.legend(fontsize="small")
     fig.suptitle("KD against its scratch twin at equal steps: when does the teacher help? (bars: seeds' 95 %, "
