@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= cpu
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: reproduce test nbval smoke-reproduce test-fast gpu-check smoke-check park notebooks report chromium kernel clean-venv FORCE
+.PHONY: reproduce test nbval smoke-reproduce test-fast gpu-check smoke-check park tier-notebooks notebooks report chromium kernel clean-venv FORCE
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,11 +79,16 @@ CLEAN_TREE = dirty="$$(git status --porcelain --untracked-files=all -- .)"; \
 	if [ -n "$$dirty" ]; then echo "make reproduce SCALE=smoke changed the working tree:"; echo "$$dirty"; exit 1; fi
 
 # Before a session ends: park the long and equal tiers' unfinished runs in checkpoints/ and re-execute the
-# notebook that reports their state (e1b_converged), so that the committed outputs match what is committed.
+# notebooks that report them (e1b_converged; reproduction, whose experiment-1 row carries the tiers'
+# verdicts), so that the committed outputs match what is committed. Also after committing a landed run.
+TIER_NOTEBOOKS = notebooks/e1b_converged.ipynb notebooks/reproduction.ipynb
 park: $(VENV)/.installed
 	$(BIN)/kdlib experiment 1 --scale long --park
 	$(BIN)/kdlib experiment 1 --scale equal --park
-	$(MAKE) notebooks SCALE=cpu NOTEBOOKS=notebooks/e1b_converged.ipynb
+	$(MAKE) notebooks SCALE=cpu NOTEBOOKS="$(TIER_NOTEBOOKS)"
+
+tier-notebooks: $(VENV)/.installed
+	$(MAKE) notebooks SCALE=cpu NOTEBOOKS="$(TIER_NOTEBOOKS)"
 
 # On a machine lent a CUDA GPU (issue 29; docs/codec.md "GPU check"): one JSON, results/gpu/gpu_check.json.
 # GPU_PYTHON: a Python with torch and kdlib's requirements (default: the venv's, else python3).

@@ -421,7 +421,7 @@ def quality_table() -> pd.DataFrame:
     return table
 
 
-FINISHED = ("converged (stop rule)", "step cap", "finished")  # kdlib.experiments.training_states
+FINISHED = ("stopped (plateau rule)", "step cap", "finished")  # kdlib.experiments.training_states
 
 
 # What the long tier's seeds can tell (issue 26, revised by issue 40). Its rule also stopped adding seeds
@@ -464,7 +464,7 @@ def seed_rule(gain: dict[str, float], scratch_cost: float) -> str:
 
 
 def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> pd.DataFrame:
-    """The long tier's verdict at convergence (notebook e1b_converged), per N: KD against its scratch twin over
+    """The long tier's verdict (notebook e1b_converged; plateau-stopped runs, not converged), per N: KD against its scratch twin over
     the seeds whose two arms have both finished (``status``: :func:`results` merged with
     :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect (absolute and
     in % of scratch's RD cost), what :func:`seed_rule` says, and PSNR and bpp with their intervals and
@@ -601,7 +601,7 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
     """The equal-step tier's budget curve (issue 40): per N and budget (its branches and full length), KD
     minus scratch over the seeds whose two arms both have a Kodak result in ``results_folder`` (the tier's
     ``experiments/``): RD cost, PSNR and bpp with the images' and seeds' intervals (:func:`kd_gain`), and
-    the one rule's :func:`verdict`. Every point is a decayed model; the seeds counted are those declared
+    the one rule's :func:`verdict` (of PSNR and bpp too, as :func:`converged_table`). Every point is a decayed model; the seeds counted are those declared
     (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
     folder, rows = Path(results_folder), []
     tier = [grid.RUNS[n] for n in grid.EQUAL]
@@ -617,7 +617,9 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
             rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain),
                          "rate_seeds": rate["seeds"], **{k: v for k, v in rate.items() if k.startswith("d_psnr_at_rate")},
-                         "verdict_at_rate": verdict(rate, *EQUAL_RATE_WORDS["psnr_at_rate"], "psnr_at_rate") if rate["seeds"] else ""})
+                         "verdict_at_rate": verdict(rate, *EQUAL_RATE_WORDS["psnr_at_rate"], "psnr_at_rate") if rate["seeds"] else "",
+                         "psnr_verdict": verdict(gain, "KD lower", "KD higher", "psnr-rgb"),
+                         "bpp_verdict": verdict(gain, "KD lower", "KD higher", "bpp")})
     return pd.DataFrame(rows)
 
 

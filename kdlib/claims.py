@@ -215,7 +215,8 @@ runs land; {len(done)} of {len(runs)} runs are in).
   wanders: the same config lands between {kd16.min():.2f} and {kd16.max():.2f} bpp over seeds (KD N = 16), so the
   spread between seeds dwarfs what the teacher adds. Seed 0, on which the single-seed sizes and experiments 3 to 5
   rest, is a seed where KD wins at N = {" and ".join(str(n) for n in multi if by_seed[n][0] < 0)}; conclusions from one seed
-  at this budget are not safe. The converged tier (notebook e1b_converged) trains N = 16 and 32 to the end."""
+  at this budget are not safe. Notebook e1b_converged trains further: the long tier (N = 16 and 32, until a plateau rule stopped them)
+  and the equal tier (64k steps on one fixed schedule for both arms)."""
 
     def row(self, measure: str, claim: str) -> Row:
         gains, theirs = self.gains, pd.read_csv(PUBLISHED / "compute.csv").set_index("channels_N")
@@ -254,7 +255,7 @@ class Converged(Claim):
 
     @cached_property
     def verdicts(self) -> pd.DataFrame:
-        """The verdict at convergence per N, over the seeds whose two arms have both finished."""
+        """The long tier's verdict per N (plateau-stopped runs), over the seeds whose two arms have both finished."""
         return analysis.converged_table(self.status)
 
     @cached_property
@@ -308,25 +309,86 @@ class Converged(Claim):
                        f"{r[f'd_{metric}_high']:+.3f}] over images{seeds} -> {analysis.verdict(r, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
         return "\n".join(out)
 
+    def budget_in_short(self) -> list[str]:
+        """The equal tier's verdicts per N, each metric's budgets grouped by what the one rule said."""
+        out: list[str] = []
+        for n, g in ([] if self.budget.empty else self.budget.groupby("N")):
+            said = []
+            for label, column in (("RD cost", "verdict"), ("bpp", "bpp_verdict"), ("PSNR", "psnr_verdict"),
+                                  ("PSNR at KD's rate", "verdict_at_rate")):
+                sides: dict[str, list[str]] = {}
+                for r in g[g[column] != ""].to_dict("records"):
+                    sides.setdefault(analysis.headline(r[column]), []).append(f"{r['steps'] // 1000}k")
+                if sides:
+                    said.append(f"{label} " + ", ".join(f"{side} at {', '.join(at)}" for side, at in sides.items()))
+            out.append(f"Equal tier, N = {n} ({self._landed(n)}): " + "; ".join(said) + ".")
+        return out
+
     def headline(self) -> str:
         """The long tier's verdict per N, or how far it has come (the report's sentence)."""
         parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
                  f"{r['d_rd_cost']:+.3f} RD cost over {r['seeds']} seed(s), {r['verdict']}; bpp {r['d_bpp']:+.3f}, "
                  f"{r['bpp_verdict'].headline}; PSNR {r['d_psnr-rgb']:+.2f} dB, {r['psnr_verdict'].headline}")
                  for r in self.verdicts.to_dict("records")]
-        return "converged tier (long budget, notebook e1b_converged): " + "; ".join(parts)
+        return ("long tier (plateau-stopped, at unequal steps; notebook e1b_converged): " + "; ".join(parts)
+                + "; " + "; ".join(self.budget_headlines()))
+
+    @cached_property
+    def budget(self) -> pd.DataFrame:
+        """The equal tier's budget curve (:func:`kdlib.analysis.budget_curve`): the verdict that replaces the
+        long tier's, per N and budget."""
+        return analysis.budget_curve(self.layout.at("equal").experiments)
+
+    def _landed(self, n: int) -> str:
+        declared, landed = len(grid.EQUAL_SEEDS[n]), int(self.budget[self.budget.N == n].seeds.max())
+        return (f"all {declared} declared pairs" if landed >= declared else
+                f"{landed} of the {declared} declared pairs: an interim reading")
+
+    def budget_headlines(self) -> list[str]:
+        """The equal tier's RD-cost reading per N, one phrase each (the report's sentence)."""
+        if self.budget.empty:
+            return ["equal tier (64k steps, one fixed schedule): no pair has landed yet"]
+        return [f"equal tier, N = {n} ({self._landed(n)}): KD - scratch RD cost " + ", ".join(
+            f"{r['d_rd_cost']:+.3f} at {r['steps'] // 1000}k steps ({analysis.headline(r['verdict'])})"
+            for r in g.to_dict("records")) for n, g in self.budget.groupby("N")]
+
+    def budget_summary(self) -> list[str]:
+        """The equal tier's reading per N and budget by the one rule: RD cost, bpp and PSNR at lambda 0.025,
+        and PSNR at KD's rate against scratch's own curve once its lambda ends have landed."""
+        if self.budget.empty:
+            return ["equal tier (64k steps, one fixed schedule for both arms): no pair has landed yet"]
+        out = []
+
+        def interval(r: dict, m: str, digits: int, unit: str = "") -> str:
+            seeds = (f", seeds' interval [{r[f'd_{m}_seeds_low']:+.{digits}f}, {r[f'd_{m}_seeds_high']:+.{digits}f}]"
+                     if r["seeds"] > 1 else "")
+            return (f"{r[f'd_{m}']:+.{digits}f}{unit} [{r[f'd_{m}_low']:+.{digits}f}, {r[f'd_{m}_high']:+.{digits}f}] "
+                    f"over images{seeds}")
+
+        for n, g in self.budget.groupby("N"):
+            out.append(f"equal tier, N = {n}: both arms {g.steps.max():,} steps on one fixed schedule, branches "
+                       f"decayed at the smaller budgets; {self._landed(n)}")
+            for r in g.to_dict("records"):
+                out.append(f"  {r['steps'] // 1000}k steps: RD cost KD - scratch {interval(r, 'rd_cost', 3)} -> "
+                           f"{analysis.headline(r['verdict'])}; bpp {interval(r, 'bpp', 3)} -> "
+                           f"{analysis.headline(r['bpp_verdict'])}; PSNR {interval(r, 'psnr-rgb', 2, ' dB')} -> "
+                           f"{analysis.headline(r['psnr_verdict'])}")
+                if r["rate_seeds"]:
+                    out.append(f"    PSNR at KD's rate, KD - scratch's own curve: {interval(r, 'psnr_at_rate', 2, ' dB')} "
+                               f"-> {analysis.headline(r['verdict_at_rate'])}")
+        return out
 
     def summary(self) -> str:
         status, long, short = self.status, self.long, self.short
-        out = []
-        finished = status.state.isin(["converged (stop rule)", "step cap"])
+        out = self.budget_summary() + ["", "The long tier (plateau-stopped, at unequal steps; replaced by the equal tier for the verdict):"]
+        finished = status.state.isin(["stopped (plateau rule)", "step cap"])
         out.append(f"long tier: {int(finished.sum())} of {len(status)} runs finished "
-                   f"({int((status.state == 'converged (stop rule)').sum())} by the stop rule, "
+                   f"({int((status.state == 'stopped (plateau rule)').sum())} by the plateau rule, "
                    f"{int((status.state == 'step cap').sum())} at the cap), "
                    f"{int((status.state == 'training (parked)').sum())} training")
         for r in self.verdicts.to_dict("records"):
             if r["seeds"] == 0:
-                out.append(f"N = {r['N']}: {r['verdict']}: no verdict at convergence yet")
+                out.append(f"N = {r['N']}: {r['verdict']}: no long-tier verdict yet")
                 continue
             seeds = (f"seeds' interval [{r['d_rd_cost_seeds_low']:+.4f}, {r['d_rd_cost_seeds_high']:+.4f}], smallest "
                      f"detectable effect {r['detectable']:.4f} ({r['detectable_pct']:.1f} % of scratch's RD cost: the "
@@ -366,7 +428,7 @@ class Converged(Claim):
                            + (f"; at N = {', '.join(unsure)} a PSNR difference is not established" if unsure else "")
                            + ". At unequal steps, these mix the teacher's effect with the training length, and with one "
                            "lambda no run says whether KD's point lies on scratch's RD curve: the equal-step tier is built to.")
-        return "\n".join(out)
+        return "\n".join(out + [""] + self.budget_in_short())
 
 
 class Lambdas(Claim):

@@ -132,14 +132,14 @@ def _given(fields: dict) -> dict:
 
 
 def training_states(names: Iterable[str], layout: Layout) -> pd.DataFrame:
-    """How far each run at ``layout``'s scale is, from what is committed: ``state`` (converged by the stop
-    rule, step cap, finished, training (parked) or not started), ``steps`` and the ``last_lr``."""
+    """How far each run at ``layout``'s scale is, from what is committed: ``state`` (stopped by the
+    plateau rule, step cap, finished, training (parked) or not started), ``steps`` and the ``last_lr``."""
     ends = Manifest(layout.records).entries()
     rows = []
     for name in names:
         path, finished = log_path(name, layout)
         end = ends.get(name, {}).get("end", {})
-        state = ("converged (stop rule)" if end.get("converged") else "step cap" if end else "finished") if finished \
+        state = ("stopped (plateau rule)" if end.get("converged") else "step cap" if end else "finished") if finished \
             else "training (parked)" if path else "not started"
         last = pd.read_csv(path).step.max() if path else 0
         rows.append({"name": name, "state": state, "steps": int(end.get("steps", last)),

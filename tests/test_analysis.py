@@ -178,9 +178,9 @@ def test_converged_table_pairs_only_seeds_whose_two_arms_finished(tmp_path):
     row = lambda name, arm, seed, state, shift: {  # noqa: E731
         "name": name, "N": 16, "arm": arm, "seed": seed, "done": True, "state": state,
         "path": _result(tmp_path / f"{name}.json", shift, 0.5)}
-    status = pd.DataFrame([row("e1-kd-N16-s0", "kd", 0, "converged (stop rule)", 0.2),
+    status = pd.DataFrame([row("e1-kd-N16-s0", "kd", 0, "stopped (plateau rule)", 0.2),
                            row("e1-scratch-N16-s0", "scratch", 0, "step cap", 0.0),
-                           row("e1-kd-N16-s1", "kd", 1, "converged (stop rule)", 0.2),
+                           row("e1-kd-N16-s1", "kd", 1, "stopped (plateau rule)", 0.2),
                            row("e1-scratch-N16-s1", "scratch", 1, "training (parked)", 0.0)])
     table = analysis.converged_table(status, sizes=(16, 32)).set_index("N")
     assert table.loc[16, "seeds"] == 1 and table.loc[16, "d_rd_cost"] < 0  # seed 1's scratch arm is still training
@@ -346,3 +346,32 @@ def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path
     said = claims.Converged(Layout.of("cpu", tmp_path)).equal_rate_summary()
     assert said.endswith("no reading: KD's point lies outside its curve at seed(s) [2] and in 100.0 % of the images' "
                          "resamples") and "->" not in said
+
+
+def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, monkeypatch):
+    """Issue 40: the equal tier's budget curve is the verdict that replaces the long tier's. The claim says each
+    budget's RD cost, bpp and PSNR by the one rule, and calls the reading interim until every declared pair landed."""
+    from kdlib import claims
+
+    claim = claims.Converged(Layout.of("cpu", tmp_path))
+    assert claim.budget_summary()[0].endswith("no pair has landed yet") and claim.budget_in_short() == []
+
+    def row(steps: int, d: float, seeds: int) -> dict:
+        gain = {"seeds": seeds, **{f"d_{m}{end}": d + shift for m in ("rd_cost", "bpp", "psnr-rgb") for end, shift in (
+            ("", 0), ("_low", -0.01), ("_high", 0.01), ("_seeds_low", -0.02), ("_seeds_high", 0.02), ("_seed_sd", 0.01))}}
+        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0, "verdict_at_rate": "",
+                "psnr_verdict": analysis.verdict(gain, "KD lower", "KD higher", "psnr-rgb"),
+                "bpp_verdict": analysis.verdict(gain, "KD lower", "KD higher", "bpp")}
+
+    curve = pd.DataFrame([row(16_000, -0.1, 5), row(64_000, 0.0, 5)])
+    monkeypatch.setattr(claims.analysis, "budget_curve", lambda *a, **k: curve)
+    claim = claims.Converged(Layout.of("cpu", tmp_path))
+    assert claim.budget_in_short() == ["Equal tier, N = 16 (5 of the 8 declared pairs: an interim reading): RD cost KD "
+                                       "better at 16k, not established at 64k; bpp KD lower at 16k, not established at "
+                                       "64k; PSNR KD lower at 16k, not established at 64k."]
+    lines = claim.budget_summary()
+    assert lines[1].startswith("  16k steps: RD cost KD - scratch -0.100 [-0.110, -0.090] over images, seeds' interval "
+                               "[-0.120, -0.080] -> KD better; bpp")
+    assert lines[2].startswith("  64k steps: RD cost KD - scratch +0.000") and "-> not established; bpp" in lines[2]
+    curve.loc[:, "seeds"] = 8
+    assert "(all 8 declared pairs)" in claims.Converged(Layout.of("cpu", tmp_path)).budget_in_short()[0]
