@@ -618,11 +618,12 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain),
                          "rate_seeds": rate["seeds"], **{k: v for k, v in rate.items() if k.startswith("d_psnr_at_rate")},
                          "verdict_at_rate": verdict(rate, *EQUAL_RATE_WORDS["psnr_at_rate"], "psnr_at_rate") if rate["seeds"] else "",
-                         "psnr_verdict": verdict(gain, "KD lower", "KD higher", "psnr-rgb"),
-                         "bpp_verdict": verdict(gain, "KD lower", "KD higher", "bpp")})
+                         **{f"{m.split('-')[0]}_verdict": verdict(gain, *words, m) for m, words in MOVE_WORDS.items()}})
     return pd.DataFrame(rows)
 
 
+MOVE_WORDS = {"psnr-rgb": ("KD lower (worse)", "KD higher (better)"),  # the budget curve's PSNR and bpp verdicts
+              "bpp": ("KD lower (fewer bits)", "KD higher (more bits)")}
 EQUAL_RATE = ("psnr_at_rate", "rate_at_psnr")  # equal_rate's two readings: dB at KD's rate, % at KD's PSNR
 EQUAL_RATE_WORDS = {"psnr_at_rate": ("KD under scratch's curve", "KD above scratch's curve"),  # negative, positive
                     "rate_at_psnr": ("KD fewer bits", "KD more bits")}

@@ -360,15 +360,14 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
         gain = {"seeds": seeds, **{f"d_{m}{end}": d + shift for m in ("rd_cost", "bpp", "psnr-rgb") for end, shift in (
             ("", 0), ("_low", -0.01), ("_high", 0.01), ("_seeds_low", -0.02), ("_seeds_high", 0.02), ("_seed_sd", 0.01))}}
         return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0, "verdict_at_rate": "",
-                "psnr_verdict": analysis.verdict(gain, "KD lower", "KD higher", "psnr-rgb"),
-                "bpp_verdict": analysis.verdict(gain, "KD lower", "KD higher", "bpp")}
+                **{f"{m.split('-')[0]}_verdict": analysis.verdict(gain, *words, m) for m, words in analysis.MOVE_WORDS.items()}}
 
     curve = pd.DataFrame([row(16_000, -0.1, 5), row(64_000, 0.0, 5)])
     monkeypatch.setattr(claims.analysis, "budget_curve", lambda *a, **k: curve)
     claim = claims.Converged(Layout.of("cpu", tmp_path))
     assert claim.budget_in_short() == ["Equal tier, N = 16 (5 of the 8 declared pairs: an interim reading): RD cost KD "
-                                       "better at 16k, not established at 64k; bpp KD lower at 16k, not established at "
-                                       "64k; PSNR KD lower at 16k, not established at 64k."]
+                                       "better at 16k, not established at 64k; bpp KD lower (fewer bits) at 16k, not established at "
+                                       "64k; PSNR KD lower (worse) at 16k, not established at 64k."]
     lines = claim.budget_summary()
     assert lines[1].startswith("  16k steps: RD cost KD - scratch -0.100 [-0.110, -0.090] over images, seeds' interval "
                                "[-0.120, -0.080] -> KD better; bpp")
