@@ -464,8 +464,8 @@ def seed_rule(gain: dict[str, float], scratch_cost: float) -> str:
 
 
 def converged_table(status: pd.DataFrame, sizes: tuple[int, ...] = (16, 32)) -> pd.DataFrame:
-    """The long tier's verdict (notebook e1b_converged; plateau-stopped runs, not converged), per N: KD against its scratch twin over
-    the seeds whose two arms have both finished (``status``: :func:`results` merged with
+    """The long tier's verdict (notebook e1b_converged; plateau-stopped runs, not converged), per N: KD against
+    its scratch twin over the seeds whose two arms have both finished (``status``: :func:`results` merged with
     :func:`kdlib.experiments.training_states`), with the smallest effect these seeds can detect (absolute and
     in % of scratch's RD cost), what :func:`seed_rule` says, and PSNR and bpp with their intervals and
     :func:`verdict` ("KD lower" / "KD higher": where KD moves the operating point, whatever the RD cost)."""
@@ -601,8 +601,8 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
     """The equal-step tier's budget curve (issue 40): per N and budget (its branches and full length), KD
     minus scratch over the seeds whose two arms both have a Kodak result in ``results_folder`` (the tier's
     ``experiments/``): RD cost, PSNR and bpp with the images' and seeds' intervals (:func:`kd_gain`), and
-    the one rule's :func:`verdict` (of PSNR and bpp too, as :func:`converged_table`). Every point is a decayed model; the seeds counted are those declared
-    (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
+    the one rule's :func:`verdict` (of PSNR and bpp too, in :data:`MOVE_WORDS`). Every point is a decayed model;
+    the seeds counted are those declared (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
     folder, rows = Path(results_folder), []
     tier = [grid.RUNS[n] for n in grid.EQUAL]
     for n in sizes:

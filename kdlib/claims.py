@@ -309,21 +309,6 @@ class Converged(Claim):
                        f"{r[f'd_{metric}_high']:+.3f}] over images{seeds} -> {analysis.verdict(r, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
         return "\n".join(out)
 
-    def budget_in_short(self) -> list[str]:
-        """The equal tier's verdicts per N, each metric's budgets grouped by what the one rule said."""
-        out: list[str] = []
-        for n, g in ([] if self.budget.empty else self.budget.groupby("N")):
-            said = []
-            for label, column in (("RD cost", "verdict"), ("bpp", "bpp_verdict"), ("PSNR", "psnr_verdict"),
-                                  ("PSNR at KD's rate", "verdict_at_rate")):
-                sides: dict[str, list[str]] = {}
-                for r in g[g[column] != ""].to_dict("records"):
-                    sides.setdefault(analysis.headline(r[column]), []).append(f"{r['steps'] // 1000}k")
-                if sides:
-                    said.append(f"{label} " + ", ".join(f"{side} at {', '.join(at)}" for side, at in sides.items()))
-            out.append(f"Equal tier, N = {n} ({self._landed(n)}): " + "; ".join(said) + ".")
-        return out
-
     def headline(self) -> str:
         """The long tier's verdict per N, or how far it has come (the report's sentence)."""
         parts = [f"N = {r['N']}: " + (r["verdict"] if r["seeds"] == 0 else
@@ -382,9 +367,25 @@ class Converged(Claim):
                                f"-> {analysis.headline(r['verdict_at_rate'])}")
         return out
 
+    def budget_in_short(self) -> list[str]:
+        """The equal tier's verdicts per N, each metric's budgets grouped by what the one rule said."""
+        out: list[str] = []
+        for n, g in ([] if self.budget.empty else self.budget.groupby("N")):
+            said = []
+            for label, column in (("RD cost", "verdict"), ("bpp", "bpp_verdict"), ("PSNR", "psnr_verdict"),
+                                  ("PSNR at KD's rate", "verdict_at_rate")):
+                sides: dict[str, list[str]] = {}
+                for r in g[g[column] != ""].to_dict("records"):
+                    sides.setdefault(analysis.headline(r[column]), []).append(f"{r['steps'] // 1000}k")
+                if sides:
+                    said.append(f"{label} " + ", ".join(f"{side} at {', '.join(at)}" for side, at in sides.items()))
+            out.append(f"Equal tier, N = {n} ({self._landed(n)}): " + "; ".join(said) + ".")
+        return out
+
     def summary(self) -> str:
         status, long, short = self.status, self.long, self.short
-        out = self.budget_summary() + ["", "The long tier (plateau-stopped, at unequal steps; replaced by the equal tier for the verdict):"]
+        out = self.budget_summary() + ["", "The long tier (plateau-stopped, at unequal steps; replaced by the equal tier "
+                                           "for the verdict):"]
         finished = status.state.isin(["stopped (plateau rule)", "step cap"])
         out.append(f"long tier: {int(finished.sum())} of {len(status)} runs finished "
                    f"({int((status.state == 'stopped (plateau rule)').sum())} by the plateau rule, "
