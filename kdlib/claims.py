@@ -239,6 +239,18 @@ runs land; {len(done)} of {len(runs)} runs are in).
                 + Converged(self.layout.at("long")).headline())
 
 
+NO_EQUAL_PAIR = "equal tier (64k steps, one fixed schedule for both arms): no pair has landed yet"
+
+
+def _interval(r: dict, metric: str, digits: int, unit: str = "") -> str:
+    """A difference ``d_<metric>`` of a :func:`kdlib.analysis.kd_gain`-like record with its images' interval and,
+    with several seeds, the seeds' interval."""
+    f = lambda v: f"{v:+.{digits}f}"  # noqa: E731
+    seeds = (f", seeds' interval [{f(r[f'd_{metric}_seeds_low'])}, {f(r[f'd_{metric}_seeds_high'])}]"
+             if r["seeds"] > 1 else "")
+    return f"{f(r[f'd_{metric}'])}{unit} [{f(r[f'd_{metric}_low'])}, {f(r[f'd_{metric}_high'])}] over images{seeds}"
+
+
 class Converged(Claim):
     """Experiment 1's long tier (notebook e1b_converged): KD against scratch trained further, per N; at a
     quick scale, that scale's own runs stand in for both tiers."""
@@ -303,10 +315,8 @@ class Converged(Claim):
                                      f" and in {r['outside_pct']:.1f} % of the images' resamples"])
         for metric, label, unit in (("psnr_at_rate", "PSNR at KD's rate, KD - scratch's curve", "dB"),
                                     ("rate_at_psnr", "rate at KD's PSNR, KD against scratch's curve", "%")):
-            seeds = (f", seeds' interval [{r[f'd_{metric}_seeds_low']:+.3f}, {r[f'd_{metric}_seeds_high']:+.3f}]"
-                     if r["seeds"] > 1 else "")
-            out.append(f"  {label}: {r[f'd_{metric}']:+.3f} {unit} [{r[f'd_{metric}_low']:+.3f}, "
-                       f"{r[f'd_{metric}_high']:+.3f}] over images{seeds} -> {analysis.verdict(r, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
+            out.append(f"  {label}: {_interval(r, metric, 3, f' {unit}')} -> "
+                       f"{analysis.verdict(r, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
         return "\n".join(out)
 
     def headline(self) -> str:
@@ -332,7 +342,7 @@ class Converged(Claim):
     def budget_headlines(self) -> list[str]:
         """The equal tier's RD-cost reading per N, one phrase each (the report's sentence)."""
         if self.budget.empty:
-            return ["equal tier (64k steps, one fixed schedule): no pair has landed yet"]
+            return [NO_EQUAL_PAIR]
         return [f"equal tier, N = {n} ({self._landed(n)}; KD from T5, our own teacher; lambda 0.025): KD - scratch RD "
                 "cost " + ", ".join(f"{r['d_rd_cost']:+.3f} at {r['steps'] // 1000}k steps ({analysis.headline(r['verdict'])}"
                                     + (f"; seeds' interval [{r['d_rd_cost_seeds_low']:+.3f}, {r['d_rd_cost_seeds_high']:+.3f}])"
@@ -343,27 +353,20 @@ class Converged(Claim):
         """The equal tier's reading per N and budget by the one rule: RD cost, bpp and PSNR at lambda 0.025,
         and PSNR at KD's rate against scratch's own curve once its lambda ends have landed."""
         if self.budget.empty:
-            return ["equal tier (64k steps, one fixed schedule for both arms): no pair has landed yet"]
+            return [NO_EQUAL_PAIR]
         out = []
-
-        def interval(r: dict, m: str, digits: int, unit: str = "") -> str:
-            seeds = (f", seeds' interval [{r[f'd_{m}_seeds_low']:+.{digits}f}, {r[f'd_{m}_seeds_high']:+.{digits}f}]"
-                     if r["seeds"] > 1 else "")
-            return (f"{r[f'd_{m}']:+.{digits}f}{unit} [{r[f'd_{m}_low']:+.{digits}f}, {r[f'd_{m}_high']:+.{digits}f}] "
-                    f"over images{seeds}")
-
         for n, g in self.budget.groupby("N"):
             out.append(f"equal tier, the N = {n} student, {self._landed(n)}: both arms {g.steps.max():,} steps on one "
                        "fixed schedule, the smaller budgets branches of the same runs (not independent readings); KD "
                        "from T5, our own CPU-trained teacher; at lambda 0.025, where KD moves the operating point "
                        "(the equal-rate reading says whether it lies above scratch's curve)")
             for r in g.to_dict("records"):
-                out.append(f"  {r['steps'] // 1000}k steps: RD cost KD - scratch {interval(r, 'rd_cost', 3)} -> "
-                           f"{analysis.headline(r['verdict'])}; bpp {interval(r, 'bpp', 3)} -> "
-                           f"{analysis.headline(r['bpp_verdict'])}; PSNR {interval(r, 'psnr-rgb', 2, ' dB')} -> "
+                out.append(f"  {r['steps'] // 1000}k steps: RD cost KD - scratch {_interval(r, 'rd_cost', 3)} -> "
+                           f"{analysis.headline(r['verdict'])}; bpp {_interval(r, 'bpp', 3)} -> "
+                           f"{analysis.headline(r['bpp_verdict'])}; PSNR {_interval(r, 'psnr-rgb', 2, ' dB')} -> "
                            f"{analysis.headline(r['psnr_verdict'])}")
                 if r["rate_seeds"]:
-                    out.append(f"    PSNR at KD's rate, KD - scratch's own curve: {interval(r, 'psnr_at_rate', 2, ' dB')} "
+                    out.append(f"    PSNR at KD's rate, KD - scratch's own curve: {_interval(r, 'psnr_at_rate', 2, ' dB')} "
                                f"-> {analysis.headline(r['verdict_at_rate'])}")
         return out
 
