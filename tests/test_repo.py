@@ -60,28 +60,20 @@ def test_the_readmes_model_table_quotes_the_records():
 def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     """docs/training.md's interim table and the README's three RD costs are copied by hand from
     paper/tables/kd_gain_vs_budget.csv (which `make tier-notebooks` rewrites as runs land): a landed run
-    that moves a number fails here until the prose follows."""
+    that moves a number fails here until the prose follows. The CSV keeps 4 decimals, so a quoted number
+    may be off by its own last digit's half plus that rounding."""
     import re
 
     import pandas as pd
 
     curve = pd.read_csv(REPO / "paper" / "tables" / "kd_gain_vs_budget.csv")
     curve = curve[curve.N == 16].set_index("steps")
+    number = re.compile(r"[+-]?\d+\.\d+")
 
-    def pm(row, col: str, digits: int) -> tuple[str, str]:
-        f = f"{{:+.{digits}f}}"
-        return f.format(row[col]), f"{{{f.format(row[col + '_seeds_low'])}, {f.format(row[col + '_seeds_high'])}}}"
-
-    expected = {}
-    for steps, r in curve.iterrows():
-        rd, rd_seeds = pm(r, "d_rd_cost", 3)
-        bpp, bpp_seeds = pm(r, "d_bpp", 3)
-        psnr, psnr_seeds = pm(r, "d_psnr-rgb", 2)
-        psnr_word = "not established" if r.psnr_verdict.startswith("not established") else r.psnr_verdict
-        expected[f"{steps // 1000}k"] = [
-            f"{steps // 1000}k", str(r.seeds),
-            f"{rd} [{r.d_rd_cost_low:+.3f}, {r.d_rd_cost_high:+.3f}] {rd_seeds}", r.verdict,
-            f"{bpp} {bpp_seeds}", f"{psnr} {psnr_seeds}: {psnr_word}"]
+    def near(quoted: str, values: list[float]) -> bool:
+        found = number.findall(quoted)
+        return len(found) == len(values) and all(
+            abs(float(q) - v) <= 0.5 * 10 ** -len(q.split(".")[1]) + 5e-5 for q, v in zip(found, values))
 
     lines = (REPO / "docs" / "training.md").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| budget | pairs | RD cost"))
@@ -91,11 +83,20 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows[cells[0]] = cells
-    assert rows == expected
+    assert set(rows) == {f"{s // 1000}k" for s in curve.index}
+    for steps, r in curve.iterrows():
+        label, pairs, rd, rule, bpp, psnr = rows[f"{steps // 1000}k"]
+        assert pairs == str(r.seeds) and rule == r.verdict, label
+        both = ("", "_low", "_high", "_seeds_low", "_seeds_high")
+        assert near(rd, [r[f"d_rd_cost{s}"] for s in both]), label
+        assert near(bpp, [r[f"d_bpp{s}"] for s in both]), label
+        value, word = psnr.split(": ", 1)
+        assert near(value, [r[f"d_psnr-rgb{s}"] for s in both]), label
+        assert r.psnr_verdict.startswith(word), label
     heading = next(line for line in reversed(lines[:start]) if line.startswith("**"))
     assert ("Interim" in heading) == (curve.seeds.min() < 8), heading
 
     readme = " ".join((REPO / "README.md").read_text().split())
     quoted = re.search(r"RD cost (\S+) at 16k steps, (\S+) at 32k and (\S+) at 64k", readme)
     assert quoted, "the README's equal-tier sentence moved: update this test with it"
-    assert list(quoted.groups()) == [f"{curve.loc[s, 'd_rd_cost']:+.3f}" for s in (16000, 32000, 64000)]
+    assert near(" ".join(quoted.groups()), [curve.loc[s, "d_rd_cost"] for s in (16000, 32000, 64000)])
