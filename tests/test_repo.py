@@ -23,17 +23,24 @@ def test_no_tracked_text_file_holds_this_checkouts_absolute_path():
     assert not leaks, f"absolute path {REPO} in {leaks}"
 
 
-def readme_models() -> dict[str, list[str]]:
-    """The README's model table: name -> its cells."""
-    lines = (REPO / "README.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| name | lambda | training |"))
+def markdown_table(name: str, header: str) -> tuple[dict[str, list[str]], str]:
+    """The table in `name` whose header line starts with `header`: first cell -> its cells, and the
+    bold heading above it ("" if none)."""
+    lines = (REPO / name).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = {}
     for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows[cells[0]] = cells
-    return rows
+    heading = next((line for line in reversed(lines[:start]) if line.startswith("**")), "")
+    return rows, heading
+
+
+def readme_models() -> dict[str, list[str]]:
+    """The README's model table: name -> its cells."""
+    return markdown_table("README.md", "| name | lambda | training |")[0]
 
 
 def test_the_readmes_model_table_quotes_the_records():
@@ -66,6 +73,8 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
 
     import pandas as pd
 
+    from kdlib import grid
+
     curve = pd.read_csv(REPO / "paper" / "tables" / "kd_gain_vs_budget.csv")
     curve = curve[curve.N == 16].set_index("steps")
     number = re.compile(r"[+-]?\d+\.\d+")
@@ -75,14 +84,7 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
         return len(found) == len(values) and all(
             abs(float(q) - v) <= 0.5 * 10 ** -len(q.split(".")[1]) + 5e-5 for q, v in zip(found, values))
 
-    lines = (REPO / "docs" / "training.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| budget | pairs | RD cost"))
-    rows = {}
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows[cells[0]] = cells
+    rows, heading = markdown_table("docs/training.md", "| budget | pairs | RD cost")
     assert set(rows) == {f"{s // 1000}k" for s in curve.index}
     for steps, r in curve.iterrows():
         label, pairs, rd, rule, bpp, psnr = rows[f"{steps // 1000}k"]
@@ -93,9 +95,6 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
         value, word = psnr.split(": ", 1)
         assert near(value, [r[f"d_psnr-rgb{s}"] for s in both]), label
         assert r.psnr_verdict.startswith(word), label
-    heading = next(line for line in reversed(lines[:start]) if line.startswith("**"))
-    from kdlib import grid
-
     assert ("Interim" in heading) == (curve.seeds.min() < len(grid.EQUAL_SEEDS[16])), heading
 
     readme = " ".join((REPO / "README.md").read_text().split())
