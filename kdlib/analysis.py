@@ -601,7 +601,9 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
     """The equal-step tier's budget curve (issue 40): per N and budget (its branches and full length), KD
     minus scratch over the seeds whose two arms both have a Kodak result in ``results_folder`` (the tier's
     ``experiments/``): RD cost, PSNR and bpp with the images' and seeds' intervals (:func:`kd_gain`), and
-    the one rule's :func:`verdict` (of PSNR and bpp too, in :data:`MOVE_WORDS`). Every point is a decayed model;
+    the one rule's :func:`verdict` (of PSNR and bpp too, in :data:`MOVE_WORDS`), and once scratch's lambda ends of
+    that budget have landed, :func:`equal_rate`'s two readings (``verdict_at_rate``: PSNR at KD's rate;
+    ``verdict_at_psnr``: rate at KD's PSNR). Every point is a decayed model;
     the seeds counted are those declared (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
     folder, rows = Path(results_folder), []
     tier = [grid.RUNS[n] for n in grid.EQUAL]
@@ -616,8 +618,10 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
             rate = equal_rate(folder, n, fraction=fraction)
             rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain),
-                         "rate_seeds": rate["seeds"], **{k: v for k, v in rate.items() if k.startswith("d_psnr_at_rate")},
-                         "verdict_at_rate": verdict(rate, *EQUAL_RATE_WORDS["psnr_at_rate"], "psnr_at_rate") if rate["seeds"] else "",
+                         "rate_seeds": rate["seeds"],
+                         **{k: v for k, v in rate.items() if k.startswith(("d_psnr_at", "d_rate_at"))},
+                         **{column: verdict(rate, *EQUAL_RATE_WORDS[m], m) if rate["seeds"] else ""
+                            for m, column in zip(EQUAL_RATE, ("verdict_at_rate", "verdict_at_psnr"))},
                          **{f"{m.split('-')[0]}_verdict": verdict(gain, *words, m) for m, words in MOVE_WORDS.items()}})
     return pd.DataFrame(rows)
 

@@ -366,8 +366,9 @@ class Converged(Claim):
                            f"{analysis.headline(r['bpp_verdict'])}; PSNR {_interval(r, 'psnr-rgb', 2, ' dB')} -> "
                            f"{analysis.headline(r['psnr_verdict'])}")
                 if r["rate_seeds"]:
-                    out.append(f"    PSNR at KD's rate, KD - scratch's own curve: {_interval(r, 'psnr_at_rate', 2, ' dB')} "
-                               f"-> {analysis.headline(r['verdict_at_rate'])}")
+                    out.append(f"    against scratch's own curve: PSNR at KD's rate {_interval(r, 'psnr_at_rate', 2, ' dB')} "
+                               f"-> {analysis.headline(r['verdict_at_rate'])}; rate at KD's PSNR "
+                               f"{_interval(r, 'rate_at_psnr', 1, ' %')} -> {analysis.headline(r['verdict_at_psnr'])}")
         return out
 
     def budget_in_short(self) -> list[str]:
@@ -376,7 +377,7 @@ class Converged(Claim):
         for n, g in ([] if self.budget.empty else self.budget.groupby("N")):
             said = []
             for label, column in (("RD cost", "verdict"), ("bpp", "bpp_verdict"), ("PSNR", "psnr_verdict"),
-                                  ("PSNR at KD's rate", "verdict_at_rate")):
+                                  ("PSNR at KD's rate", "verdict_at_rate"), ("rate at KD's PSNR", "verdict_at_psnr")):
                 sides: dict[str, list[str]] = {}
                 for r in g[g[column] != ""].to_dict("records"):
                     sides.setdefault(analysis.headline(r[column]), []).append(f"{r['steps'] // 1000}k")

@@ -268,6 +268,7 @@ def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     assert (pilot.d_rd_cost_low <= pilot.d_rd_cost).all() and (pilot.d_rd_cost <= pilot.d_rd_cost_high).all()
     rated = pilot.rate_seeds > 0  # PSNR at equal rate: only where scratch's ends of that budget have landed
     assert all(bool(v) == r for v, r in zip(pilot.verdict_at_rate, rated)) and (~rated | (pilot.rate_seeds == pilot.seeds)).all()
+    assert all(bool(v) == r for v, r in zip(pilot.verdict_at_psnr, rated))
 
 
 def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
@@ -312,6 +313,8 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
     assert list(curve.steps) == [32_000, 64_000] and list(curve.rate_seeds) == [3, 3]
     assert curve.d_psnr_at_rate.to_numpy() == pytest.approx([gain["d_psnr_at_rate"]] * 2, abs=1e-9)
     assert [v.headline for v in curve.verdict_at_rate] == ["KD above scratch's curve"] * 2  # the positive side
+    assert curve.d_rate_at_psnr_seeds_low.to_numpy() == pytest.approx([gain["d_rate_at_psnr_seeds_low"]] * 2, abs=1e-9)
+    assert [v.headline for v in curve.verdict_at_psnr] == ["KD fewer bits"] * 2
     plots.plt.close(plots.budget_figure(curve))
     (tmp_path / "e1-scratch-N16-l0.013-s0-b50.json").unlink()
     assert analysis.equal_rate(tmp_path, fraction=0.5)["missing"] == ["e1-scratch-N16-l0.013-s0-b50"]
@@ -359,7 +362,7 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     def row(steps: int, d: float, seeds: int) -> dict:
         gain = {"seeds": seeds, **{f"d_{m}{end}": d + shift for m in ("rd_cost", "bpp", "psnr-rgb") for end, shift in (
             ("", 0), ("_low", -0.01), ("_high", 0.01), ("_seeds_low", -0.02), ("_seeds_high", 0.02), ("_seed_sd", 0.01))}}
-        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0, "verdict_at_rate": "",
+        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0, "verdict_at_rate": "", "verdict_at_psnr": "",
                 **{f"{m.split('-')[0]}_verdict": analysis.verdict(gain, *words, m) for m, words in analysis.MOVE_WORDS.items()}}
 
     curve = pd.DataFrame([row(16_000, -0.1, 5), row(64_000, 0.0, 5)])
