@@ -634,18 +634,20 @@ EQUAL_RATE_WORDS = {"psnr_at_rate": ("KD under scratch's curve", "KD above scrat
 
 
 def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, seed: int = 0,
-               fraction: float = 1.0) -> dict[str, Any]:
+               fraction: float = 1.0, interpolation: str = "linear") -> dict[str, Any]:
     """KD's points of the equal tier read against scratch's own RD curve (issue 40, item 4): the full-length
     ones, or with ``fraction`` those of a branch (every point of the curve then at that budget).
 
     Each seed's curve joins scratch at lambda 0.013 and 0.0483 (:data:`kdlib.grid.EQUAL_LAMBDAS`, seed 0: one
-    seed, as declared) and the seed's own scratch twin at 0.025, piecewise linear in log bpp over Kodak means.
-    Per seed: ``psnr_at_rate``, KD's PSNR minus the curve's at KD's rate (dB), and ``rate_at_psnr``, KD's rate
-    against the rate the curve needs for KD's PSNR (%). Returned as :func:`kd_gain` returns its metrics
-    (``d_<metric>``, the images' 95 % interval from resampling the same images for every point, the seeds' sd
-    and t-interval), for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin
-    with the one-seed ends held fixed: the ends' own training noise, which weighs on every seed alike, and the
-    straight lines between the points (under a concave RD curve, in KD's favour) are in neither interval.
+    seed, as declared) and the seed's own scratch twin at 0.025, piecewise linear in log bpp over Kodak means
+    (``interpolation="pchip"``: a shape-preserving cubic instead, :func:`curve_gaps`). Per seed:
+    ``psnr_at_rate``, KD's PSNR minus the curve's at KD's rate (dB), and ``rate_at_psnr``, KD's rate against
+    the rate the curve needs for KD's PSNR (%). Returned as :func:`kd_gain` returns its metrics (``d_<metric>``,
+    the images' 95 % interval from resampling the same images for every point, the seeds' sd and t-interval),
+    for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin with the one-seed
+    ends held fixed: the ends' own training noise, which weighs on every seed alike, and the straight lines
+    between the points (under a concave RD curve, in KD's favour; the PCHIP reading measures how much) are in
+    neither interval.
     ``outside``: the seeds whose KD point lies outside its curve, or whose curve does not rise in both rate and
     PSNR (no reading; the means are then NaN), and
     ``outside_pct``: the share of the images' resamples where any does (the images' interval is then NaN).
@@ -663,8 +665,8 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
 
     def gaps(rows: np.ndarray) -> np.ndarray:  # seeds x 2: each seed's two readings over these images' means
         k, c = kd_points[:, rows].mean(axis=1), curves[:, :, rows].mean(axis=2)
-        return np.array([curve_gaps(c[i, :, 0], c[i, :, 1], *k[i]) if _rising(c[i]) else (np.nan, np.nan)
-                         for i in range(len(k))])
+        return np.array([curve_gaps(c[i, :, 0], c[i, :, 1], *k[i], interpolation) if _rising(c[i])
+                         else (np.nan, np.nan) for i in range(len(k))])
 
     by_seed = gaps(np.arange(len(images)))
     rng = np.random.default_rng(seed)

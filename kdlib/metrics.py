@@ -9,6 +9,7 @@ from pathlib import Path
 import bjontegaard
 import numpy as np
 import pandas as pd
+from scipy.interpolate import PchipInterpolator
 
 from kdlib.scales import PAPER
 
@@ -39,12 +40,21 @@ def gap_to_curve(curve: pd.DataFrame, bpp: float, psnr: float) -> dict[str, floa
     return {"psnr_gap_db": gap_db, "rate_excess_pct": excess_pct}
 
 
-def curve_gaps(bpps: np.ndarray, psnrs: np.ndarray, bpp: float, psnr: float) -> tuple[float, float]:
+def curve_gaps(bpps: np.ndarray, psnrs: np.ndarray, bpp: float, psnr: float,
+               interpolation: str = "linear") -> tuple[float, float]:
     """:func:`gap_to_curve` on a curve's points as arrays (sorted by rate, PSNR rising with it): the PSNR gap
-    (dB) at the point's rate and the rate excess (%) at its PSNR; NaN outside the curve's range."""
+    (dB) at the point's rate and the rate excess (%) at its PSNR; NaN outside the curve's range. The curve
+    is piecewise linear in log bpp, or with ``interpolation="pchip"`` a shape-preserving cubic (scipy's
+    PCHIP, as `bjontegaard` uses), PSNR of log bpp for the first reading and log bpp of PSNR for the second."""
     log_bpp = np.log(bpps)
-    at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
-    rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))
+    if interpolation == "pchip":
+        at_rate = float(PchipInterpolator(log_bpp, psnrs, extrapolate=False)(math.log(bpp)))
+        rate_for_psnr = math.exp(float(PchipInterpolator(psnrs, log_bpp, extrapolate=False)(psnr)))
+    elif interpolation == "linear":
+        at_rate = float(np.interp(math.log(bpp), log_bpp, psnrs, left=math.nan, right=math.nan))
+        rate_for_psnr = math.exp(float(np.interp(psnr, psnrs, log_bpp, left=math.nan, right=math.nan)))
+    else:
+        raise ValueError(f"interpolation must be 'linear' or 'pchip', not {interpolation!r}")
     return psnr - at_rate, 100 * (bpp / rate_for_psnr - 1)
 
 

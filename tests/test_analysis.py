@@ -9,7 +9,7 @@ from scipy import stats
 
 from kdlib import analysis, grid, plots
 from kdlib.analysis import bd_two_ways, family_bd
-from kdlib.metrics import bd_metrics, gap_to_curve
+from kdlib.metrics import bd_metrics, curve_gaps, gap_to_curve
 from kdlib.scales import Layout
 
 
@@ -22,6 +22,20 @@ def test_gap_to_curve():
     assert math.isclose(worse["psnr_gap_db"], -3) and math.isclose(worse["rate_excess_pct"], 100)
     outside = gap_to_curve(curve, 0.3, 28.0)
     assert math.isnan(outside["rate_excess_pct"]) and outside["psnr_gap_db"] < -3
+
+
+def test_curve_gaps_with_a_curved_line():
+    """PCHIP, the shape-preserving cubic: the straight lines' answer on a straight curve; under a concave one,
+    where the lines lie below the curve, a point between its knots reads lower (and needs more rate)."""
+    bpp = np.array([0.1, 0.2, 0.4])
+    line, bent = 30 + 3 * np.log2(bpp / 0.1), np.array([30.0, 32.0, 33.0])
+    assert curve_gaps(bpp, line, 0.3, 35.0, "pchip") == pytest.approx(curve_gaps(bpp, line, 0.3, 35.0))
+    (gap_lines, excess_lines), (gap_pchip, excess_pchip) = (curve_gaps(bpp, bent, 0.3, 32.8, how)
+                                                              for how in ("linear", "pchip"))
+    assert gap_pchip < gap_lines and excess_pchip > excess_lines
+    assert all(math.isnan(v) for v in curve_gaps(bpp, bent, 0.5, 34.0, "pchip"))  # outside the curve: no reading
+    with pytest.raises(ValueError, match="pchip"):
+        curve_gaps(bpp, bent, 0.3, 32.8, "spline")
 
 
 @pytest.mark.parametrize("method, rate", [("akima", "bpp"), ("cubic", "bpp-estimated")])
