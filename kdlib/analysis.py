@@ -618,7 +618,7 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
             rate = equal_rate(folder, n, fraction=fraction)
             rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain),
-                         "rate_seeds": rate["seeds"],
+                         "rate_seeds": rate["seeds"], "ends_outside_pct": rate.get("ends_outside_pct", np.nan),
                          **{k: v for k, v in rate.items() if k.startswith(("d_psnr_at", "d_rate_at"))},
                          **{column: verdict(rate, *EQUAL_RATE_WORDS[m], m) if rate["seeds"] else ""
                             for m, column in zip(EQUAL_RATE, ("verdict_at_rate", "verdict_at_psnr"))},
@@ -634,7 +634,7 @@ EQUAL_RATE_WORDS = {"psnr_at_rate": ("KD under scratch's curve", "KD above scrat
 
 
 def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, seed: int = 0,
-               fraction: float = 1.0, interpolation: str = "linear") -> dict[str, Any]:
+               fraction: float = 1.0, interpolation: str = "linear", ends_draws: int = 2_000) -> dict[str, Any]:
     """KD's points of the equal tier read against scratch's own RD curve (issue 40, item 4): the full-length
     ones, or with ``fraction`` those of a branch (every point of the curve then at that budget).
 
@@ -647,7 +647,10 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin with the one-seed
     ends held fixed: the ends' own training noise, which weighs on every seed alike, and the straight lines
     between the points (under a concave RD curve, in KD's favour; the PCHIP reading measures how much) are in
-    neither interval.
+    neither interval. A sensitivity reading, not the rule's, allows for the ends' noise: ``d_<metric>_ends_sd``,
+    the sd of the mean reading when the ends move by draws from the twins' seed-to-seed spread
+    (:func:`_ends_moved`; ``ends_outside_pct``: the draws that left a curve, left out), and
+    ``d_<metric>_wide_low`` / ``_high``, the seeds' t-interval widened by it (half-widths added in quadrature).
     ``outside``: the seeds whose KD point lies outside its curve, or whose curve does not rise in both rate and
     PSNR (no reading; the means are then NaN), and
     ``outside_pct``: the share of the images' resamples where any does (the images' interval is then NaN).
@@ -663,25 +666,50 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     curves = np.stack([np.stack([low.loc[images, ["bpp", "psnr-rgb"]].to_numpy(), table(s),
                                  high.loc[images, ["bpp", "psnr-rgb"]].to_numpy()]) for _, s in pairs])
 
-    def gaps(rows: np.ndarray) -> np.ndarray:  # seeds x 2: each seed's two readings over these images' means
-        k, c = kd_points[:, rows].mean(axis=1), curves[:, :, rows].mean(axis=2)
+    def read(k: np.ndarray, c: np.ndarray) -> np.ndarray:  # seeds x 2: each seed's readings of KD means k, curves c
         return np.array([curve_gaps(c[i, :, 0], c[i, :, 1], *k[i], interpolation) if _rising(c[i])
                          else (np.nan, np.nan) for i in range(len(k))])
+
+    def gaps(rows: np.ndarray) -> np.ndarray:  # the readings over these images' means
+        return read(kd_points[:, rows].mean(axis=1), curves[:, :, rows].mean(axis=2))
 
     by_seed = gaps(np.arange(len(images)))
     rng = np.random.default_rng(seed)
     boot = np.array([gaps(rng.integers(0, len(images), len(images))).mean(axis=0) for _ in range(samples)])
+    moved = _ends_moved(kd_points.mean(axis=1), curves.mean(axis=2), read, rng, ends_draws)
     out: dict[str, Any] = {"seeds": len(pairs), "outside_pct": float(100 * np.isnan(boot).any(axis=1).mean()),
-                           "outside": [grid.RUNS[k.stem].seed for (k, _), g in zip(pairs, by_seed) if np.isnan(g).any()]}
+                           "outside": [grid.RUNS[k.stem].seed for (k, _), g in zip(pairs, by_seed) if np.isnan(g).any()],
+                           "ends_outside_pct": float(100 * np.isnan(moved).any(axis=1).mean() if len(moved) else np.nan)}
     for j, metric in enumerate(EQUAL_RATE):
         values = by_seed[:, j]
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         half = stats.t.ppf(0.975, len(values) - 1) * sd / np.sqrt(len(values)) if len(values) > 1 else float("nan")
         b_low, b_high = np.percentile(boot[:, j], [2.5, 97.5])  # NaN where any resample leaves the curve
+        landed = moved[~np.isnan(moved[:, j]), j]  # the draws that kept every curve
+        ends_sd = float(np.std(landed, ddof=1)) if len(landed) > 1 else float("nan")
+        wide = float(np.hypot(half, stats.norm.ppf(0.975) * ends_sd))
         out.update({f"d_{metric}": float(values.mean()), f"d_{metric}_low": float(b_low),
                     f"d_{metric}_high": float(b_high), f"d_{metric}_seed_sd": sd,
-                    f"d_{metric}_seeds_low": float(values.mean() - half), f"d_{metric}_seeds_high": float(values.mean() + half)})
+                    f"d_{metric}_seeds_low": float(values.mean() - half), f"d_{metric}_seeds_high": float(values.mean() + half),
+                    f"d_{metric}_ends_sd": ends_sd, f"d_{metric}_wide_low": float(values.mean() - wide),
+                    f"d_{metric}_wide_high": float(values.mean() + wide)})
     return out
+
+
+def _ends_moved(kd: np.ndarray, curves: np.ndarray, read: Any, rng: np.random.Generator, draws: int) -> np.ndarray:
+    """:func:`equal_rate`'s mean readings (draws x 2) with both one-seed ends of every curve moved together by
+    draws from the twins' seed-to-seed covariance of (log bpp, PSNR): how far the ends' own training noise, if
+    it is the size of the twins', could move the reading. Empty with fewer than three seeds or no draws."""
+    if len(kd) < 3 or not draws:
+        return np.empty((0, 2))
+    spread = np.cov(np.log(curves[:, 1, 0]), curves[:, 1, 1])
+    out = []
+    for shift in rng.multivariate_normal(np.zeros(2), spread, size=(draws, 2)):  # per draw: one shift per end
+        c = curves.copy()
+        c[:, [0, 2], 0] *= np.exp(shift[:, 0])
+        c[:, [0, 2], 1] += shift[:, 1]
+        out.append(read(kd, c).mean(axis=0))
+    return np.array(out)
 
 
 def _rising(points: np.ndarray) -> bool:

@@ -242,6 +242,28 @@ runs land; {len(done)} of {len(runs)} runs are in).
 NO_EQUAL_PAIR = "equal tier (64k steps, one fixed schedule for both arms): no pair has landed yet"
 
 
+def _at_equal_rate(budget: pd.DataFrame) -> str:
+    """The budget curve's PSNR at KD's rate, one phrase (empty before scratch's lambda ends land), and the
+    budgets where the ends' noise, allowed for, takes zero into the interval."""
+    rated = budget[budget.rate_seeds > 0].to_dict("records")
+    if not rated:
+        return ""
+    lost = [f"{r['steps'] // 1000}k" for r in rated if r["d_psnr_at_rate_wide_low"] <= 0 <= r["d_psnr_at_rate_wide_high"]]
+    return ("; PSNR at KD's rate against scratch's own curve (its ends one seed) " + ", ".join(
+        f"{r['d_psnr_at_rate']:+.2f} dB at {r['steps'] // 1000}k ({analysis.headline(r['verdict_at_rate'])})" for r in rated)
+        + (f", the ends' noise allowed for: zero inside the interval at {', '.join(lost)}" if lost else
+           ", the ends' noise allowed for: zero outside the interval at every budget"))
+
+
+def _ends_noise(r: dict) -> str:
+    """:func:`kdlib.analysis.equal_rate`'s seeds' intervals widened by the noise of the curve's one-seed ends."""
+    parts = [f"{label} [{r[f'd_{m}_wide_low']:+.{digits}f}, {r[f'd_{m}_wide_high']:+.{digits}f}]{unit}"
+             for m, label, digits, unit in (("psnr_at_rate", "PSNR at KD's rate", 3, " dB"),
+                                            ("rate_at_psnr", "rate at KD's PSNR", 1, " %"))]
+    return (f"each end moved by the twins' seed-to-seed spread, {r['ends_outside_pct']:.1f} % of the draws leaving a "
+            "curve: the seeds' interval widens to " + " and ".join(parts))
+
+
 def _interval(r: dict, metric: str, digits: int, unit: str = "") -> str:
     """A difference ``d_<metric>`` of a :func:`kdlib.analysis.kd_gain`-like record with its images' interval and,
     with several seeds, the seeds' interval."""
@@ -313,12 +335,14 @@ class Converged(Claim):
         if r["outside"] or r["outside_pct"]:
             return "\n".join(out + [f"  no reading: KD's point lies outside its curve at seed(s) {r['outside'] or 'none'}"
                                      f" and in {r['outside_pct']:.1f} % of the images' resamples"])
-        curved = analysis.equal_rate(self.layout.at("equal").experiments, samples=1_000, interpolation="pchip")
+        curved = analysis.equal_rate(self.layout.at("equal").experiments, samples=1_000, interpolation="pchip",
+                                      ends_draws=0)
         for reading, how in ((r, ""), (curved, " (each curve a PCHIP cubic, not straight lines; 1,000 resamples)")):
             for metric, label, unit in (("psnr_at_rate", "PSNR at KD's rate, KD - scratch's curve", "dB"),
                                         ("rate_at_psnr", "rate at KD's PSNR, KD against scratch's curve", "%")):
                 out.append(f"  {label}{how}: {_interval(reading, metric, 3, f' {unit}')} -> "
                            f"{analysis.verdict(reading, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
+        out.append(f"  the ends' noise (sensitivity, not the rule: {_ends_noise(r)})")
         return "\n".join(out)
 
     def headline(self) -> str:
@@ -349,7 +373,7 @@ class Converged(Claim):
                 "cost " + ", ".join(f"{r['d_rd_cost']:+.3f} at {r['steps'] // 1000}k steps ({analysis.headline(r['verdict'])}"
                                     + (f"; seeds' interval [{r['d_rd_cost_seeds_low']:+.3f}, {r['d_rd_cost_seeds_high']:+.3f}])"
                                        if r["seeds"] > 1 else ")") for r in g.to_dict("records"))
-                for n, g in self.budget.groupby("N")]
+                + _at_equal_rate(g) for n, g in self.budget.groupby("N")]
 
     def budget_summary(self) -> list[str]:
         """The equal tier's reading per N and budget by the one rule: RD cost, bpp and PSNR at lambda 0.025,
@@ -371,6 +395,7 @@ class Converged(Claim):
                     out.append(f"    against scratch's own curve: PSNR at KD's rate {_interval(r, 'psnr_at_rate', 2, ' dB')} "
                                f"-> {analysis.headline(r['verdict_at_rate'])}; rate at KD's PSNR "
                                f"{_interval(r, 'rate_at_psnr', 1, ' %')} -> {analysis.headline(r['verdict_at_psnr'])}")
+                    out.append(f"      the ends' noise (sensitivity, not the rule): {_ends_noise(r)}")
         return out
 
     def budget_in_short(self) -> list[str]:

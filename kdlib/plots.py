@@ -385,7 +385,8 @@ def budget_figure(curve: pd.DataFrame) -> plt.Figure:
     """KD minus scratch against the training budget (:func:`kdlib.analysis.budget_curve`): RD cost, PSNR at the
     same lambda and PSNR at equal rate (against scratch's own curve at that budget: N = 16, once its ends have
     landed), one line per N, each point a decayed model; bars: the seeds' 95 % interval where there are two
-    seeds or more, else the images' (hollow markers: one seed, no verdict)."""
+    seeds or more, else the images' (hollow markers: one seed, no verdict); at equal rate, a pale wide bar
+    widens it by the noise of the curve's one-seed ends (:func:`kdlib.analysis.equal_rate`)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     rated = curve[curve.rate_seeds > 0].assign(seeds=lambda rows: rows.rate_seeds)
     for ax, metric, label, rows_of in (
@@ -399,6 +400,10 @@ def budget_figure(curve: pd.DataFrame) -> plt.Figure:
             color = size_color(n)
             ax.errorbar(rows.steps, rows[f"d_{metric}"], yerr=[rows[f"d_{metric}"] - low, high - rows[f"d_{metric}"]],
                         color=color, capsize=4, ls="--", marker="none", lw=1)
+            if f"d_{metric}_wide_low" in rows and rows[f"d_{metric}_wide_low"].notna().any():  # the ends' noise too
+                ax.errorbar(rows.steps, rows[f"d_{metric}"], yerr=[rows[f"d_{metric}"] - rows[f"d_{metric}_wide_low"],
+                                                                   rows[f"d_{metric}_wide_high"] - rows[f"d_{metric}"]],
+                            color=color, alpha=0.35, lw=5, ls="none", label="with the curve's one-seed ends' noise")
             for s, y, k in zip(rows.steps, rows[f"d_{metric}"], rows.seeds):
                 ax.plot(s, y, "o", ms=8, color=color, mfc=color if k > 1 else "none", mew=1.5)
             ax.plot([], [], "o--", color=color, label=f"N = {n} ({int(rows.seeds.max())} seed(s))")

@@ -318,6 +318,11 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
         assert gain[f"d_{metric}"] == pytest.approx(np.mean(values), abs=1e-6)
         assert gain[f"d_{metric}_seed_sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
         assert 0 < gain[f"d_{metric}_high"] - gain[f"d_{metric}_low"] < 0.05 * abs(gain[f"d_{metric}"])
+    assert gain["ends_outside_pct"] == 0  # the ends moved by the twins' spread: a wider interval around the same mean
+    for metric in analysis.EQUAL_RATE:
+        assert gain[f"d_{metric}_ends_sd"] > 0
+        low, high = gain[f"d_{metric}_seeds_low"], gain[f"d_{metric}_seeds_high"]
+        assert gain[f"d_{metric}_wide_low"] < low < high < gain[f"d_{metric}_wide_high"]
     assert analysis.verdict(gain, "KD under scratch's curve", "KD above scratch's curve", "psnr_at_rate").side == "worse"
     assert analysis.verdict(gain, "KD fewer bits", "KD more bits", "rate_at_psnr").side == "better"
     for path in list(tmp_path.glob("e1-*.json")):  # a budget of the curve reads its own branches, ends included
@@ -341,7 +346,8 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
     assert list(points.seed) == [0, 0, 0, 0, 1, 1, 2, 2]
     plots.plt.close(plots.equal_rate_figure(points))  # draws each seed's curve and the KD points
     (tmp_path / "e1-kd-N16-s2.json").unlink()  # a pair not landed is left out, never half-read
-    assert analysis.equal_rate(tmp_path, samples=50)["seeds"] == 2
+    two = analysis.equal_rate(tmp_path, samples=50)
+    assert two["seeds"] == 2 and np.isnan(two["d_psnr_at_rate_ends_sd"])  # no spread to take from two twins
     write("e1-scratch-N16-s1", 0.95)  # a twin above the high end's rate: the curve does not rise, no reading
     assert analysis.equal_rate(tmp_path, samples=50)["outside"] == [1]
 
@@ -351,14 +357,18 @@ def test_the_converged_claim_reads_equal_rate_or_says_what_it_waits_for(tmp_path
 
     claim = claims.Converged(Layout.of("cpu", tmp_path))
     assert claim.equal_rate_summary().startswith("equal rate, N = 16: not yet; waiting for e1-scratch-N16-l0.013-s0")
-    gain = {"seeds": 3, "outside": [], "outside_pct": 0.0, **{f"d_{m}{end}": v for m in analysis.EQUAL_RATE
-                           for end, v in (("", 0.2), ("_low", 0.1), ("_high", 0.3), ("_seeds_low", 0.05),
-                                          ("_seeds_high", 0.35), ("_seed_sd", 0.05))}}
+    gain = {"seeds": 3, "outside": [], "outside_pct": 0.0, "ends_outside_pct": 1.5,
+            **{f"d_{m}{end}": v for m in analysis.EQUAL_RATE
+               for end, v in (("", 0.2), ("_low", 0.1), ("_high", 0.3), ("_seeds_low", 0.05), ("_seeds_high", 0.35),
+                              ("_seed_sd", 0.05), ("_wide_low", -0.02), ("_wide_high", 0.42))}}
     monkeypatch.setattr(claims.analysis, "equal_rate", lambda *a, **k: gain)
     lines = claims.Converged(Layout.of("cpu", tmp_path)).equal_rate_summary().splitlines()
     assert lines[1] == ("  PSNR at KD's rate, KD - scratch's curve: +0.200 dB [+0.100, +0.300] over images, seeds' interval [+0.050, "
                         "+0.350] -> KD above scratch's curve")
     assert lines[2].endswith("-> KD more bits")
+    assert lines[-1] == ("  the ends' noise (sensitivity, not the rule: each end moved by the twins' seed-to-seed spread, "
+                         "1.5 % of the draws leaving a curve: the seeds' interval widens to PSNR at KD's rate "
+                         "[-0.020, +0.420] dB and rate at KD's PSNR [-0.0, +0.4] %)")
     gain.update(outside=[2], outside_pct=100.0)  # a KD point off its curve: said, with no verdict
     said = claims.Converged(Layout.of("cpu", tmp_path)).equal_rate_summary()
     assert said.endswith("no reading: KD's point lies outside its curve at seed(s) [2] and in 100.0 % of the images' "
@@ -376,7 +386,8 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     def row(steps: int, d: float, seeds: int) -> dict:
         gain = {"seeds": seeds, **{f"d_{m}{end}": d + shift for m in ("rd_cost", "bpp", "psnr-rgb") for end, shift in (
             ("", 0), ("_low", -0.01), ("_high", 0.01), ("_seeds_low", -0.02), ("_seeds_high", 0.02), ("_seed_sd", 0.01))}}
-        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0, "verdict_at_rate": "", "verdict_at_psnr": "",
+        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0,
+                "verdict_at_rate": "", "verdict_at_psnr": "",
                 **{f"{m.split('-')[0]}_verdict": analysis.verdict(gain, *words, m) for m, words in analysis.MOVE_WORDS.items()}}
 
     curve = pd.DataFrame([row(16_000, -0.1, 5), row(64_000, 0.0, 5)])
@@ -391,3 +402,14 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     assert lines[2].startswith("  64k steps: RD cost KD - scratch +0.000") and "-> not established; bpp" in lines[2]
     curve.loc[:, "seeds"] = 8
     assert "(all 8 declared pairs)" in claims.Converged(Layout.of("cpu", tmp_path)).budget_in_short()[0]
+    assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith("seeds' interval [-0.020, +0.020])")
+    at_rate = {"rate_seeds": 8, "d_psnr_at_rate": [0.2, 0.05], "d_psnr_at_rate_wide_low": [0.1, -0.01],
+               "d_psnr_at_rate_wide_high": [0.3, 0.11], "verdict_at_rate": [analysis.verdict(
+                   {"seeds": 8, **{f"d_psnr_at_rate{e}": v for e, v in (("", d), ("_low", d - 0.01), ("_high", d + 0.01),
+                                   ("_seeds_low", d - 0.02), ("_seeds_high", d + 0.02), ("_seed_sd", 0.01))}},
+                   "under", "above", "psnr_at_rate")
+                   for d in (0.2, 0.05)]}
+    monkeypatch.setattr(claims.analysis, "budget_curve", lambda *a, **k: curve.assign(**at_rate))
+    assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith(
+        "; PSNR at KD's rate against scratch's own curve (its ends one seed) +0.20 dB at 16k (above), +0.05 dB at 64k "
+        "(above), the ends' noise allowed for: zero inside the interval at 64k")
