@@ -65,9 +65,9 @@ def test_the_readmes_model_table_quotes_the_records():
 
 
 def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
-    """docs/training.md's equal-tier table and the README's three RD costs are copied by hand from
-    paper/tables/kd_gain_vs_budget.csv (which `make tier-notebooks` rewrites as runs land): a landed run
-    that moves a number fails here until the prose follows. The CSV keeps 4 decimals, so a quoted number
+    """docs/training.md's equal-tier tables (RD cost at lambda 0.025; equal rate) and the README's numbers
+    from both are copied by hand from paper/tables/kd_gain_vs_budget.csv (which `make tier-notebooks`
+    rewrites as runs land): a landed run that moves a number fails here until the prose follows. The CSV keeps 4 decimals, so a quoted number
     may be off by its own last digit's half plus that rounding."""
     import re
 
@@ -101,3 +101,21 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     quoted = re.search(r"RD cost (\S+) at 16k steps, (\S+) at 32k and (\S+) at 64k", readme)
     assert quoted, "the README's equal-tier sentence moved: update this test with it"
     assert near(" ".join(quoted.groups()), [curve.loc[s, "d_rd_cost"] for s in (16000, 32000, 64000)])
+
+    rows, heading = markdown_table("docs/training.md", "| budget | pairs | PSNR at KD's rate")  # the equal rate
+    rated = curve[curve.rate_seeds > 0]
+    assert set(rows) == {f"{s // 1000}k" for s in rated.index} and rated.index.equals(curve.index), heading
+    for steps, r in rated.iterrows():
+        label, pairs, psnr, psnr_rule, rate, rate_rule, wide = rows[f"{steps // 1000}k"]
+        assert pairs == str(r.rate_seeds) and psnr_rule == r.verdict_at_rate and rate_rule == r.verdict_at_psnr, label
+        both = ("", "_low", "_high", "_seeds_low", "_seeds_high")
+        assert near(psnr, [r[f"d_psnr_at_rate{s}"] for s in both]), label
+        assert near(rate, [r[f"d_rate_at_psnr{s}"] for s in both]), label
+        assert near(wide, [r[f"d_{m}_wide_{e}"] for m in ("psnr_at_rate", "rate_at_psnr") for e in ("low", "high")]), label
+    said = re.search(r"at KD's rate (\S+) dB at 16k, (\S+) at 32k and (\S+) at 64k \(seeds' \[(\S+), (\S+)\]; (\S+) % "
+                     r"fewer bits at KD's PSNR\)\..*the 64k interval takes in zero \(\{(\S+), (\S+)\}", readme)
+    assert said, "the README's equal-rate sentence moved: update this test with it"
+    full = rated.loc[64000]
+    assert near(" ".join(said.groups()), [*rated.d_psnr_at_rate, full.d_psnr_at_rate_seeds_low, full.d_psnr_at_rate_seeds_high,
+                                          -full.d_rate_at_psnr, full.d_psnr_at_rate_wide_low, full.d_psnr_at_rate_wide_high])
+    assert full.d_psnr_at_rate_wide_low <= 0 <= full.d_psnr_at_rate_wide_high  # "takes in zero"
