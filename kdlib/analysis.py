@@ -642,7 +642,7 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     seed, as declared) and the seed's own scratch twin at 0.025, piecewise linear in log bpp over Kodak means
     (``interpolation="pchip"``: a shape-preserving cubic instead, :func:`curve_gaps`). Per seed:
     ``psnr_at_rate``, KD's PSNR minus the curve's at KD's rate (dB), and ``rate_at_psnr``, KD's rate against
-    the rate the curve needs for KD's PSNR (%). Returned as :func:`kd_gain` returns its metrics (``d_<metric>``,
+    the rate the curve needs for KD's PSNR (%), each seed's in ``<metric>_by_seed``. Returned as :func:`kd_gain` returns its metrics (``d_<metric>``,
     the images' 95 % interval from resampling the same images for every point, the seeds' sd and t-interval),
     for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin with the one-seed
     ends held fixed: the ends' own training noise, which weighs on every seed alike, and the straight lines
@@ -692,7 +692,7 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
                     f"d_{metric}_high": float(b_high), f"d_{metric}_seed_sd": sd,
                     f"d_{metric}_seeds_low": float(values.mean() - half), f"d_{metric}_seeds_high": float(values.mean() + half),
                     f"d_{metric}_ends_sd": ends_sd, f"d_{metric}_wide_low": float(values.mean() - wide),
-                    f"d_{metric}_wide_high": float(values.mean() + wide)})
+                    f"d_{metric}_wide_high": float(values.mean() + wide), f"{metric}_by_seed": values.tolist()})
     return out
 
 

@@ -342,6 +342,8 @@ class Converged(Claim):
                                         ("rate_at_psnr", "rate at KD's PSNR, KD against scratch's curve", "%")):
                 out.append(f"  {label}{how}: {_interval(reading, metric, 3, f' {unit}')} -> "
                            f"{analysis.verdict(reading, *analysis.EQUAL_RATE_WORDS[metric], metric)}")
+                if f"{metric}_by_seed" in reading:
+                    out.append("    per seed: " + ", ".join(f"{v:+.3f}" for v in reading[f"{metric}_by_seed"]))
         out.append(f"  the ends' noise (sensitivity, not the rule: {_ends_noise(r)})")
         return "\n".join(out)
 

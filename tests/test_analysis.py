@@ -316,6 +316,7 @@ def test_equal_rate_reads_kd_against_scratchs_own_curve(tmp_path):
     for j, metric in enumerate(analysis.EQUAL_RATE):
         values = [w[j] for w in want]
         assert gain[f"d_{metric}"] == pytest.approx(np.mean(values), abs=1e-6)
+        assert gain[f"{metric}_by_seed"] == pytest.approx(values, abs=1e-6)
         assert gain[f"d_{metric}_seed_sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
         assert 0 < gain[f"d_{metric}_high"] - gain[f"d_{metric}_low"] < 0.05 * abs(gain[f"d_{metric}"])
     assert gain["ends_outside_pct"] == 0  # the ends moved by the twins' spread: a wider interval around the same mean
