@@ -426,13 +426,16 @@ def budget_figure(curve: pd.DataFrame) -> plt.Figure:
 def equal_rate_figure(points: pd.DataFrame) -> plt.Figure:
     """KD's full-length points against scratch's own RD curve (:func:`kdlib.analysis.equal_rate_points`): each
     seed's curve joins scratch's one-seed ends (lambda 0.013, 0.0483) through that seed's scratch twin at 0.025."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
     ends, kd, twins = (points[points.role == role] for role in ("end", "kd", "twin"))
-    for i, twin in enumerate(twins.itertuples()):
+    for i, twin in enumerate(twins.itertuples()):  # a seed's curve and its KD point share a colour
         curve = pd.concat([ends, points.loc[[twin.Index]]]).sort_values("bpp")
-        ax.plot(curve.bpp, curve["psnr-rgb"], "-", color="0.6", lw=1, marker=".",
-                label="scratch: lambda 0.013 and 0.0483 (seed 0) through each seed's 0.025" if i == 0 else None)
-    ax.plot(kd.bpp, kd["psnr-rgb"], "o", color="C3", ms=7, label="KD (T5 teacher), lambda 0.025, one per seed")
+        ax.plot(curve.bpp, curve["psnr-rgb"], "-", color=f"C{i % 10}", lw=1, alpha=0.6, marker=".")
+        mine = kd[kd.seed == twin.seed]
+        ax.plot(mine.bpp, mine["psnr-rgb"], "o", color=f"C{i % 10}", ms=7, mec="black", mew=0.5)
+    ax.plot([], [], "-", marker=".", color="0.5", label="scratch: lambda 0.013 and 0.0483 (seed 0) through the seed's 0.025")
+    ax.plot([], [], "o", color="0.5", mec="black", mew=0.5,
+            label="KD (T5 teacher), lambda 0.025: one per seed, its curve's colour")
     ax.set(xscale="log", xlabel="bpp (Kodak mean, real bitstreams)", ylabel="PSNR (dB)",
            title=f"KD against scratch's own RD curve (N = 16, 64k steps, {len(kd)} seed(s))")
     plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.4, not 4x10^-1
