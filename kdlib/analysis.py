@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -642,9 +643,9 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     seed, as declared) and the seed's own scratch twin at 0.025, piecewise linear in log bpp over Kodak means
     (``interpolation="pchip"``: a shape-preserving cubic instead, :func:`curve_gaps`). Per seed:
     ``psnr_at_rate``, KD's PSNR minus the curve's at KD's rate (dB), and ``rate_at_psnr``, KD's rate against
-    the rate the curve needs for KD's PSNR (%), each seed's in ``<metric>_by_seed``. Returned as :func:`kd_gain` returns its metrics (``d_<metric>``,
-    the images' 95 % interval from resampling the same images for every point, the seeds' sd and t-interval),
-    for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin with the one-seed
+    the rate the curve needs for KD's PSNR (%), each seed's in ``<metric>_by_seed``. Returned as :func:`kd_gain`
+    returns its metrics (``d_<metric>``, the images' 95 % interval from resampling the same images for every
+    point, the seeds' sd and t-interval), for :func:`verdict`. The seeds' interval holds the spread of each seed's KD point and twin with the one-seed
     ends held fixed: the ends' own training noise, which weighs on every seed alike, and the straight lines
     between the points (under a concave RD curve, in KD's favour; the PCHIP reading measures how much) are in
     neither interval. A sensitivity reading, not the rule's, allows for the ends' noise: ``d_<metric>_ends_sd``,
@@ -696,10 +697,12 @@ def equal_rate(results_folder: str | Path, N: int = 16, samples: int = 10_000, s
     return out
 
 
-def _ends_moved(kd: np.ndarray, curves: np.ndarray, read: Any, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """:func:`equal_rate`'s mean readings (draws x 2) with both one-seed ends of every curve moved together by
-    draws from the twins' seed-to-seed covariance of (log bpp, PSNR): how far the ends' own training noise, if
-    it is the size of the twins', could move the reading. Empty with fewer than three seeds or no draws."""
+def _ends_moved(kd: np.ndarray, curves: np.ndarray, read: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                rng: np.random.Generator, draws: int) -> np.ndarray:
+    """:func:`equal_rate`'s mean readings (draws x 2) with the two one-seed ends moved, each by its own draw
+    from the twins' seed-to-seed covariance of (log bpp, PSNR), the same in every seed's curve (they share the
+    ends): how far the ends' own training noise, if it is the size of the twins', could move the reading.
+    Empty with fewer than three seeds or no draws."""
     if len(kd) < 3 or not draws:
         return np.empty((0, 2))
     spread = np.cov(np.log(curves[:, 1, 0]), curves[:, 1, 1])
