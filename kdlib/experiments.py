@@ -46,8 +46,9 @@ STEPS_PER_S = {(True, 16): 3.6, (True, 64): 2.0, (True, 112): 1.5, (False, 16): 
 STORED_TARGETS = 1.0
 # Steps/s of a run drawing from the crop bank (the long and equal tiers: KD costs what scratch does), two
 # at a time, bf16 + compile: N = 16 and 32 from the long tier's logs (median of each size's runs: 11.8 and
-# 6.1), N = 64 a scratch run's rate (no bank run of that size yet); other sizes interpolated.
-BANK_STEPS_PER_S = {16: 11.8, 32: 6.1, 64: 4.7, 112: 2.0}
+# 6.1), N = 64 from the equal tier's seed-0 pair (2.5 and 2.4 side by side, log.csv, 2026-12-07, on the
+# AVX2 EPYC with kdlib.precision's bf16 emulation, where N = 16 ran 13.5-14.3); other sizes interpolated.
+BANK_STEPS_PER_S = {16: 11.8, 32: 6.1, 64: 2.45, 112: 2.0}
 
 
 def _steps(folder: Path) -> int:
@@ -434,7 +435,8 @@ def run_experiment(number: int, layout: Layout, jobs: int = 2, compile: bool = T
         hours = sum(estimate_s(grid.RUNS[n], grid.RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / at_once
         print(f"to train (about {hours:.1f} h, {at_once} at a time, on this machine's estimate):")
         if any(grid.RUNS[n].config(budget).precision == "bf16" for n in to_train) and not native_bf16():
-            print(f"  (the estimate is for a CPU with native bfloat16; here, {EMULATED_BF16})")
+            print(f"  (its rates were measured on CPUs with and without native bfloat16, docs/training.md, "
+                  f"\"Cost\"; here, {EMULATED_BF16})")
         for n in to_train:
             print(f"  {n}: {run_dir(grid.RUNS[n].config(budget), runs)}")
     if dry_run:
