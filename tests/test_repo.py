@@ -112,8 +112,8 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
         assert near(psnr, [r[f"d_psnr_at_rate{s}"] for s in both]), label
         assert near(rate, [r[f"d_rate_at_psnr{s}"] for s in both]), label
         assert near(wide, [r[f"d_{m}_wide_{e}"] for m in ("psnr_at_rate", "rate_at_psnr") for e in ("low", "high")]), label
-    said = re.search(r"at KD's rate (\S+) dB at 16k, (\S+) at 32k and (\S+) at 64k \(seeds' \[(\S+), (\S+)\] dB; "
-                     r"(\S+) % fewer bits at KD's PSNR\).*so widened, takes in zero \(\[(\S+), (\S+)\]", readme)
+    said = re.search(r"at KD's rate (\S+) dB at 16k, (\S+) at 32k and (\S+) at 64k \(seeds' \{(\S+), (\S+)\} dB; "
+                     r"(\S+) % fewer bits at KD's PSNR\).*so widened, takes in zero \(\{(\S+), (\S+)\}", readme)
     assert said, "the README's equal-rate sentence moved: update this test with it"
     full = rated.loc[64000]
     assert near(" ".join(said.groups()), [*rated.d_psnr_at_rate, full.d_psnr_at_rate_seeds_low, full.d_psnr_at_rate_seeds_high,
