@@ -67,8 +67,8 @@ def test_the_readmes_model_table_quotes_the_records():
 def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     """docs/training.md's equal-tier tables (RD cost at lambda 0.025; equal rate) and the README's numbers
     from both are copied by hand from paper/tables/kd_gain_vs_budget.csv (which `make tier-notebooks`
-    rewrites as runs land): a landed run that moves a number fails here until the prose follows. The CSV keeps 4 decimals, so a quoted number
-    may be off by its own last digit's half plus that rounding."""
+    rewrites as runs land): a landed run that moves a number fails here until the prose follows. The CSV
+    keeps 4 decimals, so a quoted number may be off by its own last digit's half plus that rounding."""
     import re
 
     import pandas as pd
@@ -78,6 +78,7 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     curve = pd.read_csv(REPO / "paper" / "tables" / "kd_gain_vs_budget.csv")
     curve = curve[curve.N == 16].set_index("steps")
     number = re.compile(r"[+-]?\d+\.\d+")
+    both = ("", "_low", "_high", "_seeds_low", "_seeds_high")  # a difference with its images' and seeds' intervals
 
     def near(quoted: str, values: list[float]) -> bool:
         found = number.findall(quoted)
@@ -89,7 +90,6 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     for steps, r in curve.iterrows():
         label, pairs, rd, rule, bpp, psnr = rows[f"{steps // 1000}k"]
         assert pairs == str(r.seeds) and rule == r.verdict, label
-        both = ("", "_low", "_high", "_seeds_low", "_seeds_high")
         assert near(rd, [r[f"d_rd_cost{s}"] for s in both]), label
         assert near(bpp, [r[f"d_bpp{s}"] for s in both]), label
         value, word = psnr.split(": ", 1)
@@ -108,7 +108,6 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     for steps, r in rated.iterrows():
         label, pairs, psnr, psnr_rule, rate, rate_rule, wide = rows[f"{steps // 1000}k"]
         assert pairs == str(r.rate_seeds) and psnr_rule == r.verdict_at_rate and rate_rule == r.verdict_at_psnr, label
-        both = ("", "_low", "_high", "_seeds_low", "_seeds_high")
         assert near(psnr, [r[f"d_psnr_at_rate{s}"] for s in both]), label
         assert near(rate, [r[f"d_rate_at_psnr{s}"] for s in both]), label
         assert near(wide, [r[f"d_{m}_wide_{e}"] for m in ("psnr_at_rate", "rate_at_psnr") for e in ("low", "high")]), label
