@@ -602,10 +602,12 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
     """The equal-step tier's budget curve (issue 40): per N and budget (its branches and full length), KD
     minus scratch over the seeds whose two arms both have a Kodak result in ``results_folder`` (the tier's
     ``experiments/``): RD cost, PSNR and bpp with the images' and seeds' intervals (:func:`kd_gain`), and
-    the one rule's :func:`verdict` (of PSNR and bpp too, in :data:`MOVE_WORDS`), and once scratch's lambda ends of
-    that budget have landed, :func:`equal_rate`'s two readings (``verdict_at_rate``: PSNR at KD's rate;
-    ``verdict_at_psnr``: rate at KD's PSNR). Every point is a decayed model;
-    the seeds counted are those declared (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
+    the one rule's :func:`verdict` (of PSNR and bpp too, in :data:`MOVE_WORDS`); each arm's mean Kodak PSNR
+    and bpp over those seeds (``kd_psnr``, ``kd_bpp``, ``scratch_psnr``, ``scratch_bpp``, as :func:`size_table`
+    names them: the student against its teacher); and once scratch's lambda ends of that budget have
+    landed, :func:`equal_rate`'s two readings (``verdict_at_rate``: PSNR at KD's rate; ``verdict_at_psnr``:
+    rate at KD's PSNR). Every point is a decayed model; the seeds counted are those declared
+    (:data:`kdlib.grid.EQUAL_SEEDS`) that have landed."""
     folder, rows = Path(results_folder), []
     tier = [grid.RUNS[n] for n in grid.EQUAL]
     for n in sizes:
@@ -617,7 +619,9 @@ def budget_curve(results_folder: str | Path, sizes: tuple[int, ...] = (16, 64)) 
                 continue
             gain = kd_gain([k for k, _ in pairs], [s for _, s in pairs], kd[0].lmbda)
             rate = equal_rate(folder, n, fraction=fraction)
-            rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs),
+            means = {f"{arm}_{m.split('-')[0]}": np.mean([per_image(files[i], kd[0].lmbda)[m].mean() for files in pairs])
+                     for i, arm in enumerate(("kd", "scratch")) for m in ("psnr-rgb", "bpp")}  # each arm's Kodak means
+            rows.append({"N": n, "steps": kd[0].config("equal").steps, "seeds": len(pairs), **means,
                          **{k: v for k, v in gain.items() if k.startswith("d_")}, "verdict": verdict(gain),
                          "rate_seeds": rate["seeds"], "ends_outside_pct": rate.get("ends_outside_pct", np.nan),
                          **{k: v for k, v in rate.items() if k.startswith(("d_psnr_at", "d_rate_at"))},

@@ -362,6 +362,12 @@ class Converged(Claim):
         long tier's, per N and budget."""
         return analysis.budget_curve(self.layout.at("equal").experiments)
 
+    @cached_property
+    def teacher(self) -> dict:
+        """T5 on Kodak as the equal tier reads it: the cpu scale's result, whose checkpoint that tier's KD arm
+        learns from at every scale."""
+        return read_result(self.layout.at("cpu").results / "T5.json")["results"]
+
     def _landed(self, n: int) -> str:
         declared, landed = len(grid.EQUAL_SEEDS[n]), int(self.budget[self.budget.N == n].seeds.max())
         return (f"all {declared} declared pairs" if landed >= declared else
@@ -375,7 +381,19 @@ class Converged(Claim):
                 "cost " + ", ".join(f"{r['d_rd_cost']:+.3f} at {r['steps'] // 1000}k steps ({analysis.headline(r['verdict'])}"
                                     + (f"; seeds' interval [{r['d_rd_cost_seeds_low']:+.3f}, {r['d_rd_cost_seeds_high']:+.3f}])"
                                        if r["seeds"] > 1 else ")") for r in g.to_dict("records"))
-                + _at_equal_rate(g) for n, g in self.budget.groupby("N")]
+                + _at_equal_rate(g) + self._teacher_gap(g) for n, g in self.budget.groupby("N")]
+
+    def _under_teacher(self, r: dict, arm: str) -> str:
+        """One budget's students of ``arm`` (mean over its seeds) against T5, each at its own rate."""
+        t = self.teacher
+        return (f"{t['psnr-rgb'][0] - r[f'{arm}_psnr']:.2f} dB under T5 at "
+                f"{100 * (r[f'{arm}_bpp'] / t['bpp'][0] - 1):+.0f} % bpp")
+
+    def _teacher_gap(self, g: pd.DataFrame) -> str:
+        """The longest budget's students against T5, one phrase (experiment 1's headline at equal steps)."""
+        r = g.loc[g.steps.idxmax()].to_dict()
+        return (f"; at {r['steps'] // 1000}k steps the KD student {self._under_teacher(r, 'kd')}, scratch "
+                f"{self._under_teacher(r, 'scratch')}")
 
     def budget_summary(self) -> list[str]:
         """The equal tier's reading per N and budget by the one rule: RD cost, bpp and PSNR at lambda 0.025,
@@ -384,10 +402,12 @@ class Converged(Claim):
             return [NO_EQUAL_PAIR]
         out = []
         for n, g in self.budget.groupby("N"):
+            ends = "the equal-rate reading says whether it lies above scratch's curve" if (g.rate_seeds > 0).any() else (
+                "no equal-rate reading: scratch's other lambdas train at N = 16 only")
             out.append(f"equal tier, the N = {n} student, {self._landed(n)}: both arms {g.steps.max():,} steps on one "
                        "fixed schedule, the smaller budgets branches of the same runs (not independent readings); KD "
                        "from T5, our own CPU-trained teacher; at lambda 0.025, where KD moves the operating point "
-                       "(the equal-rate reading says whether it lies above scratch's curve)")
+                       f"({ends})")
             for r in g.to_dict("records"):
                 out.append(f"  {r['steps'] // 1000}k steps: RD cost KD - scratch {_interval(r, 'rd_cost', 3)} -> "
                            f"{analysis.headline(r['verdict'])}; bpp {_interval(r, 'bpp', 3)} -> "
@@ -398,7 +418,16 @@ class Converged(Claim):
                                f"-> {analysis.headline(r['verdict_at_rate'])}; rate at KD's PSNR "
                                f"{_interval(r, 'rate_at_psnr', 1, ' %')} -> {analysis.headline(r['verdict_at_psnr'])}")
                     out.append(f"      the ends' noise (sensitivity, not the rule): {_ends_noise(r)}")
+            out.append(self._against_teacher(g))
         return out
+
+    def _against_teacher(self, g: pd.DataFrame) -> str:
+        """Experiment 1's headline at equal steps: each budget's students against T5."""
+        t = self.teacher
+        return (f"  against the teacher T5 ({t['psnr-rgb'][0]:.2f} dB at {t['bpp'][0]:.3f} bpp), each at its own rate "
+                "as the paper reads its N = 64 student (0.4 dB under CompressAI's teacher): " + "; ".join(
+                    f"{r['steps'] // 1000}k KD {self._under_teacher(r, 'kd')}, scratch "
+                    f"{self._under_teacher(r, 'scratch')}" for r in g.to_dict("records")))
 
     def budget_in_short(self) -> list[str]:
         """The equal tier's verdicts per N, each metric's budgets grouped by what the one rule said."""

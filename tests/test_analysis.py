@@ -280,6 +280,8 @@ def test_the_budget_curve_pairs_each_budgets_decayed_runs():
     assert list(pilot.steps) == [16_000, 32_000, 64_000] and (pilot.seeds >= 1).all()
     assert all((verdict.side == "one seed") == (seeds == 1) for verdict, seeds in zip(pilot.verdict, pilot.seeds))
     assert (pilot.d_rd_cost_low <= pilot.d_rd_cost).all() and (pilot.d_rd_cost <= pilot.d_rd_cost_high).all()
+    for m in ("psnr", "bpp"):  # each arm's Kodak means over the same seeds (the students against their teacher)
+        assert (pilot[f"kd_{m}"] - pilot[f"scratch_{m}"]).to_numpy() == pytest.approx(pilot[f"d_{m}{'-rgb' * (m == 'psnr')}"])
     rated = pilot.rate_seeds > 0  # PSNR at equal rate: only where scratch's ends of that budget have landed
     assert all(bool(v) == r for v, r in zip(pilot.verdict_at_rate, rated)) and (~rated | (pilot.rate_seeds == pilot.seeds)).all()
     assert all(bool(v) == r for v, r in zip(pilot.verdict_at_psnr, rated))
@@ -387,11 +389,15 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     def row(steps: int, d: float, seeds: int) -> dict:
         gain = {"seeds": seeds, **{f"d_{m}{end}": d + shift for m in ("rd_cost", "bpp", "psnr-rgb") for end, shift in (
             ("", 0), ("_low", -0.01), ("_high", 0.01), ("_seeds_low", -0.02), ("_seeds_high", 0.02), ("_seed_sd", 0.01))}}
-        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0,
+        return {"N": 16, "steps": steps, **gain, "verdict": analysis.verdict(gain), "rate_seeds": 0, "kd_psnr": 30 + d,
+                "kd_bpp": 0.4, "scratch_psnr": 30.0, "scratch_bpp": 0.5,
                 "verdict_at_rate": "", "verdict_at_psnr": "",
                 **{f"{m.split('-')[0]}_verdict": analysis.verdict(gain, *words, m) for m, words in analysis.MOVE_WORDS.items()}}
 
     curve = pd.DataFrame([row(16_000, -0.1, 5), row(64_000, 0.0, 5)])
+    (tmp_path / "results").mkdir()
+    teacher = {"results": {"psnr-rgb": [32.0], "bpp": [0.8]}}
+    (tmp_path / "results" / "T5.json").write_text(json.dumps(teacher))
     monkeypatch.setattr(claims.analysis, "budget_curve", lambda *a, **k: curve)
     claim = claims.Converged(Layout.of("cpu", tmp_path))
     assert claim.budget_in_short() == ["Equal tier, N = 16 (5 of the 8 declared pairs: an interim reading): RD cost KD "
@@ -401,9 +407,14 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     assert lines[1].startswith("  16k steps: RD cost KD - scratch -0.100 [-0.110, -0.090] over images, seeds' interval "
                                "[-0.120, -0.080] -> KD better; bpp")
     assert lines[2].startswith("  64k steps: RD cost KD - scratch +0.000") and "-> not established; bpp" in lines[2]
+    assert lines[3].endswith(": 16k KD 2.10 dB under T5 at -50 % bpp, scratch 2.00 dB under T5 at -38 % bpp; 64k KD "
+                             "2.00 dB under T5 at -50 % bpp, scratch 2.00 dB under T5 at -38 % bpp")
+    assert "(32.00 dB at 0.800 bpp)" in lines[3]
     curve.loc[:, "seeds"] = 8
     assert "(all 8 declared pairs)" in claims.Converged(Layout.of("cpu", tmp_path)).budget_in_short()[0]
-    assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith("seeds' interval [-0.020, +0.020])")
+    assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith(
+        "seeds' interval [-0.020, +0.020]); at 64k steps the KD student 2.00 dB under T5 at -50 % bpp, scratch 2.00 dB "
+        "under T5 at -38 % bpp")
     at_rate = {"rate_seeds": 8, "d_psnr_at_rate": [0.2, 0.05], "d_psnr_at_rate_wide_low": [0.1, -0.01],
                "d_psnr_at_rate_wide_high": [0.3, 0.11], "verdict_at_rate": [analysis.verdict(
                    {"seeds": 8, **{f"d_psnr_at_rate{e}": v for e, v in (("", d), ("_low", d - 0.01), ("_high", d + 0.01),
@@ -413,4 +424,5 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     monkeypatch.setattr(claims.analysis, "budget_curve", lambda *a, **k: curve.assign(**at_rate))
     assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith(
         "; PSNR at KD's rate against scratch's own curve (its ends one seed) +0.20 dB at 16k (above), +0.05 dB at 64k "
-        "(above), the ends' noise allowed for: zero inside the interval at 64k")
+        "(above), the ends' noise allowed for: zero inside the interval at 64k; at 64k steps the KD student 2.00 dB "
+        "under T5 at -50 % bpp, scratch 2.00 dB under T5 at -38 % bpp")
