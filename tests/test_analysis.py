@@ -413,8 +413,8 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     curve.loc[:, "seeds"] = 8
     assert "(all 8 declared pairs)" in claims.Converged(Layout.of("cpu", tmp_path)).budget_in_short()[0]
     assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith(
-        "seeds' interval [-0.020, +0.020]); at 64k steps the KD student 2.00 dB under T5 at -50 % bpp, scratch 2.00 dB "
-        "under T5 at -38 % bpp")
+        "seeds' interval [-0.020, +0.020]); at 64k steps the KD student is 2.00 dB under T5 at -50 % bpp, scratch "
+        "2.00 dB under T5 at -38 % bpp")
     at_rate = {"rate_seeds": 8, "d_psnr_at_rate": [0.2, 0.05], "d_psnr_at_rate_wide_low": [0.1, -0.01],
                "d_psnr_at_rate_wide_high": [0.3, 0.11], "verdict_at_rate": [analysis.verdict(
                    {"seeds": 8, **{f"d_psnr_at_rate{e}": v for e, v in (("", d), ("_low", d - 0.01), ("_high", d + 0.01),
@@ -424,5 +424,5 @@ def test_the_converged_claim_reads_the_equal_tier_budget_by_budget(tmp_path, mon
     monkeypatch.setattr(claims.analysis, "budget_curve", lambda *a, **k: curve.assign(**at_rate))
     assert claims.Converged(Layout.of("cpu", tmp_path)).budget_headlines()[0].endswith(
         "; PSNR at KD's rate against scratch's own curve (its ends one seed) +0.20 dB at 16k (above), +0.05 dB at 64k "
-        "(above), the ends' noise allowed for: zero inside the interval at 64k; at 64k steps the KD student 2.00 dB "
+        "(above), the ends' noise allowed for: zero inside the interval at 64k; at 64k steps the KD student is 2.00 dB "
         "under T5 at -50 % bpp, scratch 2.00 dB under T5 at -38 % bpp")
