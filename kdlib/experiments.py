@@ -153,19 +153,26 @@ def released_weights(run: grid.Run, config: Config, checkpoints: Path) -> Path |
     return Manifest(checkpoints).weights(run.release, config.hash()) if run.release else None
 
 
-def estimate_s(run: grid.Run, config: Config, cache: Path | None = None) -> float:
-    """Estimated training seconds (one thread, two runs at a time) from :data:`STEPS_PER_S`. A KD run
-    (not hybrid) whose teacher targets, ``x_hat`` included, are all stored in ``cache`` (a
-    :class:`kdlib.teachers.TargetCache` folder) runs at :data:`STORED_TARGETS` times its scratch twin's rate."""
-    kd = run.teacher is not None
+def estimate_s(run: grid.Run, config: Config, cache: Path | None = None, start: int = 0) -> float:
+    """Estimated training seconds (one thread, two runs at a time) from :data:`STEPS_PER_S` for the steps
+    left after ``start`` (those its resume state holds). A KD run (not hybrid) whose teacher targets,
+    ``x_hat`` included, are all stored in ``cache`` (a :class:`kdlib.teachers.TargetCache` folder) runs at
+    :data:`STORED_TARGETS` times its scratch twin's rate."""
+    kd, left = run.teacher is not None, config.steps - max(start, 0)
     if config.bank:  # targets read from the bank: a KD step costs a scratch step (at most the step cap)
         sizes = sorted(BANK_STEPS_PER_S)
         rate = float(np.interp(run.N, sizes, [BANK_STEPS_PER_S[n] for n in sizes]))
-        return (config.steps - (stable_end(config) if run.trunk else 0)) / rate  # a branch: its decay only
+        return min(left, config.steps - (stable_end(config) if run.trunk else 0)) / rate  # a branch: its decay only
     needed = {"y_hat", "x_hat"} | ({"z_hat"} if config.w_hyper else set())
     if kd and cache and run.hyper_teacher is None and needed <= stored(cache, teacher_cache_key(config), config.steps):
-        return config.steps / (STORED_TARGETS * _rate(False, run.N))
-    return config.steps / _rate(kd, run.N)
+        return left / (STORED_TARGETS * _rate(False, run.N))
+    return left / _rate(kd, run.N)
+
+
+def trained_steps(name: str, layout: Layout) -> int:
+    """The steps a run's resume state holds, in its run folder or parked (0 where it has none)."""
+    folder = run_dir(grid.RUNS[name].config(layout.scale.name), layout.runs)
+    return max(_steps(folder), _steps(layout.parked / name), 0)
 
 
 def _rate(kd: bool, n: int) -> float:
@@ -432,13 +439,16 @@ def run_experiment(number: int, layout: Layout, jobs: int = 2, compile: bool = T
           + (f", {len(recorded)} as recorded (evaluated by earlier code; their weights are not kept)" if recorded else ""))
     if to_train and (train or dry_run):
         at_once = min(jobs, len(to_train))  # as train_all runs them
-        hours = sum(estimate_s(grid.RUNS[n], grid.RUNS[n].config(budget), teacher_cache()) for n in to_train) / 3600 / at_once
-        print(f"to train (about {hours:.1f} h, {at_once} at a time, on this machine's estimate):")
+        done = {n: trained_steps(n, layout) for n in to_train}
+        hours = sum(estimate_s(grid.RUNS[n], grid.RUNS[n].config(budget), teacher_cache(), done[n])
+                    for n in to_train) / 3600 / at_once
+        print(f"to train (about {hours:.1f} h left, {at_once} at a time, on this machine's estimate):")
         if any(grid.RUNS[n].config(budget).precision == "bf16" for n in to_train) and not native_bf16():
             print(f"  (its rates were measured on CPUs with and without native bfloat16, docs/training.md, "
                   f"\"Cost\"; here, {EMULATED_BF16})")
         for n in to_train:
-            print(f"  {n}: {run_dir(grid.RUNS[n].config(budget), runs)}")
+            print(f"  {n}: {run_dir(grid.RUNS[n].config(budget), runs)}"
+                  + (f" (resumes at step {done[n]:,} of {grid.RUNS[n].config(budget).steps:,})" if done[n] else ""))
     if dry_run:
         return states
     save_teacher_reconstructions(names, images, layout.experiments)

@@ -142,7 +142,7 @@ def test_dry_run_names_what_it_would_train_and_the_time(monkeypatch, photo_folde
     tiny_grid(monkeypatch, photo_folder)
     run_experiment(1, Layout.of("smoke", tmp_path), dry_run=True)
     out = capsys.readouterr().out
-    assert "2 to train" in out and "h, 2 at a time" in out and "k: " in out and "s: " in out
+    assert "2 to train" in out and "h left, 2 at a time" in out and "k: " in out and "s: " in out
     assert not (tmp_path / "runs").exists()
 
 
@@ -197,6 +197,18 @@ def test_a_kd_run_with_every_target_stored_is_estimated_at_its_scratch_twins_rat
     assert experiments.estimate_s(run, config, tmp_path) == pytest.approx(scratch / experiments.STORED_TARGETS)
 
 
+def test_the_dry_runs_estimate_counts_only_the_steps_left():
+    """`kdlib experiment --dry-run` estimates a resumed run from the step its state holds; a branch parked at its
+    trunk's stable end has its decay left."""
+    run, branch = RUNS["e1-kd-N64-s0"], RUNS["e1-kd-N64-s0-b25"]
+    config, decay_config = run.config("equal"), branch.config("equal")
+    whole, decay = experiments.estimate_s(run, config), experiments.estimate_s(branch, decay_config)
+    assert experiments.estimate_s(run, config, start=16_000) == pytest.approx(0.75 * whole)
+    assert decay == pytest.approx(0.2 * whole / 4)  # a quarter of the length, its last 20 % decayed
+    assert experiments.estimate_s(branch, decay_config, start=training.stable_end(decay_config)) == pytest.approx(decay)
+    assert experiments.estimate_s(branch, decay_config, start=14_400) == pytest.approx(decay / 2)
+
+
 def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(photo_folder, tmp_path, monkeypatch):
     tiny_grid(monkeypatch, photo_folder)
     monkeypatch.setitem(grid.BUDGETS, "smoke", dict(scale="smoke", steps=4, val_every=2, data=str(photo_folder)))
@@ -205,6 +217,7 @@ def test_an_unfinished_run_parked_in_the_repository_resumes_in_a_new_session(pho
     whole = train(config, runs=tmp_path / "whole", progress=False)
     train(config, runs=tmp_path / "old", progress=False, stop_after=2)
     assert experiments.park(session["old"]) == ["s"]  # "k" never started: nothing to park
+    assert experiments.trained_steps("s", session["new"]) == 2 and experiments.trained_steps("k", session["new"]) == 0
     assert experiments.unpark("s", session["new"])  # a new session: runs/ is gone
     assert not experiments.unpark("s", session["new"])  # its own state now wins
     assert read_checkpoint(run_dir(config, tmp_path / "new") / "last.pth.tar")["meta"]["steps"] == 2
