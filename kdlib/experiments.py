@@ -158,7 +158,7 @@ def estimate_s(run: grid.Run, config: Config, cache: Path | None = None, start: 
     left after ``start`` (those its resume state holds). A KD run (not hybrid) whose teacher targets,
     ``x_hat`` included, are all stored in ``cache`` (a :class:`kdlib.teachers.TargetCache` folder) runs at
     :data:`STORED_TARGETS` times its scratch twin's rate."""
-    kd, left = run.teacher is not None, config.steps - max(start, 0)
+    kd, left = run.teacher is not None, config.steps - start
     if config.bank:  # targets read from the bank: a KD step costs a scratch step (at most the step cap)
         sizes = sorted(BANK_STEPS_PER_S)
         rate = float(np.interp(run.N, sizes, [BANK_STEPS_PER_S[n] for n in sizes]))

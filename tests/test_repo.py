@@ -1,4 +1,5 @@
 """The repository as a newcomer clones it: no trace of the machine that built it."""
+import re
 import subprocess
 from pathlib import Path
 
@@ -69,8 +70,6 @@ BOTH = ("", "_low", "_high", "_seeds_low", "_seeds_high")  # a difference with i
 
 def near(quoted: str, values: list[float]) -> bool:
     """`quoted`'s decimal numbers are `values`, each to its own last digit (plus the CSV's 4-decimal rounding)."""
-    import re
-
     found = re.findall(r"[+-]?\d+\.\d+", quoted)
     return len(found) == len(values) and all(
         abs(float(q) - v) <= 0.5 * 10 ** -len(q.split(".")[1]) + 5e-5 for q, v in zip(found, values))
@@ -81,8 +80,6 @@ def test_the_docs_and_readme_quote_the_equal_tiers_budget_table():
     from both are copied by hand from paper/tables/kd_gain_vs_budget.csv (which `make tier-notebooks`
     rewrites as runs land): a landed run that moves a number fails here until the prose follows. The CSV
     keeps 4 decimals, so a quoted number may be off by its own last digit's half plus that rounding."""
-    import re
-
     import pandas as pd
 
     from kdlib import grid
